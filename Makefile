@@ -1,0 +1,39 @@
+# RainyModel: `make run` serves the proxy on 127.0.0.1:8000 (SQLite, no services needed); `make test` runs the suite.
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test bench clean
+
+# Idempotent: the virtualenv is rebuilt only when requirements.txt changes.
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || { interpreter=$$(scripts/find-python) && "$$interpreter" -m venv $(VENV); }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+# A local secret for `make run` and manage.py, made once and kept out of git; production sets SECRET_KEY.
+.secret_key:
+	@$(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+
+run: install .secret_key
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py routing load-defaults
+	@echo
+	@echo "RainyModel is starting on http://$(HOST):$(PORT)  (admin: /admin/, health: /health)"
+	@echo "Create an API key:   $(PY) manage.py apikey create --name my-laptop"
+	@echo "Create an admin:     $(PY) manage.py createsuperuser"
+	@echo
+	$(VENV)/bin/uvicorn rainymodel_site.asgi:application --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-access-log
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,165 @@
+"""RainyModel settings: everything comes from the environment (SPEC §2), read through tiny typed helpers.
+
+SQLite and an in-process cache by default, so `make run` needs no services; PostgreSQL (`DATABASE_URL`) and Redis
+(`REDIS_URL`) in production, shared by every worker and machine.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VERSION = "0.1.0"
+
+
+def envstr(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def envint(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"
+DEBUG = envbool("DEBUG", False)
+# `make run` writes a random secret to .secret_key (git-ignored) so local commands and the server agree on it.
+_local_secret = BASE_DIR / ".secret_key"
+SECRET_KEY = envstr("SECRET_KEY") or (_local_secret.read_text().strip() if _local_secret.is_file() else DEV_SECRET_KEY)
+if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the development value and DEBUG is off. Set SECRET_KEY to a long random string "
+        "(it also keys the API-key HMAC), or set DEBUG=true for local development."
+    )
+
+ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h.strip()]
+if envstr("RENDER_EXTERNAL_HOSTNAME"):
+    ALLOWED_HOSTS.append(envstr("RENDER_EXTERNAL_HOSTNAME"))
+CSRF_TRUSTED_ORIGINS = [f"https://{h}" for h in ALLOWED_HOSTS if h not in ("localhost", "127.0.0.1")]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "adrf",
+    "routing",
+    "apikeys",
+    "usage",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "rainymodel_site.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "rainymodel_site.asgi.application"
+
+DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the log writer and readers work side by side; IMMEDIATE avoids "database is locked" upgrades.
+    _db["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": envint("RAINYMODEL_DB_POOL_SIZE", 10)}}
+DATABASES = {"default": _db}
+
+REDIS_URL = envstr("REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "rainymodel"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/usage/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+REST_FRAMEWORK = {
+    "EXCEPTION_HANDLER": "routing.proxy.errors.exception_handler",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [],
+}
+
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_IP_META_KEY = "REMOTE_ADDR"
+
+# RainyModel's own settings (SPEC §2).
+RAINYMODEL_MASTER_KEY = envstr("RAINYMODEL_MASTER_KEY")
+RAINYMODEL_MAX_BODY_BYTES = envint("RAINYMODEL_MAX_BODY_BYTES", 10 * 1024 * 1024)
+RAINYMODEL_LOG_FLUSH_S = envfloat("RAINYMODEL_LOG_FLUSH_S", 1.0)
+RAINYMODEL_DEADLINE_S = envfloat("RAINYMODEL_DEADLINE_S", 300.0)
+# How often each worker checks the shared config version (admin saves reach every worker within 2 s).
+RAINYMODEL_SNAPSHOT_POLL_S = envfloat("RAINYMODEL_SNAPSHOT_POLL_S", 0.5)
+# Failed authentications allowed per client IP per minute before a 429.
+RAINYMODEL_AUTH_FAILURES_PER_MIN = envint("RAINYMODEL_AUTH_FAILURES_PER_MIN", 30)
+DATA_UPLOAD_MAX_MEMORY_SIZE = RAINYMODEL_MAX_BODY_BYTES
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

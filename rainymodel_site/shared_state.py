@@ -1,0 +1,278 @@
+"""The state every worker and machine must agree on: breaker state, rate-limit and quota counters, the config
+version. Redis (through redis.asyncio, natively async) when `REDIS_URL` is set; an in-process store otherwise,
+which is correct for exactly one process.
+
+Why not Django's cache API: its async methods hop into a thread (`sync_to_async(thread_sensitive=True)`), which
+serialises every cache call of the process behind one thread, and it has no atomic "increment and set expiry".
+The request path must not block the event loop, so it uses the async methods here; admin pages, commands and
+background threads use the `*_sync` twins.
+
+Every method raises `SharedStateUnavailable` when the store cannot be reached; callers decide how to degrade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+PREFIX = "rm:"
+
+
+class SharedStateUnavailable(Exception):
+    """The shared store (Redis) could not be reached."""
+
+
+class MemoryState:
+    """In-process store for a single worker: a dict of key -> (value, expires_at), guarded by a lock."""
+
+    shared = False
+
+    def __init__(self):
+        self._data: dict[str, tuple[object, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def _live(self, key, now):
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[1] is not None and item[1] <= now:
+            del self._data[key]
+            return None
+        return item
+
+    def get_sync(self, key):
+        with self._lock:
+            item = self._live(PREFIX + key, time.monotonic())
+            return None if item is None else item[0]
+
+    def get_many_sync(self, keys):
+        now = time.monotonic()
+        with self._lock:
+            out = {}
+            for key in keys:
+                item = self._live(PREFIX + key, now)
+                if item is not None:
+                    out[key] = item[0]
+            return out
+
+    def set_sync(self, key, value, ttl=None):
+        with self._lock:
+            self._data[PREFIX + key] = (value, None if ttl is None else time.monotonic() + ttl)
+
+    def add_sync(self, key, value, ttl=None):
+        with self._lock:
+            if self._live(PREFIX + key, time.monotonic()) is not None:
+                return False
+            self._data[PREFIX + key] = (value, None if ttl is None else time.monotonic() + ttl)
+            return True
+
+    def incr_sync(self, key, amount=1, ttl=None):
+        """Add `amount` (int or float) and return the new value; a new key gets `ttl` seconds to live."""
+        now = time.monotonic()
+        with self._lock:
+            item = self._live(PREFIX + key, now)
+            if item is None:
+                value, expires = 0, (None if ttl is None else now + ttl)
+            else:
+                value, expires = item
+            value = value + amount
+            self._data[PREFIX + key] = (value, expires)
+            return value
+
+    def ttl_sync(self, key):
+        now = time.monotonic()
+        with self._lock:
+            item = self._live(PREFIX + key, now)
+            if item is None or item[1] is None:
+                return None
+            return max(0.0, item[1] - now)
+
+    def delete_sync(self, *keys):
+        with self._lock:
+            for key in keys:
+                self._data.pop(PREFIX + key, None)
+
+    def ping_sync(self):
+        return True
+
+    def flush_sync(self):
+        with self._lock:
+            self._data.clear()
+
+    async def get(self, key):
+        return self.get_sync(key)
+
+    async def get_many(self, keys):
+        return self.get_many_sync(keys)
+
+    async def set(self, key, value, ttl=None):
+        self.set_sync(key, value, ttl)
+
+    async def add(self, key, value, ttl=None):
+        return self.add_sync(key, value, ttl)
+
+    async def incr(self, key, amount=1, ttl=None):
+        return self.incr_sync(key, amount, ttl)
+
+    async def ttl(self, key):
+        return self.ttl_sync(key)
+
+    async def delete(self, *keys):
+        self.delete_sync(*keys)
+
+
+def _decode(value):
+    """Redis returns bytes; numbers come back as numbers, everything else as str."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+class RedisState:
+    """Redis-backed store shared by all workers. One async client per event loop (redis.asyncio connections are
+    bound to the loop that made them) and one sync client for threads."""
+
+    shared = True
+
+    def __init__(self, url):
+        import redis
+        import redis.asyncio
+
+        self._url = url
+        self._errors = (redis.RedisError, OSError)
+        self._sync = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+        self._async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._async_module = redis.asyncio
+
+    def _client(self):
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = self._async_module.Redis.from_url(
+                self._url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+            )
+            self._async_clients[loop] = client
+        return client
+
+    def _wrap_sync(self, fn, *args):
+        try:
+            return fn(*args)
+        except self._errors as exc:
+            raise SharedStateUnavailable(str(exc)) from exc
+
+    async def _wrap(self, coro):
+        try:
+            return await coro
+        except self._errors as exc:
+            raise SharedStateUnavailable(str(exc)) from exc
+
+    # sync
+    def get_sync(self, key):
+        return _decode(self._wrap_sync(self._sync.get, PREFIX + key))
+
+    def get_many_sync(self, keys):
+        keys = list(keys)
+        if not keys:
+            return {}
+        values = self._wrap_sync(self._sync.mget, [PREFIX + k for k in keys])
+        return {k: _decode(v) for k, v in zip(keys, values) if v is not None}
+
+    def set_sync(self, key, value, ttl=None):
+        self._wrap_sync(lambda: self._sync.set(PREFIX + key, value, px=_ms(ttl)))
+
+    def add_sync(self, key, value, ttl=None):
+        return bool(self._wrap_sync(lambda: self._sync.set(PREFIX + key, value, px=_ms(ttl), nx=True)))
+
+    def incr_sync(self, key, amount=1, ttl=None):
+        def run():
+            pipe = self._sync.pipeline(transaction=True)
+            _incr_pipeline(pipe, PREFIX + key, amount, ttl)
+            return pipe.execute()[0]
+
+        return _decode(self._wrap_sync(run))
+
+    def ttl_sync(self, key):
+        ms = self._wrap_sync(self._sync.pttl, PREFIX + key)
+        return None if ms is None or ms < 0 else ms / 1000
+
+    def delete_sync(self, *keys):
+        if keys:
+            self._wrap_sync(self._sync.delete, *[PREFIX + k for k in keys])
+
+    def ping_sync(self):
+        return bool(self._wrap_sync(self._sync.ping))
+
+    def flush_sync(self):
+        keys = list(self._wrap_sync(self._sync.scan_iter, PREFIX + "*"))
+        if keys:
+            self._wrap_sync(self._sync.delete, *keys)
+
+    # async
+    async def get(self, key):
+        return _decode(await self._wrap(self._client().get(PREFIX + key)))
+
+    async def get_many(self, keys):
+        keys = list(keys)
+        if not keys:
+            return {}
+        values = await self._wrap(self._client().mget([PREFIX + k for k in keys]))
+        return {k: _decode(v) for k, v in zip(keys, values) if v is not None}
+
+    async def set(self, key, value, ttl=None):
+        await self._wrap(self._client().set(PREFIX + key, value, px=_ms(ttl)))
+
+    async def add(self, key, value, ttl=None):
+        return bool(await self._wrap(self._client().set(PREFIX + key, value, px=_ms(ttl), nx=True)))
+
+    async def incr(self, key, amount=1, ttl=None):
+        pipe = self._client().pipeline(transaction=True)
+        _incr_pipeline(pipe, PREFIX + key, amount, ttl)
+        return _decode((await self._wrap(pipe.execute()))[0])
+
+    async def ttl(self, key):
+        ms = await self._wrap(self._client().pttl(PREFIX + key))
+        return None if ms is None or ms < 0 else ms / 1000
+
+    async def delete(self, *keys):
+        if keys:
+            await self._wrap(self._client().delete(*[PREFIX + k for k in keys]))
+
+
+def _ms(ttl):
+    return None if ttl is None else max(1, int(ttl * 1000))
+
+
+def _incr_pipeline(pipe, key, amount, ttl):
+    if isinstance(amount, float):
+        pipe.incrbyfloat(key, amount)
+    else:
+        pipe.incrby(key, amount)
+    if ttl is not None:
+        pipe.pexpire(key, _ms(ttl), nx=True)  # only a new key gets the expiry; later increments keep it
+
+
+_state = None
+_state_lock = threading.Lock()
+
+
+def state():
+    """The process's shared store, chosen once from settings.REDIS_URL."""
+    global _state
+    if _state is None:
+        with _state_lock:
+            if _state is None:
+                _state = RedisState(settings.REDIS_URL) if settings.REDIS_URL else MemoryState()
+    return _state

@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from rainymodel_site import health
+
+urlpatterns = [
+    path("health", health.health),
+    path("health/ready", health.ready),
+    path("admin/", admin.site.urls),
+    path("v1/", include("routing.proxy.urls")),
+    path("", include("usage.urls")),
+]
+
+handler404 = "routing.proxy.errors.not_found_handler"
+handler500 = "routing.proxy.errors.server_error_handler"

@@ -1,0 +1,24 @@
+"""Every committed change to routing config or keys bumps the shared config version, so each worker's snapshot
+is rebuilt within `RAINYMODEL_SNAPSHOT_POLL_S` (SPEC §10: admin saves reach every worker within 2 s)."""
+
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+from apikeys.models import APIKey, Quota
+from routing.models import Alias, Policy, Provider, Route, RoutingSettings
+from routing.snapshot import bump_version
+
+WATCHED = (Provider, Alias, Route, Policy, RoutingSettings, APIKey, Quota)
+
+
+def _changed(sender, **kwargs):
+    # last_used_at updates from the log writer are not configuration changes.
+    update_fields = kwargs.get("update_fields")
+    if update_fields and set(update_fields) <= {"last_used_at"}:
+        return
+    transaction.on_commit(bump_version)
+
+
+for model in WATCHED:
+    post_save.connect(_changed, sender=model, dispatch_uid=f"bump-{model.__name__}-save")
+    post_delete.connect(_changed, sender=model, dispatch_uid=f"bump-{model.__name__}-delete")

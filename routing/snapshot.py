@@ -1,0 +1,336 @@
+"""The immutable in-process view of routing config and API keys that the request path reads.
+
+The request path never queries the database: it calls `current()` and gets plain frozen dataclasses. A daemon
+thread per process polls the shared config version (shared state when Redis is configured, else the database
+row) every `RAINYMODEL_SNAPSHOT_POLL_S` and rebuilds the snapshot when it moved; every admin save, key change and
+`routing import` bumps that version (routing/signals.py). When the shared store is unreachable the worker keeps
+serving its last snapshot, logs it, and `/health/ready` reports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+from rainymodel_site.shared_state import SharedStateUnavailable, state
+
+log = logging.getLogger(__name__)
+VERSION_KEY = "config:version"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    name: str
+    kind: str
+    tier: str
+    base_url: str
+    api_key: str  # resolved from api_key_env when the snapshot is built; never logged
+    extra_headers: tuple[tuple[str, str], ...]
+    enabled: bool
+    connect_timeout_s: float
+    first_token_timeout_s: float
+    idle_timeout_s: float
+    request_timeout_s: float
+    max_retries: int
+    breaker_failures: int
+    breaker_cooldown_s: float
+    credit_cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    id: int
+    alias: str
+    provider: ProviderInfo
+    upstream_model: str
+    position: int
+    weight: int
+    enabled: bool
+    context_window: int | None
+    supports_prefill: bool
+    input_price_per_mtok: float
+    output_price_per_mtok: float
+
+    @property
+    def tier(self) -> str:
+        return self.provider.tier
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.name}/{self.upstream_model}"
+
+
+@dataclass(frozen=True, slots=True)
+class AliasInfo:
+    name: str
+    description: str
+    enabled: bool
+    listed: bool
+    default_policy: str | None
+    routes: tuple[RouteInfo, ...]
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInfo:
+    name: str
+    tiers: tuple[str, ...]
+    is_default: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaInfo:
+    period: str
+    max_requests: int | None
+    max_tokens: int | None
+    max_cost_usd: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: int | None  # None for the master key
+    name: str
+    prefix: str
+    hashed_key: str
+    expires_at: datetime | None
+    revoked: bool
+    allowed_aliases: frozenset[str]
+    allowed_policies: frozenset[str]
+    default_policy: str | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+    max_concurrent: int | None
+    quotas: tuple[QuotaInfo, ...]
+    owner_id: int | None = None
+
+    @property
+    def is_master(self) -> bool:
+        return self.id is None
+
+    @property
+    def has_limits(self) -> bool:
+        return bool(self.rpm_limit or self.tpm_limit or self.max_concurrent or self.quotas)
+
+
+MASTER_KEY_INFO = KeyInfo(
+    id=None, name="master", prefix="master", hashed_key="", expires_at=None, revoked=False,
+    allowed_aliases=frozenset(), allowed_policies=frozenset(), default_policy=None, rpm_limit=None,
+    tpm_limit=None, max_concurrent=None, quotas=(),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    providers: dict[str, ProviderInfo]
+    aliases: dict[str, AliasInfo]
+    policies: dict[str, PolicyInfo]  # by lower-case name
+    default_policy: str | None
+    catch_all_alias: str | None
+    keys_by_prefix: dict[str, KeyInfo]
+    built_at: float = field(default_factory=time.time)
+
+    def route_by_id(self, route_id: int) -> RouteInfo | None:
+        for alias in self.aliases.values():
+            for route in alias.routes:
+                if route.id == route_id:
+                    return route
+        return None
+
+
+def build_snapshot(version: int) -> Snapshot:
+    """Read the whole configuration in a handful of queries. Runs in the refresher thread (or at startup)."""
+    from apikeys.models import APIKey, Quota
+    from routing.models import Alias, Policy, Provider, Route, RoutingSettings
+
+    with transaction.atomic():
+        providers = {}
+        for p in Provider.objects.all():
+            providers[p.name] = ProviderInfo(
+                name=p.name, kind=p.kind, tier=p.tier, base_url=p.base_url.rstrip("/"),
+                api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "",
+                extra_headers=tuple((str(k), str(v)) for k, v in (p.extra_headers or {}).items()),
+                enabled=p.enabled, connect_timeout_s=p.connect_timeout_s,
+                first_token_timeout_s=p.first_token_timeout_s, idle_timeout_s=p.idle_timeout_s,
+                request_timeout_s=p.request_timeout_s, max_retries=p.max_retries,
+                breaker_failures=p.breaker_failures, breaker_cooldown_s=p.breaker_cooldown_s,
+                credit_cooldown_s=p.credit_cooldown_s,
+            )
+        provider_names = dict(Provider.objects.values_list("id", "name"))
+        policy_names = dict(Policy.objects.values_list("id", "name"))
+        routes_by_alias: dict[int, list[RouteInfo]] = {}
+        for r in Route.objects.order_by("position", "id"):
+            routes_by_alias.setdefault(r.alias_id, []).append(RouteInfo(
+                id=r.id, alias="", provider=providers[provider_names[r.provider_id]],
+                upstream_model=r.upstream_model, position=r.position, weight=r.weight, enabled=r.enabled,
+                context_window=r.context_window, supports_prefill=r.supports_prefill,
+                input_price_per_mtok=float(r.input_price_per_mtok),
+                output_price_per_mtok=float(r.output_price_per_mtok),
+            ))
+        aliases = {}
+        for a in Alias.objects.all():
+            aliases[a.name] = AliasInfo(
+                name=a.name, description=a.description, enabled=a.enabled, listed=a.listed,
+                default_policy=policy_names.get(a.default_policy_id),
+                routes=tuple(_with_alias(r, a.name) for r in routes_by_alias.get(a.id, ())),
+                created=1735689600,
+            )
+        policies = {
+            p.name.lower(): PolicyInfo(name=p.name, tiers=tuple(p.tiers), is_default=p.is_default)
+            for p in Policy.objects.all()
+        }
+        default_policy = next((p.name for p in policies.values() if p.is_default), None)
+        routing_settings = RoutingSettings.objects.filter(pk=1).select_related("catch_all_alias").first()
+        catch_all = routing_settings.catch_all_alias.name if routing_settings and routing_settings.catch_all_alias else None
+
+        quotas: dict[int, list[QuotaInfo]] = {}
+        for q in Quota.objects.all():
+            quotas.setdefault(q.api_key_id, []).append(QuotaInfo(
+                period=q.period, max_requests=q.max_requests, max_tokens=q.max_tokens,
+                max_cost_usd=None if q.max_cost_usd is None else float(q.max_cost_usd),
+            ))
+        keys = {}
+        for k in APIKey.objects.all():
+            keys[k.prefix] = KeyInfo(
+                id=k.id, name=k.name, prefix=k.prefix, hashed_key=k.hashed_key, expires_at=k.expires_at,
+                revoked=k.revoked_at is not None, allowed_aliases=frozenset(k.allowed_aliases or ()),
+                allowed_policies=frozenset(p.lower() for p in (k.allowed_policies or ())),
+                default_policy=policy_names.get(k.default_policy_id), rpm_limit=k.rpm_limit,
+                tpm_limit=k.tpm_limit, max_concurrent=k.max_concurrent, quotas=tuple(quotas.get(k.id, ())),
+                owner_id=k.owner_id,
+            )
+    return Snapshot(
+        version=version, providers=providers, aliases=aliases, policies=policies, default_policy=default_policy,
+        catch_all_alias=catch_all, keys_by_prefix=keys,
+    )
+
+
+def _with_alias(route: RouteInfo, alias: str) -> RouteInfo:
+    from dataclasses import replace
+
+    return replace(route, alias=alias)
+
+
+# --- the version ------------------------------------------------------------------------------------------------
+
+def read_version() -> int:
+    """The shared config version: from the shared store when it is shared (Redis), else the database row."""
+    from routing.models import ConfigVersion
+
+    if state().shared:
+        value = state().get_sync(VERSION_KEY)
+        if value is not None:
+            return int(value)
+    row = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+    return int(row or 0)
+
+
+def bump_version() -> None:
+    """Mark the configuration as changed. Called after every committed change (signals, imports, commands)."""
+    from django.db.models import F
+
+    from routing.models import ConfigVersion
+
+    updated = ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1)
+    if not updated:
+        ConfigVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+    try:
+        if state().shared:
+            state().incr_sync(VERSION_KEY, 1)
+    except SharedStateUnavailable:
+        log.warning("config version bumped in the database but the shared store is unreachable")
+    # This process need not wait for its own poller.
+    _holder.stale = True
+
+
+# --- the holder -------------------------------------------------------------------------------------------------
+
+class _Holder:
+    def __init__(self):
+        self.snapshot: Snapshot | None = None
+        self.stale = False
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.shared_state_error: str | None = None
+        self.last_check = 0.0
+
+
+_holder = _Holder()
+
+
+def current() -> Snapshot:
+    """The current snapshot. Only the very first call in a process builds it (before the refresher runs);
+    call `ensure_loaded()` at startup so the request path never does."""
+    snap = _holder.snapshot
+    if snap is None:
+        snap = refresh()
+    return snap
+
+
+def status() -> dict:
+    snap = _holder.snapshot
+    return {
+        "loaded": snap is not None,
+        "version": snap.version if snap else None,
+        "age_s": round(time.time() - snap.built_at, 3) if snap else None,
+        "shared_state_error": _holder.shared_state_error,
+    }
+
+
+def refresh() -> Snapshot:
+    """Rebuild the snapshot now from the database (blocking; never on the event loop)."""
+    with _holder.lock:
+        try:
+            version = read_version()
+            _holder.shared_state_error = None
+        except SharedStateUnavailable as exc:
+            _holder.shared_state_error = str(exc)
+            version = -1
+        snap = build_snapshot(version)
+        _holder.snapshot = snap
+        _holder.stale = False
+        return snap
+
+
+def _poll_once() -> None:
+    try:
+        version = read_version()
+        if _holder.shared_state_error:
+            log.warning("shared state reachable again; config version checks resume")
+        _holder.shared_state_error = None
+    except SharedStateUnavailable as exc:
+        if not _holder.shared_state_error:
+            log.error("shared state unreachable, serving the last config snapshot: %s", exc)
+        _holder.shared_state_error = str(exc)
+        return
+    snap = _holder.snapshot
+    if snap is None or snap.version != version or _holder.stale:
+        refresh()
+
+
+def _run_refresher() -> None:
+    while True:
+        time.sleep(settings.RAINYMODEL_SNAPSHOT_POLL_S)
+        try:
+            _poll_once()
+        except Exception:  # the refresher must outlive a database hiccup
+            log.exception("config snapshot refresh failed; keeping the last one")
+        finally:
+            close_old_connections()
+
+
+def ensure_loaded() -> Snapshot:
+    """Build the first snapshot and start this process's refresher thread (idempotent)."""
+    snap = current()
+    with _holder.lock:
+        if _holder.thread is None or not _holder.thread.is_alive():
+            _holder.thread = threading.Thread(target=_run_refresher, name="rainymodel-snapshot", daemon=True)
+            _holder.thread.start()
+    return snap

@@ -1,0 +1,123 @@
+"""The batched request-log writer: the only code that writes RequestLog rows.
+
+The request path calls `enqueue(row)` (a non-blocking append) and moves on; a daemon thread writes the buffered
+rows every `RAINYMODEL_LOG_FLUSH_S` in one transaction together with the usage rollups and the keys'
+`last_used_at`. A failed write keeps the rows and retries, so a database hiccup delays logs but never loses them;
+`stop()` (lifespan shutdown, SIGTERM) writes whatever is left before the worker exits.
+Never call the database from the request path: this module exists so that it does not have to.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections import deque
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+# A bound on memory if the database is down for long: past it the oldest rows are dropped, and counted.
+MAX_BUFFERED = 200_000
+
+
+class LogWriter:
+    def __init__(self):
+        self._buffer: deque[dict] = deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.dropped = 0
+        self.written = 0
+
+    def enqueue(self, row: dict) -> None:
+        if len(self._buffer) >= MAX_BUFFERED:
+            self._buffer.popleft()
+            self.dropped += 1
+            log.error("request-log buffer full; dropped the oldest row (%d dropped so far)", self.dropped)
+        self._buffer.append(row)
+        if self._thread is None:
+            self.start()
+
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name="rainymodel-log-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write everything buffered, then stop the thread. Safe to call more than once."""
+        self._stopping.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+        self.flush()
+
+    def flush(self) -> int:
+        """Write all buffered rows now (blocking). Returns how many were written."""
+        total = 0
+        with self._flush_lock:
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(MAX_BATCH, len(self._buffer)))]
+                try:
+                    write_batch(batch)
+                except Exception:
+                    # Put the rows back in order and let the next flush try again.
+                    self._buffer.extendleft(reversed(batch))
+                    log.exception("writing %d request-log rows failed; will retry", len(batch))
+                    raise
+                total += len(batch)
+                self.written += len(batch)
+        return total
+
+    def _run(self) -> None:
+        interval = settings.RAINYMODEL_LOG_FLUSH_S
+        while not self._stopping.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                time.sleep(min(5.0, interval * 2))
+            finally:
+                close_old_connections()
+
+
+def write_batch(rows: list[dict]) -> None:
+    from apikeys.models import APIKey
+    from usage.models import RequestLog
+    from usage.rollups import add_to_rollups
+
+    objects = [RequestLog(**row) for row in rows]
+    last_used: dict[int, object] = {}
+    for row in rows:
+        key_id = row.get("api_key_id")
+        if key_id is not None and row["status"] != 401:
+            last_used[key_id] = max(row["created_at"], last_used.get(key_id, row["created_at"]))
+    with transaction.atomic():
+        # ignore_conflicts: a retried batch that was in fact committed must not fail on its own primary keys.
+        RequestLog.objects.bulk_create(objects, ignore_conflicts=True)
+        add_to_rollups(rows)
+        for key_id, when in last_used.items():
+            APIKey.objects.filter(pk=key_id).update(last_used_at=when)
+
+
+writer = LogWriter()
+enqueue = writer.enqueue
+start = writer.start
+stop = writer.stop
+flush = writer.flush
+atexit.register(writer.stop)
