@@ -1,0 +1,55 @@
+"""API-key authentication over the in-process snapshot: no database query on the request path.
+
+`authenticate(headers)` accepts `Authorization: Bearer <key>` or `api-key: <key>`, looks the key up by prefix in
+the snapshot and compares its HMAC in constant time. The master key (`RAINYMODEL_MASTER_KEY`) is compared in
+constant time too and has no limits.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.utils import timezone
+
+from apikeys.keys import hash_key, key_prefix
+from routing.snapshot import MASTER_KEY_INFO, KeyInfo, Snapshot
+
+
+class KeyRejected(Exception):
+    """The request's credentials were refused; `code` is the SPEC's error code (401 in every case)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def presented_key(headers) -> str | None:
+    """The key the client sent, from `Authorization: Bearer` or `api-key`; None when there is none."""
+    authorization = headers.get("authorization") or headers.get("Authorization") or ""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    value = headers.get("api-key") or headers.get("Api-Key") or ""
+    return value.strip() or None
+
+
+def authenticate(snap: Snapshot, headers) -> KeyInfo:
+    """Return the caller's key or raise KeyRejected (`invalid_api_key` or `key_expired`)."""
+    key = presented_key(headers)
+    if not key:
+        raise KeyRejected("invalid_api_key",
+                          "No API key provided. Send it as 'Authorization: Bearer <key>' or in the 'api-key' header.")
+    master = settings.RAINYMODEL_MASTER_KEY
+    if master and hmac.compare_digest(key.encode(), master.encode()):
+        return MASTER_KEY_INFO
+    info = snap.keys_by_prefix.get(key_prefix(key))
+    # Compute the HMAC even for an unknown prefix so timing does not tell which prefixes exist.
+    digest = hash_key(key)
+    if info is None or not hmac.compare_digest(digest, info.hashed_key) or info.revoked:
+        raise KeyRejected("invalid_api_key", "Incorrect API key provided.")
+    if info.expires_at is not None and info.expires_at <= timezone.now():
+        raise KeyRejected("key_expired", "This API key has expired.")
+    return info
