@@ -1,0 +1,375 @@
+"""The circuit breaker (SPEC §6): pure transitions first, then the shared-store functions the request path calls,
+run against the in-process store and, when REDIS_URL is set, against real Redis."""
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from rainymodel_site import shared_state
+from routing.proxy import breaker
+from routing.proxy.breaker import CLOSED, HALF_OPEN, OPEN, BreakerState
+from routing.snapshot import AliasInfo, ProviderInfo, RouteInfo, Snapshot
+
+NOW = 1_700_000_000.0
+ROUTE_PLAN = breaker.FailurePlan("route", threshold=3, cooldown_s=15.0, at_once=False)
+
+
+def fail(st, reason="http_503", now=NOW, plan=ROUTE_PLAN):
+    return breaker.on_failure(st, reason=reason, now=now, plan=plan)
+
+
+# --- pure transitions ----------------------------------------------------------------------------------------------
+
+def test_a_new_breaker_is_closed_and_clean():
+    st = BreakerState()
+    assert breaker.status_at(st, NOW) == CLOSED
+    assert st.is_clean
+    assert breaker.seconds_until_half_open(st, NOW) == 0
+
+
+def test_breaker_opens_after_threshold_consecutive_failures():
+    st = fail(fail(BreakerState()))
+    assert breaker.status_at(st, NOW) == CLOSED and st.failures == 2
+    st = fail(st)
+    assert breaker.status_at(st, NOW) == OPEN
+    assert st.open_until == NOW + 15
+    assert breaker.seconds_until_half_open(st, NOW + 5) == 10
+
+
+def test_a_success_between_failures_resets_the_count():
+    st = breaker.on_success(fail(fail(BreakerState())))
+    assert st.failures == 0 and st.status == CLOSED
+    assert breaker.status_at(fail(fail(st)), NOW) == CLOSED
+
+
+def test_open_breaker_half_opens_when_the_cooldown_has_passed():
+    st = fail(fail(fail(BreakerState())))
+    assert breaker.status_at(st, NOW + 14.9) == OPEN
+    assert breaker.status_at(st, NOW + 15) == HALF_OPEN
+    assert breaker.seconds_until_half_open(st, NOW + 15) == 0
+
+
+def test_failed_probe_reopens_for_another_cooldown_of_the_same_length():
+    st = fail(fail(fail(BreakerState())))
+    reopened = fail(st, now=NOW + 20)
+    assert breaker.status_at(reopened, NOW + 20) == OPEN
+    assert reopened.open_until == NOW + 35
+
+
+def test_failed_probe_after_a_429_reopens_for_the_retry_after_length():
+    plan = breaker.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600,
+                                retry_after=7)
+    st = fail(BreakerState(), reason="http_429", plan=plan)
+    assert st.open_until == NOW + 7
+    # The probe fails with an ordinary 503: it stays out for another 7 s, not the route's 15 s.
+    reopened = fail(st, now=NOW + 8)
+    assert reopened.open_until == NOW + 15
+
+
+def test_late_failure_while_open_does_not_restart_the_cooldown():
+    st = fail(fail(fail(BreakerState())))
+    late = fail(st, now=NOW + 5)
+    assert late.open_until == st.open_until
+    assert late.failures == 4
+
+
+def test_credits_exhausted_while_open_extends_to_the_credit_cooldown():
+    st = fail(fail(fail(BreakerState())))
+    plan = breaker.plan_failure("credits_exhausted", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=600)
+    st = fail(st, reason="credits_exhausted", now=NOW + 1, plan=plan)
+    assert st.open_until == NOW + 601
+
+
+def test_success_closes_an_open_breaker_and_keeps_the_history():
+    st = breaker.on_success(fail(fail(fail(BreakerState()))))
+    assert st.status == CLOSED and st.open_until is None and st.is_clean
+    assert [reason for _, reason in st.recent] == ["http_503"] * 3
+
+
+def test_recent_failures_keep_only_the_newest():
+    st = BreakerState()
+    for i in range(8):
+        st = fail(st, reason=f"http_50{i % 5}", now=NOW + i)
+    assert len(st.recent) == breaker.RECENT_FAILURES_KEPT
+    assert st.recent[-1] == (NOW + 7, "http_502")
+
+
+@pytest.mark.parametrize("reason", ["connect_error", "http_401", "http_403"])
+def test_whole_provider_reasons_count_against_the_provider(reason):
+    plan = breaker.plan_failure(reason, breaker_failures=2, breaker_cooldown_s=9, credit_cooldown_s=3600)
+    assert plan == breaker.FailurePlan("provider", 2, 9.0, at_once=False)
+
+
+@pytest.mark.parametrize("reason", ["reset", "timeout", "http_500", "http_503", "http_404", "invalid_response",
+                                    "stream_interrupted", "http_429"])
+def test_other_reasons_count_against_the_route(reason):
+    plan = breaker.plan_failure(reason, breaker_failures=2, breaker_cooldown_s=9, credit_cooldown_s=3600)
+    assert plan == breaker.FailurePlan("route", 2, 9.0, at_once=False)
+
+
+def test_credits_exhausted_opens_the_provider_at_once_for_the_credit_cooldown():
+    plan = breaker.plan_failure("credits_exhausted", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600)
+    assert plan == breaker.FailurePlan("provider", 3, 3600.0, at_once=True)
+    st = fail(BreakerState(), reason="credits_exhausted", plan=plan)
+    assert breaker.status_at(st, NOW + 3599) == OPEN
+
+
+def test_429_with_retry_after_opens_the_route_at_once_for_that_long():
+    plan = breaker.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600,
+                                retry_after=7)
+    assert plan == breaker.FailurePlan("route", 3, 7.0, at_once=True)
+
+
+@pytest.mark.parametrize("reason", ["http_400", "http_413", "http_422"])
+def test_client_errors_are_refused(reason):
+    with pytest.raises(ValueError, match="client errors"):
+        breaker.plan_failure(reason, breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600)
+
+
+def test_state_survives_encoding():
+    st = fail(fail(fail(BreakerState(), now=NOW)), reason="timeout", now=NOW + 1.25)
+    assert breaker.decode(breaker.encode(st)) == st
+
+
+@pytest.mark.parametrize("raw", ["not json", '{"x": 1}', '{"s": "open", "f": "many"}', "[]"])
+def test_unreadable_state_counts_as_closed(raw):
+    assert breaker.decode(raw) == BreakerState()
+
+
+def test_describe_reports_open_until_and_recent_failures():
+    st = fail(fail(fail(BreakerState())))
+    desc = breaker.describe(st, NOW + 5)
+    assert desc["state"] == OPEN and desc["retry_in_s"] == 10.0 and desc["last_reason"] == "http_503"
+    assert desc["open_until"] == "2023-11-14T22:13:35+00:00"
+    assert len(desc["recent_failures"]) == 3
+    assert breaker.describe(st, NOW + 16)["state"] == HALF_OPEN
+    assert breaker.describe_text(st, NOW + 5) == "open until 22:13:35 UTC (http_503)"
+    assert breaker.describe_text(BreakerState(), NOW) == "closed"
+
+
+# --- the shared store --------------------------------------------------------------------------------------------
+
+BACKENDS = ["memory"] + (["redis"] if os.environ.get("REDIS_URL") else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, monkeypatch):
+    """A clean shared store of each kind; `state()` returns it for the duration of the test."""
+    store = shared_state.MemoryState() if request.param == "memory" else shared_state.RedisState(
+        os.environ["REDIS_URL"])
+    store.flush_sync()
+    monkeypatch.setattr(shared_state, "_state", store)
+    monkeypatch.setattr(breaker, "_seen", {})
+    monkeypatch.setattr(breaker, "_store_down", False)
+    yield store
+    store.flush_sync()
+
+
+def make_provider(name="p1", failures=2, cooldown=0.5, credit=5.0):
+    return ProviderInfo(
+        name=name, kind="openai", tier="free", base_url="http://127.0.0.1:9/v1", api_key="", extra_headers=(),
+        enabled=True, connect_timeout_s=1, first_token_timeout_s=1, idle_timeout_s=1, request_timeout_s=1,
+        max_retries=0, breaker_failures=failures, breaker_cooldown_s=cooldown, credit_cooldown_s=credit,
+    )
+
+
+def make_route(route_id, provider):
+    return RouteInfo(
+        id=route_id, alias="a", provider=provider, upstream_model=f"m{route_id}", position=route_id, weight=1,
+        enabled=True, context_window=None, supports_prefill=False, input_price_per_mtok=0, output_price_per_mtok=0,
+    )
+
+
+def forget_seen():
+    """What another worker knows: nothing but the shared store."""
+    breaker._seen.clear()
+
+
+async def test_closed_routes_are_all_usable(store):
+    p = make_provider()
+    routes = [make_route(1, p), make_route(2, p)]
+    assert await breaker.usable_routes(routes) == (routes, None)
+    assert await breaker.try_acquire(routes[0])
+
+
+async def test_route_failures_open_only_that_route_for_every_worker(store):
+    p = make_provider(failures=2, cooldown=30)
+    r1, r2 = make_route(1, p), make_route(2, p)
+    await breaker.record_failure(r1, "http_503")
+    forget_seen()
+    assert (await breaker.usable_routes([r1, r2]))[0] == [r1, r2]
+    await breaker.record_failure(r1, "http_503")
+    forget_seen()
+    usable, retry_after = await breaker.usable_routes([r1, r2])
+    assert usable == [r2]
+    assert 29 < retry_after <= 30
+    assert not await breaker.try_acquire(r1)
+
+
+async def test_provider_failure_takes_every_route_of_that_provider_out(store):
+    p, other = make_provider("p1", failures=1, cooldown=30), make_provider("p2")
+    r1, r2, r3 = make_route(1, p), make_route(2, p), make_route(3, other)
+    await breaker.record_failure(r1, "connect_error")
+    forget_seen()
+    assert (await breaker.usable_routes([r1, r2, r3]))[0] == [r3]
+
+
+async def test_all_open_gives_seconds_until_the_first_half_opens(store):
+    p1, p2 = make_provider("p1", failures=1, cooldown=30), make_provider("p2", failures=1, cooldown=10)
+    r1, r2 = make_route(1, p1), make_route(2, p2)
+    await breaker.record_failure(r1, "http_500")
+    await breaker.record_failure(r2, "http_500")
+    usable, retry_after = await breaker.usable_routes([r1, r2])
+    assert usable == [] and 9 < retry_after <= 10
+
+
+async def test_exactly_one_caller_probes_a_half_open_route(store):
+    p = make_provider(failures=1, cooldown=0.3)
+    r1 = make_route(1, p)
+    await breaker.record_failure(r1, "http_503")
+    assert not await breaker.try_acquire(r1)
+    await asyncio.sleep(0.35)
+    forget_seen()
+    assert (await breaker.usable_routes([r1]))[0] == [r1]  # half-open routes stay in the chain
+    results = await asyncio.gather(*(breaker.try_acquire(r1) for _ in range(20)))
+    assert results.count(True) == 1
+    forget_seen()
+    assert not await breaker.try_acquire(r1)  # another worker, same cooldown: still no
+
+
+async def test_successful_probe_closes_and_traffic_returns(store):
+    p = make_provider(failures=1, cooldown=0.2)
+    r1 = make_route(1, p)
+    await breaker.record_failure(r1, "http_503")
+    await asyncio.sleep(0.25)
+    assert await breaker.try_acquire(r1)
+    await breaker.record_success(r1)
+    forget_seen()
+    assert await breaker.try_acquire(r1) and await breaker.try_acquire(r1)
+    st = breaker.states_sync([breaker.route_key(1)])[breaker.route_key(1)]
+    assert st.is_clean and st.last_reason == "http_503"
+
+
+async def test_failed_probe_reopens_for_another_cooldown(store):
+    p = make_provider(failures=1, cooldown=0.3)
+    r1 = make_route(1, p)
+    await breaker.record_failure(r1, "http_503")
+    await asyncio.sleep(0.35)
+    assert await breaker.try_acquire(r1)
+    await breaker.record_failure(r1, "http_503")
+    forget_seen()
+    usable, retry_after = await breaker.usable_routes([r1])
+    assert usable == [] and 0.2 < retry_after <= 0.3
+    await asyncio.sleep(0.35)
+    assert await breaker.try_acquire(r1)  # the next cooldown has its own probe
+
+
+async def test_half_open_provider_gets_one_probe_across_its_routes(store):
+    p = make_provider(failures=1, cooldown=0.2)
+    r1, r2 = make_route(1, p), make_route(2, p)
+    await breaker.record_failure(r1, "http_401")
+    await asyncio.sleep(0.25)
+    results = await asyncio.gather(breaker.try_acquire(r1), breaker.try_acquire(r2), breaker.try_acquire(r1))
+    assert results.count(True) == 1
+
+
+async def test_success_on_a_healthy_route_writes_nothing(store):
+    p = make_provider()
+    r1 = make_route(1, p)
+    await breaker.usable_routes([r1])
+    await breaker.record_success(r1)
+    assert store.get_many_sync([breaker.route_key(1), breaker.provider_key("p1")]) == {}
+
+
+async def test_success_clears_the_failure_count(store):
+    p = make_provider(failures=2, cooldown=30)
+    r1 = make_route(1, p)
+    await breaker.record_failure(r1, "timeout")
+    await breaker.record_success(r1)
+    await breaker.record_failure(r1, "timeout")
+    forget_seen()
+    assert (await breaker.usable_routes([r1]))[0] == [r1]
+
+
+async def test_credits_exhausted_skips_the_provider_for_credit_cooldown(store):
+    p = make_provider(failures=3, cooldown=0.1, credit=30)
+    r1 = make_route(1, p)
+    await breaker.record_failure(r1, "credits_exhausted")
+    usable, retry_after = await breaker.usable_routes([r1])
+    assert usable == [] and 29 < retry_after <= 30
+
+
+async def test_429_retry_after_keeps_the_route_out_that_long(store):
+    p = make_provider(failures=3, cooldown=0.1)
+    r1 = make_route(1, p)
+    await breaker.record_failure(r1, "http_429", retry_after=7)
+    usable, retry_after = await breaker.usable_routes([r1])
+    assert usable == [] and 6.5 < retry_after <= 7
+
+
+async def test_reset_closes_provider_and_route(store):
+    p = make_provider(failures=1, cooldown=30)
+    r1 = make_route(1, p)
+    await breaker.record_failure(r1, "http_500")
+    await breaker.record_failure(r1, "connect_error")
+    assert (await breaker.usable_routes([r1]))[0] == []
+    breaker.reset_sync(route_id=1)
+    assert (await breaker.usable_routes([r1]))[0] == []
+    breaker.reset_sync(provider="p1")
+    assert (await breaker.usable_routes([r1]))[0] == [r1]
+    with pytest.raises(ValueError):
+        breaker.reset_sync()
+
+
+async def test_describe_all_reports_providers_and_routes(store):
+    p, q = make_provider("p1", failures=1, cooldown=30), make_provider("p2")
+    r1, r2 = make_route(1, p), make_route(2, q)
+    await breaker.record_failure(r1, "http_502")
+    snap = Snapshot(
+        version=1, providers={"p1": p, "p2": q},
+        aliases={"a": AliasInfo(name="a", description="", enabled=True, listed=True, default_policy=None,
+                                routes=(r1, r2), created=0)},
+        policies={}, default_policy=None, catch_all_alias=None, keys_by_prefix={},
+    )
+    desc = breaker.describe_all_sync(snap)
+    assert desc["providers"]["p1"]["state"] == CLOSED and desc["providers"]["p2"]["state"] == CLOSED
+    assert desc["routes"]["1"]["state"] == OPEN and desc["routes"]["1"]["route"] == "p1/m1"
+    assert desc["routes"]["1"]["recent_failures"][0]["reason"] == "http_502"
+    assert desc["routes"]["2"] == {"route": "p2/m2", "alias": "a", "state": CLOSED, "failures": 0}
+
+
+class UnreachableState(shared_state.RedisState):
+    """A real Redis client pointed at a port where nothing listens."""
+
+
+@pytest.fixture
+def unreachable(monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = UnreachableState(f"redis://127.0.0.1:{port}/0")
+    monkeypatch.setattr(breaker, "_seen", {})
+    monkeypatch.setattr(breaker, "_store_down", False)
+    # Restored by hand, not by monkeypatch: the shared clean-up fixture must never see this store.
+    previous, shared_state._state = shared_state._state, store
+    yield store
+    shared_state._state = previous
+
+
+async def test_unreachable_store_fails_open_and_logs_once(unreachable, caplog):
+    p = make_provider()
+    routes = [make_route(1, p), make_route(2, p)]
+    started = time.monotonic()
+    assert await breaker.usable_routes(routes) == (routes, None)
+    assert await breaker.usable_routes(routes) == (routes, None)
+    forget_seen()
+    assert await breaker.try_acquire(routes[0])
+    await breaker.record_failure(routes[0], "http_503")
+    await breaker.record_success(routes[0])
+    assert time.monotonic() - started < 5
+    errors = [r for r in caplog.records if r.name == "routing.proxy.breaker" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "fail open" in errors[0].getMessage()
