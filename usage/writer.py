@@ -13,6 +13,7 @@ import atexit
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 
 from django.conf import settings
@@ -101,6 +102,7 @@ def write_batch(rows: list[dict]) -> None:
     from usage.models import RequestLog
     from usage.rollups import add_to_rollups
 
+    rows = _unique_ids(rows, RequestLog)
     objects = [RequestLog(**row) for row in rows]
     last_used: dict[int, object] = {}
     for row in rows:
@@ -113,6 +115,22 @@ def write_batch(rows: list[dict]) -> None:
         add_to_rollups(rows)
         for key_id, when in last_used.items():
             APIKey.objects.filter(pk=key_id).update(last_used_at=when)
+
+
+def _unique_ids(rows: list[dict], model) -> list[dict]:
+    """Client-supplied request ids (X-Request-ID) may repeat; each call still gets its own row, under a suffixed
+    id. Our own ids are unique, so a conflict on one means a retried batch that was already written."""
+    rows = [dict(row) for row in rows]
+    client_ids = {row["id"] for row in rows if row.pop("_client_request_id", False)}
+    if not client_ids:
+        return rows
+    taken = set(model.objects.filter(id__in=client_ids).values_list("id", flat=True))
+    seen: set[str] = set()
+    for row in rows:
+        if row["id"] in client_ids and (row["id"] in taken or row["id"] in seen):
+            row["id"] = f"{row['id'][:40]}~{uuid.uuid4().hex[:12]}"
+        seen.add(row["id"])
+    return rows
 
 
 writer = LogWriter()

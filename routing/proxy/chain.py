@@ -1,0 +1,95 @@
+"""Pure routing decisions: model name -> alias, request -> policy, alias + policy -> ordered chain of routes.
+
+Plain functions over snapshot dataclasses: no database, no network, no clock. They raise `ApiError` with the
+SPEC's codes so the request path can answer the client directly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from itertools import groupby
+
+from routing.proxy.errors import ApiError
+from routing.snapshot import AliasInfo, KeyInfo, PolicyInfo, RouteInfo, Snapshot
+
+NAMESPACE = "rainymodel/"
+
+
+def resolve_alias(snap: Snapshot, model: str, key: KeyInfo) -> AliasInfo:
+    """An enabled alias with exactly that name, else the catch-all for names outside `rainymodel/`, else 404.
+    A key limited to other aliases gets 403 `model_not_allowed`."""
+    alias = snap.aliases.get(model)
+    if alias is None or not alias.enabled:
+        alias = None
+        if not model.startswith(NAMESPACE) and snap.catch_all_alias:
+            candidate = snap.aliases.get(snap.catch_all_alias)
+            if candidate is not None and candidate.enabled:
+                alias = candidate
+    if alias is None:
+        raise ApiError(404, "model_not_found", f"The model '{model}' does not exist.", param="model")
+    if key.allowed_aliases and alias.name not in key.allowed_aliases:
+        raise ApiError(403, "model_not_allowed", f"This API key may not use the model '{alias.name}'.", param="model")
+    return alias
+
+
+def resolve_policy(snap: Snapshot, header: str | None, key: KeyInfo, alias: AliasInfo) -> PolicyInfo:
+    """The `X-RainyModel-Policy` header (case-insensitive; `default` = the default policy), else the key's default,
+    else the alias's default, else the global default."""
+    requested = (header or "").strip().lower()
+    if requested and requested != "default":
+        name = requested
+    else:
+        name = (key.default_policy or alias.default_policy or snap.default_policy or "").lower()
+        if requested == "default":
+            name = (snap.default_policy or "").lower()
+    policy = snap.policies.get(name)
+    if policy is None:
+        valid = ", ".join(sorted(p.name for p in snap.policies.values())) or "(none configured)"
+        shown = header.strip() if header else name
+        raise ApiError(400, "unknown_policy", f"Unknown policy '{shown}'. Valid policies: {valid}, default.",
+                       param="X-RainyModel-Policy")
+    if key.allowed_policies and policy.name.lower() not in key.allowed_policies:
+        raise ApiError(403, "policy_not_allowed", f"This API key may not use the policy '{policy.name}'.",
+                       param="X-RainyModel-Policy")
+    return policy
+
+
+def build_chain(alias: AliasInfo, policy: PolicyInfo, rng: random.Random | None = None) -> list[RouteInfo]:
+    """The alias's enabled routes on enabled providers in the policy's tiers: by tier order, then position;
+    routes sharing tier and position are ordered by a weighted draw (each is first with probability weight/total)."""
+    rng = rng or random
+    tier_rank = {tier: i for i, tier in enumerate(policy.tiers)}
+    usable = [
+        r for r in alias.routes
+        if r.enabled and r.provider.enabled and r.provider.tier in tier_rank
+    ]
+    usable.sort(key=lambda r: (tier_rank[r.provider.tier], r.position))
+    chain: list[RouteInfo] = []
+    for _, group in groupby(usable, key=lambda r: (tier_rank[r.provider.tier], r.position)):
+        chain.extend(weighted_order(list(group), rng))
+    return chain
+
+
+def weighted_order(routes: Sequence[RouteInfo], rng) -> list[RouteInfo]:
+    """Weighted random order without replacement."""
+    if len(routes) < 2:
+        return list(routes)
+    remaining = list(routes)
+    ordered = []
+    while remaining:
+        total = sum(max(1, r.weight) for r in remaining)
+        pick = rng.uniform(0, total)
+        for i, route in enumerate(remaining):
+            pick -= max(1, route.weight)
+            if pick <= 0 or i == len(remaining) - 1:
+                ordered.append(remaining.pop(i))
+                break
+    return ordered
+
+
+def skip_for_context(chain: Sequence[RouteInfo], failed: RouteInfo) -> list[RouteInfo]:
+    """After `failed` said context_length_exceeded: drop routes whose known context window is no larger."""
+    if failed.context_window is None:
+        return list(chain)
+    return [r for r in chain if r.context_window is None or r.context_window > failed.context_window]

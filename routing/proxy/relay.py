@@ -1,0 +1,254 @@
+"""Streaming relay (SPEC §5.7): relay upstream events to the client as they arrive, check each one, and when a
+stream breaks after tokens were sent, continue on the next usable route.
+
+Continuation: a route that `supports_prefill` gets the delivered text as an assistant prefill and its continuation
+is relayed; otherwise (or when it rejects the prefill) the request is restarted there and relayed from the point
+where its answer passes the delivered text, provided it begins with exactly that text. When nothing can continue,
+the stream ends with a `stream_interrupted` error event and no `[DONE]`, so no client mistakes a truncated answer
+for a complete one. Errors of rescue attempts are never shown to the client in place of the original failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+
+from routing.proxy import breaker, outcomes
+from routing.proxy.errors import error_body
+from routing.proxy.sse import DONE, DONE_EVENT, event
+from routing.proxy.upstream import AttemptFailed, StreamBroken, UpstreamStream, open_stream
+from routing.snapshot import RouteInfo
+
+log = logging.getLogger(__name__)
+
+
+class SpliceMismatch(Exception):
+    """A restarted answer does not begin with the text already delivered."""
+
+
+@dataclass
+class StreamState:
+    """What the client has received so far."""
+
+    include_usage: bool
+    delivered: list[str] = field(default_factory=list)  # content of choice 0, in order
+    delivered_chars: int = 0
+    finish_seen: bool = False
+    done: bool = False
+    tool_calls_seen: bool = False
+    multi_choice: bool = False
+    malformed_events: int = 0
+    first_token_at: float | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.delivered)
+
+    @property
+    def can_continue(self) -> bool:
+        return not self.tool_calls_seen and not self.multi_choice
+
+
+@dataclass
+class AttemptUsage:
+    """Tokens one upstream attempt reported (or None) and the route that served it."""
+
+    route: RouteInfo
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    completion_chars: int = 0
+
+
+def is_valid_first_event(payload: bytes) -> bool:
+    """Before headers are sent, only a real completion chunk counts as 'the first event'."""
+    if payload == DONE:
+        return False
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and "error" not in obj and isinstance(obj.get("choices"), list)
+
+
+class Relay:
+    """Relays one upstream stream (and its continuations) to the client as SSE bytes."""
+
+    def __init__(self, *, state: StreamState, payload: dict, remaining_routes: list[RouteInfo], deadline: float,
+                 record_attempt, usages: list[AttemptUsage]):
+        self.state = state
+        self.payload = payload
+        self.remaining = remaining_routes
+        self.deadline = deadline
+        self.record_attempt = record_attempt
+        self.usages = usages
+        self.interrupted_reason: str | None = None
+
+    async def run(self, stream: UpstreamStream, first_events: list[bytes]) -> AsyncIterator[bytes]:
+        """Yield client bytes until the answer is complete or cannot be continued."""
+        usage = self.usages[-1]
+        try:
+            async for chunk in self._relay_one(stream, first_events, usage, skip_chars=0):
+                yield chunk
+            return
+        except StreamBroken as broken:
+            reason = broken.reason
+            self.record_attempt(stream.route, outcomes.STREAM_INTERRUPTED, 200, detail=reason, replace_last=True)
+            await breaker.record_failure(stream.route, outcomes.STREAM_INTERRUPTED)
+        async for chunk in self._continue(reason):
+            yield chunk
+
+    async def _relay_one(self, stream: UpstreamStream, first_events: list[bytes], usage: AttemptUsage,
+                         skip_chars: int) -> AsyncIterator[bytes]:
+        """Relay one upstream stream. `skip_chars`: how much of its answer the client already has (restart)."""
+        splice = Splice(self.state.text[:skip_chars]) if skip_chars else None
+
+        async def all_events():
+            for payload in first_events:
+                yield payload
+            async for payload in stream.events():
+                yield payload
+
+        async for payload in all_events():
+            if payload == DONE:
+                if not self.state.finish_seen and splice is not None and not splice.passed:
+                    raise SpliceMismatch("the restarted answer ended before passing the delivered text")
+                self.state.done = True
+                yield DONE_EVENT
+                await stream.close()
+                return
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                self.state.malformed_events += 1
+                log.warning("dropped a malformed event from %s", stream.route.label)
+                continue
+            if not isinstance(obj, dict):
+                self.state.malformed_events += 1
+                continue
+            if "error" in obj:
+                raise StreamBroken("upstream_error_event")
+            if isinstance(obj.get("usage"), dict):
+                usage.prompt_tokens = obj["usage"].get("prompt_tokens")
+                usage.completion_tokens = obj["usage"].get("completion_tokens")
+            choices = obj.get("choices")
+            if not isinstance(choices, list):
+                self.state.malformed_events += 1
+                continue
+            if not choices:
+                # The usage-only chunk: relayed only when the client asked for usage.
+                if self.state.include_usage:
+                    yield event(payload)
+                continue
+            if len(choices) > 1 or any(isinstance(c, dict) and c.get("index", 0) != 0 for c in choices):
+                self.state.multi_choice = True
+            choice = choices[0] if isinstance(choices[0], dict) else {}
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            content = delta.get("content") if isinstance(delta.get("content"), str) else ""
+            if delta.get("tool_calls"):
+                self.state.tool_calls_seen = True
+            usage.completion_chars += len(content)
+            if splice is not None and not splice.passed:
+                new_text = splice.feed(content)  # raises SpliceMismatch
+                if new_text is None:
+                    if not choice.get("finish_reason"):
+                        continue
+                    if splice.seen != splice.delivered:
+                        raise SpliceMismatch("the restarted answer ended before passing the delivered text")
+                    new_text = ""  # it ends exactly where the delivered text ends: relay just the finish
+                    splice.passed = True
+                delta = dict(delta, content=new_text)
+                delta.pop("role", None)
+                choice = dict(choice, delta=delta)
+                obj = dict(obj, choices=[choice] + choices[1:])
+                payload = orjson.dumps(obj)
+                content = new_text
+            if content:
+                if self.state.first_token_at is None:
+                    self.state.first_token_at = time.monotonic()
+                self.state.delivered.append(content)
+                self.state.delivered_chars += len(content)
+            if choice.get("finish_reason"):
+                self.state.finish_seen = True
+            yield event(payload)
+        # End of body without [DONE].
+        if self.state.finish_seen:
+            self.state.done = True
+            yield DONE_EVENT
+            return
+        raise StreamBroken(outcomes.RESET)
+
+    async def _continue(self, original_reason: str) -> AsyncIterator[bytes]:
+        """Try the remaining routes to finish the answer; else end with `stream_interrupted`."""
+        while self.remaining and self.state.can_continue and time.monotonic() < self.deadline:
+            route = self.remaining.pop(0)
+            if not await breaker.try_acquire(route):
+                continue
+            modes = ["prefill", "restart"] if route.supports_prefill and self.state.delivered_chars else ["restart"]
+            for mode in modes:
+                delivered = self.state.text
+                body = dict(self.payload, model=route.upstream_model)
+                if mode == "prefill":
+                    body["messages"] = list(body["messages"]) + [{"role": "assistant", "content": delivered}]
+                started = time.monotonic()
+                try:
+                    stream, first = await open_stream(route, orjson.dumps(body), self.deadline)
+                except AttemptFailed as failed:
+                    self.record_attempt(route, failed.decision.reason, failed.status, started=started)
+                    if failed.decision.counts_against_breaker:
+                        await breaker.record_failure(route, failed.decision.reason, failed.decision.cooldown)
+                    if mode == "prefill" and failed.status in (400, 422):
+                        continue  # the route rejects prefills: restart there instead
+                    break
+                self.record_attempt(route, "continued" if mode == "prefill" else "restarted", 200, started=started)
+                usage = AttemptUsage(route=route)
+                self.usages.append(usage)
+                try:
+                    skip = 0 if mode == "prefill" else len(delivered)
+                    async for chunk in self._relay_one(stream, first, usage, skip_chars=skip):
+                        yield chunk
+                    await breaker.record_success(route)
+                    return
+                except SpliceMismatch:
+                    await stream.close()
+                    self.record_attempt(route, "splice_mismatch", 200, replace_last=True)
+                    break
+                except StreamBroken as broken:
+                    self.record_attempt(route, outcomes.STREAM_INTERRUPTED, 200, detail=broken.reason,
+                                        replace_last=True)
+                    await breaker.record_failure(route, outcomes.STREAM_INTERRUPTED)
+                    break
+        self.interrupted_reason = original_reason
+        yield self.interruption_event(original_reason)
+
+    @staticmethod
+    def interruption_event(reason: str) -> bytes:
+        message = ("The upstream stream was interrupted and could not be continued; the answer is incomplete "
+                   f"({reason}).")
+        return event(orjson.dumps(error_body(message, "upstream_error", "stream_interrupted")))
+
+
+class Splice:
+    """Follows a restarted answer until it passes the text the client already has."""
+
+    def __init__(self, delivered: str):
+        self.delivered = delivered
+        self.seen = ""
+        self.passed = not delivered
+
+    def feed(self, content: str) -> str | None:
+        """The part of `content` beyond the delivered text, or None while still inside it."""
+        combined = self.seen + content
+        if len(combined) <= len(self.delivered):
+            if not self.delivered.startswith(combined):
+                raise SpliceMismatch("the restarted answer differs from the delivered text")
+            self.seen = combined
+            return None
+        if not combined.startswith(self.delivered):
+            raise SpliceMismatch("the restarted answer differs from the delivered text")
+        self.passed = True
+        self.seen = combined
+        return combined[len(self.delivered):]

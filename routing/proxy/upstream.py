@@ -1,0 +1,250 @@
+"""Talking to upstream providers: the one pooled `httpx.AsyncClient` per process (per event loop) and one
+attempt with its timeouts.
+
+Timeouts per provider: `connect_timeout_s` to open the connection, `first_token_timeout_s` until a stream's first
+event, `idle_timeout_s` between stream events, `request_timeout_s` for the whole attempt; all capped by the
+request's overall deadline. Failures come out as `AttemptFailed` carrying a `Decision` from outcomes.py; a stream
+that breaks after its first event raises `StreamBroken`.
+The client's own credentials are never forwarded: only the provider's secret and `extra_headers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from routing.proxy import outcomes
+from routing.proxy.outcomes import Decision
+from routing.proxy.sse import SSEParser
+from routing.snapshot import RouteInfo
+
+MAX_ERROR_BODY = 64 * 1024
+
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def client() -> httpx.AsyncClient:
+    """This event loop's pooled client (one per process in production: one loop per worker)."""
+    loop = asyncio.get_running_loop()
+    http = _clients.get(loop)
+    if http is None:
+        http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        _clients[loop] = http
+    return http
+
+
+async def close_client() -> None:
+    loop = asyncio.get_running_loop()
+    http = _clients.pop(loop, None)
+    if http is not None:
+        await http.aclose()
+
+
+class AttemptFailed(Exception):
+    """One attempt on one route did not produce an answer."""
+
+    def __init__(self, decision: Decision, *, status: int | None = None, body: bytes = b"",
+                 retry_after: float | None = None, detail: str = ""):
+        super().__init__(decision.reason)
+        self.decision = decision
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        self.detail = detail
+
+
+class StreamBroken(Exception):
+    """A stream stopped (timeout, reset) after at least one event had been received."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _headers(route: RouteInfo) -> dict[str, str]:
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    for name, value in route.provider.extra_headers:
+        headers[name] = value
+    if route.provider.api_key:
+        headers["authorization"] = f"Bearer {route.provider.api_key}"
+    return headers
+
+
+def _timeout(route: RouteInfo, remaining: float) -> httpx.Timeout:
+    connect = max(0.001, min(route.provider.connect_timeout_s, remaining))
+    return httpx.Timeout(connect=connect, read=None, write=connect, pool=connect)
+
+
+def _attempt_budget(route: RouteInfo, deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise AttemptFailed(outcomes.classify_transport(outcomes.TIMEOUT), detail="deadline reached")
+    return min(route.provider.request_timeout_s, remaining)
+
+
+async def _failure_from_response(response: httpx.Response) -> AttemptFailed:
+    body = b""
+    try:
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
+    parsed = None
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        pass
+    retry_after = outcomes.parse_retry_after(response.headers.get("retry-after"))
+    code = outcomes.CONTEXT_LENGTH_EXCEEDED if outcomes.looks_like_context_error(parsed) else None
+    if code is None and isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        code = parsed["error"].get("code")
+    decision = outcomes.classify_status(response.status_code, code, retry_after)
+    return AttemptFailed(decision, status=response.status_code, body=body, retry_after=retry_after)
+
+
+def _transport_failure(exc: BaseException) -> AttemptFailed:
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        kind = outcomes.TIMEOUT
+    elif isinstance(exc, httpx.ConnectError):
+        kind = outcomes.CONNECT_ERROR
+    else:
+        kind = outcomes.RESET
+    return AttemptFailed(outcomes.classify_transport(kind), detail=type(exc).__name__)
+
+
+async def complete(route: RouteInfo, payload: bytes, deadline: float) -> tuple[bytes, dict]:
+    """A non-streaming attempt: the upstream's body and its parsed JSON, or AttemptFailed."""
+    budget = _attempt_budget(route, deadline)
+    url = route.provider.base_url + "/chat/completions"
+    http = client()
+    try:
+        async with asyncio.timeout(budget):
+            request = http.build_request("POST", url, content=payload, headers=_headers(route),
+                                         timeout=_timeout(route, budget))
+            response = await http.send(request, stream=True)
+            if response.status_code >= 300:
+                raise await _failure_from_response(response)
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+    except AttemptFailed:
+        raise
+    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        raise _transport_failure(exc) from exc
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise AttemptFailed(outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200,
+                            detail="body is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+        raise AttemptFailed(outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200,
+                            detail="body is not a chat completion")
+    return body, data
+
+
+@dataclass
+class UpstreamStream:
+    """An open streaming attempt. `first_events` waits for the first event(s); `events` yields the rest."""
+
+    route: RouteInfo
+    response: httpx.Response
+    deadline: float
+    parser: SSEParser
+    _iterator: AsyncIterator[bytes] | None = None
+
+    async def _next_chunk(self, timeout: float) -> bytes | None:
+        """The next raw chunk, None at the end of the body."""
+        timeout = min(timeout, self.deadline - time.monotonic())
+        if timeout <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(timeout):
+            try:
+                return await anext(self._iterator)
+            except StopAsyncIteration:
+                return None
+
+    async def first_events(self, timeout: float) -> list[bytes]:
+        """Read until at least one event arrived (within `timeout`); AttemptFailed otherwise."""
+        started = time.monotonic()
+        while True:
+            remaining = timeout - (time.monotonic() - started)
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                chunk = await self._next_chunk(remaining)
+            except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                await self.close()
+                raise _transport_failure(exc) from exc
+            if chunk is None:
+                events = self.parser.flush()
+                if events:
+                    return events
+                await self.close()
+                raise AttemptFailed(outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200,
+                                    detail="stream ended before its first event")
+            events = self.parser.feed(chunk)
+            if events:
+                return events
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """The remaining events; StreamBroken on idle timeout or a transport error. Ends at end of body."""
+        idle = self.route.provider.idle_timeout_s
+        try:
+            while True:
+                try:
+                    chunk = await self._next_chunk(idle)
+                except TimeoutError:
+                    raise StreamBroken(outcomes.TIMEOUT) from None
+                except (httpx.HTTPError, OSError):
+                    raise StreamBroken(outcomes.RESET) from None
+                if chunk is None:
+                    for payload in self.parser.flush():
+                        yield payload
+                    return
+                for payload in self.parser.feed(chunk):
+                    yield payload
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        try:
+            await self.response.aclose()
+        except Exception:  # closing a broken connection may raise; nothing more to do with it
+            pass
+
+
+async def open_stream(route: RouteInfo, payload: bytes, deadline: float) -> tuple[UpstreamStream, list[bytes]]:
+    """Start a streaming attempt and wait for its first event(s) (within `first_token_timeout_s`)."""
+    budget = _attempt_budget(route, deadline)
+    first_token = min(route.provider.first_token_timeout_s, budget)
+    url = route.provider.base_url + "/chat/completions"
+    http = client()
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(first_token):
+            request = http.build_request("POST", url, content=payload, headers=_headers(route),
+                                         timeout=_timeout(route, budget))
+            response = await http.send(request, stream=True)
+    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        raise _transport_failure(exc) from exc
+    if response.status_code >= 300:
+        raise await _failure_from_response(response)
+    stream = UpstreamStream(route=route, response=response, deadline=min(deadline, started + budget),
+                            parser=SSEParser(), _iterator=response.aiter_raw())
+    first = await stream.first_events(first_token - (time.monotonic() - started))
+    return stream, first

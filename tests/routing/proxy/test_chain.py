@@ -1,0 +1,127 @@
+"""routing/proxy/chain.py: model -> alias, policy resolution, chain order. Pure functions over snapshot data."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
+from routing.proxy.errors import ApiError
+from routing.snapshot import MASTER_KEY_INFO, AliasInfo, PolicyInfo, ProviderInfo, RouteInfo, Snapshot
+
+
+def provider(name, tier, enabled=True):
+    return ProviderInfo(name=name, kind="openai", tier=tier, base_url="http://x/v1", api_key="", extra_headers=(),
+                        enabled=enabled, connect_timeout_s=1, first_token_timeout_s=1, idle_timeout_s=1,
+                        request_timeout_s=1, max_retries=0, breaker_failures=3, breaker_cooldown_s=1,
+                        credit_cooldown_s=1)
+
+
+def route(id, prov, position=0, weight=1, enabled=True, context_window=None):
+    return RouteInfo(id=id, alias="a", provider=prov, upstream_model=f"m{id}", position=position, weight=weight,
+                     enabled=enabled, context_window=context_window, supports_prefill=False,
+                     input_price_per_mtok=0, output_price_per_mtok=0)
+
+
+FREE, INTERNAL, PREMIUM = provider("hf", "free"), provider("ollama", "internal"), provider("or", "premium")
+AUTO = PolicyInfo("auto", ("free", "internal", "premium"), True)
+PREMIUM_FIRST = PolicyInfo("premium", ("premium", "free", "internal"), False)
+FREE_ONLY = PolicyInfo("free", ("free", "internal"), False)
+
+
+def alias(name="rainymodel/auto", routes=(), enabled=True, default_policy=None):
+    return AliasInfo(name=name, description="", enabled=enabled, listed=True, default_policy=default_policy,
+                     routes=tuple(routes), created=0)
+
+
+def snap(aliases=(), policies=(AUTO, PREMIUM_FIRST, FREE_ONLY), catch_all=None):
+    return Snapshot(version=1, providers={}, aliases={a.name: a for a in aliases},
+                    policies={p.name: p for p in policies},
+                    default_policy=next((p.name for p in policies if p.is_default), None),
+                    catch_all_alias=catch_all, keys_by_prefix={})
+
+
+def key(**fields):
+    from dataclasses import replace
+    return replace(MASTER_KEY_INFO, id=1, prefix="rm-abc", **fields)
+
+
+def test_exact_alias_name_wins():
+    a = alias()
+    assert resolve_alias(snap([a]), "rainymodel/auto", key()) is a
+
+
+def test_names_outside_namespace_go_to_catch_all():
+    a = alias()
+    assert resolve_alias(snap([a], catch_all="rainymodel/auto"), "gpt-4o", key()) is a
+
+
+def test_unknown_name_inside_namespace_is_404_even_with_catch_all():
+    with pytest.raises(ApiError) as err:
+        resolve_alias(snap([alias()], catch_all="rainymodel/auto"), "rainymodel/nope", key())
+    assert (err.value.status, err.value.code) == (404, "model_not_found")
+
+
+def test_disabled_alias_is_not_found_without_catch_all():
+    with pytest.raises(ApiError) as err:
+        resolve_alias(snap([alias(enabled=False)]), "rainymodel/auto", key())
+    assert err.value.code == "model_not_found"
+
+
+def test_key_limited_to_other_aliases_gets_403():
+    with pytest.raises(ApiError) as err:
+        resolve_alias(snap([alias()]), "rainymodel/auto", key(allowed_aliases=frozenset({"rainymodel/chat"})))
+    assert (err.value.status, err.value.code) == (403, "model_not_allowed")
+
+
+def test_policy_header_is_case_insensitive_and_default_means_global_default():
+    s = snap([alias()])
+    assert resolve_policy(s, "PREMIUM", key(), alias()).name == "premium"
+    assert resolve_policy(s, "default", key(default_policy="premium"), alias()).name == "auto"
+
+
+def test_policy_falls_back_key_then_alias_then_global():
+    s = snap([alias()])
+    assert resolve_policy(s, None, key(default_policy="free"), alias(default_policy="premium")).name == "free"
+    assert resolve_policy(s, None, key(), alias(default_policy="premium")).name == "premium"
+    assert resolve_policy(s, None, key(), alias()).name == "auto"
+
+
+def test_unknown_policy_lists_valid_names():
+    with pytest.raises(ApiError) as err:
+        resolve_policy(snap([alias()]), "cheap", key(), alias())
+    assert (err.value.status, err.value.code) == (400, "unknown_policy")
+    assert "auto" in err.value.message and "premium" in err.value.message
+
+
+def test_policy_not_allowed_for_key_is_403():
+    with pytest.raises(ApiError) as err:
+        resolve_policy(snap([alias()]), "premium", key(allowed_policies=frozenset({"free"})), alias())
+    assert (err.value.status, err.value.code) == (403, "policy_not_allowed")
+
+
+def test_chain_follows_policy_tier_order_then_position():
+    routes = [route(1, PREMIUM), route(2, INTERNAL, position=1), route(3, INTERNAL, position=0), route(4, FREE)]
+    assert [r.id for r in build_chain(alias(routes=routes), AUTO)] == [4, 3, 2, 1]
+    assert [r.id for r in build_chain(alias(routes=routes), PREMIUM_FIRST)] == [1, 4, 3, 2]
+
+
+def test_chain_leaves_out_unlisted_tiers_disabled_routes_and_disabled_providers():
+    off = provider("off", "free", enabled=False)
+    routes = [route(1, PREMIUM), route(2, FREE, enabled=False), route(3, off), route(4, INTERNAL)]
+    assert [r.id for r in build_chain(alias(routes=routes), FREE_ONLY)] == [4]
+
+
+def test_equal_positions_share_traffic_by_weight():
+    routes = [route(1, FREE, weight=3), route(2, FREE, weight=1)]
+    rng = random.Random(7)
+    firsts = Counter(build_chain(alias(routes=routes), AUTO, rng)[0].id for _ in range(4000))
+    assert 0.70 < firsts[1] / 4000 < 0.80
+    assert all(len(build_chain(alias(routes=routes), AUTO, rng)) == 2 for _ in range(10))
+
+
+def test_context_skip_drops_routes_with_no_larger_known_window():
+    small, same, big, unknown = (route(1, FREE, context_window=8000), route(2, FREE, context_window=8000),
+                                 route(3, FREE, context_window=32000), route(4, FREE))
+    assert [r.id for r in skip_for_context([same, big, unknown], small)] == [3, 4]
+    assert [r.id for r in skip_for_context([same, big], route(9, FREE))] == [2, 3]
