@@ -134,10 +134,12 @@ class RainyModelServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
-        """Graceful stop (SIGTERM: lifespan shutdown flushes the request log). Kills it if it will not go."""
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Graceful stop (SIGTERM: lifespan shutdown flushes the request log). Kills it if it will not go.
+        Returns whether it exited by itself (uvicorn re-raises the SIGTERM after a clean shutdown, so its exit
+        status is -15 then, not 0)."""
         if self.process is None:
-            return None
+            return False
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -145,7 +147,8 @@ class RainyModelServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        return self.process.returncode
+                return False
+        return self.process.returncode in (0, -signal.SIGTERM)
 
     def kill(self) -> None:
         """Abrupt stop (SIGKILL): no shutdown code runs."""

@@ -23,11 +23,31 @@ def test_server_starts_on_the_test_database_and_stops_gracefully(rainymodel_serv
     ready = httpx.get(server.url + "/health/ready").json()
     assert ready["checks"]["database"]["ok"] is True
     assert server.rss_bytes() > 10_000_000
-    assert server.stop() == 0
+    assert server.stop() is True
     assert not server.running()
+    assert "Application shutdown complete" in server.log_text()
 
 
 def test_server_that_cannot_start_raises_with_its_output(transactional_db):
     server = RainyModelServer(env={"SECRET_KEY": "dev-only-insecure-secret-key-change-me", "DEBUG": "false"})
     with pytest.raises(ServerFailed, match="SECRET_KEY"):
         server.start(timeout=15)
+
+
+def test_fixtures_combine_into_a_working_proxy_with_a_request_log(rainymodel_server, make_routing, api_key,
+                                                                 fake_upstream):
+    from tests.fakes.routing_config import upstream
+    from tests.fakes.upstream import answer_for
+    from usage.models import RequestLog
+
+    make_routing(upstream(fake_upstream, upstream_model="up-model"))
+    _, key = api_key()
+    server = rainymodel_server()
+    messages = [{"role": "user", "content": "hello harness"}]
+    response = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "rainymodel/auto", "messages": messages}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == answer_for(messages, 20)
+    assert fake_upstream.requests.chat()[0].body["model"] == "up-model"
+    assert server.stop() is True
+    assert RequestLog.objects.count() == 1
