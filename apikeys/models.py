@@ -43,6 +43,28 @@ class APIKey(models.Model):
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
 
+    def clean(self):
+        """Names in allowed_aliases / allowed_policies must exist, and the default policy must be allowed."""
+        from routing.models import Alias, Policy
+
+        errors = {}
+        if isinstance(self.allowed_aliases, list) and self.allowed_aliases:
+            known = set(Alias.objects.filter(name__in=self.allowed_aliases).values_list("name", flat=True))
+            unknown = [n for n in self.allowed_aliases if n not in known]
+            if unknown:
+                errors["allowed_aliases"] = f"No alias named {', '.join(map(repr, unknown))}."
+        allowed_policies = None
+        if isinstance(self.allowed_policies, list) and self.allowed_policies:
+            allowed_policies = {n.lower() for n in self.allowed_policies if isinstance(n, str)}
+            known = {n.lower() for n in Policy.objects.values_list("name", flat=True)}
+            unknown = [n for n in self.allowed_policies if isinstance(n, str) and n.lower() not in known]
+            if unknown:
+                errors["allowed_policies"] = f"No policy named {', '.join(map(repr, unknown))}."
+        if allowed_policies and self.default_policy_id and self.default_policy.name.lower() not in allowed_policies:
+            errors["default_policy"] = f"The default policy {self.default_policy.name!r} is not among the allowed policies."
+        if errors:
+            raise ValidationError(errors)
+
     @property
     def is_revoked(self):
         return self.revoked_at is not None

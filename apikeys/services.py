@@ -15,16 +15,12 @@ def apikey_create(*, name, owner=None, rpm_limit=None, tpm_limit=None, max_concu
 
     `quotas` is an iterable of (period, field, value), e.g. ("day", "max_requests", 1000).
     """
-    while True:
-        full_key = generate_key()
-        if not APIKey.objects.filter(prefix=key_prefix(full_key)).exists():
-            break
     api_key = APIKey(
-        name=name, owner=owner, prefix=key_prefix(full_key), hashed_key=hash_key(full_key),
-        rpm_limit=rpm_limit, tpm_limit=tpm_limit, max_concurrent=max_concurrent,
+        name=name, owner=owner, rpm_limit=rpm_limit, tpm_limit=tpm_limit, max_concurrent=max_concurrent,
         allowed_aliases=list(allowed_aliases), allowed_policies=list(allowed_policies),
         default_policy=default_policy, expires_at=expires_at,
     )
+    full_key = apikey_assign_secret(api_key=api_key)
     api_key.full_clean()
     api_key.save()
     by_period: dict[str, Quota] = {}
@@ -35,6 +31,18 @@ def apikey_create(*, name, owner=None, rpm_limit=None, tpm_limit=None, max_concu
         quota.full_clean()
         quota.save()
     return api_key, full_key
+
+
+def apikey_assign_secret(*, api_key: APIKey) -> str:
+    """Give a new, unsaved key its secret: set its prefix and HMAC and return the full key, which the caller
+    shows once and nobody stores. Used by `apikey_create` and by the admin's add form."""
+    while True:
+        full_key = generate_key()
+        if not APIKey.objects.filter(prefix=key_prefix(full_key)).exists():
+            break
+    api_key.prefix = key_prefix(full_key)
+    api_key.hashed_key = hash_key(full_key)
+    return full_key
 
 
 def apikey_revoke(*, api_key: APIKey) -> APIKey:

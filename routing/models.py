@@ -12,7 +12,9 @@ from django.db import models
 TIERS = ("free", "internal", "premium")
 TIER_CHOICES = [(t, t) for t in TIERS]
 PROVIDER_KINDS = ("hf", "ollama", "openrouter", "openai")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Capitals only: real environment variable names are, and secrets (hf_…, sk-or-…) never are, so a pasted secret
+# is refused instead of being stored in the database.
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 positive = MinValueValidator(0.001)
 non_negative = MinValueValidator(0)
@@ -45,7 +47,9 @@ def validate_extra_headers(value):
 
 def validate_env_name(value):
     if value and not ENV_NAME.match(value):
-        raise ValidationError("Give the NAME of an environment variable (letters, digits, _), not the secret itself.")
+        raise ValidationError(
+            "Give the NAME of an environment variable (capitals, digits, _; e.g. HF_TOKEN), not the secret itself."
+        )
 
 
 class Provider(models.Model):
@@ -120,8 +124,9 @@ class Route(models.Model):
         return f"{self.alias.name}: {self.provider.name}/{self.upstream_model}"
 
     def clean(self):
-        if not (self.upstream_model or "").strip():
-            raise ValidationError({"upstream_model": "Name the model the provider should run."})
+        # An empty value is already refused as blank; this catches one made only of spaces.
+        if self.upstream_model and not self.upstream_model.strip():
+            raise ValidationError({"upstream_model": "Name the model the provider should run, e.g. qwen2.5:14b."})
 
     @property
     def tier(self):

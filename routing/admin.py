@@ -1,0 +1,179 @@
+"""The admin for routing configuration: providers, aliases with their routes, policies, and the routing settings.
+
+Every save here bumps the shared config version (routing/signals.py), so each worker serves the change within
+seconds. A provider's secret is never shown: only whether its environment variable is set in this process.
+ConfigVersion is internal bookkeeping and deliberately not registered.
+"""
+
+import os
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import Count
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from routing.models import TIERS, Alias, Policy, Provider, Route, RoutingSettings
+
+admin.site.site_header = "RainyModel administration"
+admin.site.site_title = "RainyModel administration"
+admin.site.index_title = "Providers, aliases, policies, keys and the request log"
+
+
+def secret_is_set(provider: Provider) -> bool | None:
+    """True/False for whether the provider's secret variable is set here; None when it names none."""
+    if not provider.api_key_env:
+        return None
+    return bool(os.environ.get(provider.api_key_env))
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "tier", "base_url", "api_key_env", "secret_set", "enabled"]
+    list_filter = ["tier", "kind", "enabled"]
+    search_fields = ["name", "base_url"]
+    readonly_fields = ["secret_status"]
+    actions = ["enable_providers", "disable_providers"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "tier", "enabled"]}),
+        ("Connection", {
+            "fields": ["base_url", "api_key_env", "secret_status", "extra_headers"],
+            "description": "The secret itself lives only in the server's environment, never in the database.",
+        }),
+        ("Timeouts (seconds)", {
+            "fields": ["connect_timeout_s", "first_token_timeout_s", "idle_timeout_s", "request_timeout_s"],
+        }),
+        ("Retries and circuit breaker", {
+            "fields": ["max_retries", "breaker_failures", "breaker_cooldown_s", "credit_cooldown_s"],
+        }),
+    ]
+
+    @admin.display(boolean=True, description="secret set")
+    def secret_set(self, obj):
+        return secret_is_set(obj)
+
+    @admin.display(description="secret")
+    def secret_status(self, obj):
+        if obj is None or not obj.api_key_env:
+            return "No environment variable named: requests are sent without an API key."
+        if secret_is_set(obj):
+            return f"{obj.api_key_env} is set in this server's environment."
+        return f"{obj.api_key_env} is NOT set in this server's environment: requests will be sent without a key."
+
+    @admin.action(description="Enable selected providers")
+    def enable_providers(self, request, queryset):
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable selected providers")
+    def disable_providers(self, request, queryset):
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(self, request, queryset, enabled):
+        # save() per object, not update(): the save signal is what tells every worker.
+        with transaction.atomic():
+            for provider in queryset:
+                provider.enabled = enabled
+                provider.save(update_fields=["enabled"])
+        self.message_user(request, f"{queryset.count()} provider(s) {'enabled' if enabled else 'disabled'}.")
+
+
+class RouteInline(admin.TabularInline):
+    model = Route
+    extra = 1
+    ordering = ["position", "id"]
+    fields = ["provider", "tier", "upstream_model", "position", "weight", "enabled", "context_window",
+              "supports_prefill", "input_price_per_mtok", "output_price_per_mtok"]
+    readonly_fields = ["tier"]
+    autocomplete_fields = ["provider"]
+
+    @admin.display(description="tier")
+    def tier(self, obj):
+        if obj is None or obj.provider_id is None:
+            return "-"
+        return obj.provider.tier if obj.provider.enabled else f"{obj.provider.tier} (provider disabled)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("provider")
+
+
+@admin.register(Alias)
+class AliasAdmin(admin.ModelAdmin):
+    list_display = ["name", "enabled", "listed", "default_policy", "route_count", "description"]
+    list_filter = ["enabled", "listed", "default_policy"]
+    search_fields = ["name", "description"]
+    inlines = [RouteInline]
+    fields = ["name", "description", "enabled", "listed", "default_policy"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("default_policy").annotate(route_total=Count("routes"))
+
+    @admin.display(description="routes", ordering="route_total")
+    def route_count(self, obj):
+        return obj.route_total
+
+
+class PolicyForm(forms.ModelForm):
+    """Tiers typed as "free, internal, premium" rather than as raw JSON."""
+
+    tiers = forms.CharField(
+        help_text=f"Comma-separated, in the order they are tried; a tier not listed is never used. "
+                  f"Tiers: {', '.join(TIERS)}.",
+    )
+
+    class Meta:
+        model = Policy
+        fields = ["name", "description", "tiers", "is_default"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and isinstance(self.instance.tiers, list):
+            self.initial["tiers"] = ", ".join(self.instance.tiers)
+
+    def clean_tiers(self):
+        return [t.strip().lower() for t in self.cleaned_data["tiers"].split(",") if t.strip()]
+
+
+@admin.register(Policy)
+class PolicyAdmin(admin.ModelAdmin):
+    form = PolicyForm
+    list_display = ["name", "tier_order", "is_default", "description"]
+    search_fields = ["name"]
+    actions = ["make_default"]
+
+    @admin.display(description="tiers")
+    def tier_order(self, obj):
+        return " → ".join(obj.tiers or [])
+
+    @admin.action(description="Make the selected policy the default")
+    def make_default(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one policy to make the default.", messages.ERROR)
+            return
+        chosen = queryset.get()
+        with transaction.atomic():
+            for policy in Policy.objects.filter(is_default=True).exclude(pk=chosen.pk):
+                policy.is_default = False
+                policy.save(update_fields=["is_default"])
+            chosen.is_default = True
+            chosen.save(update_fields=["is_default"])
+        self.message_user(request, f"{chosen.name} is now the default policy.")
+
+
+@admin.register(RoutingSettings)
+class RoutingSettingsAdmin(admin.ModelAdmin):
+    """A single row: the list page goes straight to its form."""
+
+    fields = ["catch_all_alias"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_or_change_permission(request):
+            return super().changelist_view(request, extra_context)
+        settings_row = RoutingSettings.load()
+        return redirect(reverse("admin:routing_routingsettings_change", args=[settings_row.pk]))
