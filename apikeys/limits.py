@@ -19,8 +19,7 @@ client did not choose). django-ratelimit is therefore not imported anywhere; see
 How each limit is counted (all keys below live in the shared state, under `lim:`):
 - `rpm_limit`: `lim:rpm:<key id>` counts requests in a 60 s window that starts with the window's first request.
   A request is admitted when its increment is <= the limit, so under any concurrency exactly `rpm_limit` requests
-  pass per window. Requests refused by this limit count too (as django-ratelimit does); refused by a later check,
-  they are given back.
+  pass per window. A request refused by a later check gives its count back.
 - `tpm_limit`: `lim:tpm:<key id>` sums real tokens (added by `settle`) in a 60 s window. `admit` refuses when the
   tokens already used plus this request's estimate exceed the limit. Requests in flight are not reserved, so
   concurrent requests can overshoot by their own size (bounded by `max_concurrent` when set).
@@ -393,13 +392,17 @@ async def _admit(store, admission: Admission, seen: _Seen, estimate: int) -> Non
         # rpm: this request's increment must stay within the limit.
         if key.rpm_limit:
             count = int(values.get(rpm_key) or 0)
-            if count < key.rpm_limit:
-                count, reset = await asyncio.gather(store.incr(rpm_key, 1, WINDOW_S), store.ttl(rpm_key))
-                count = int(count)
+            full = count >= key.rpm_limit  # already used up: refuse without counting
+            if not full:
+                # One store call at a time per request: redis.asyncio's pool refuses (rather than queues) past 100
+                # connections per worker, so a burst must not multiply its connections.
+                count = int(await store.incr(rpm_key, 1, WINDOW_S))
+                reset = await store.ttl(rpm_key)
+                full = count > key.rpm_limit
             else:
                 reset = await store.ttl(rpm_key)
             seen.rpm_count, seen.rpm_reset = count, reset or WINDOW_S
-            if count > key.rpm_limit:
+            if full:
                 raise LimitExceeded(
                     "rate_limit_exceeded", "requests",
                     f"Rate limit reached: {key.rpm_limit} requests per minute. "
@@ -475,20 +478,23 @@ async def settle(admission: Admission, *, tokens: int, cost_usd: float) -> None:
 async def _settle(admission: Admission, tokens: int, cost: float) -> None:
     store = _store()
     key = admission.key
-    steps = []
+    steps = []  # sequential (one connection per request, see _admit); each step on its own, so one failure skips none
     if admission.slot:
-        steps.append(_release_slot(store, admission.slot, admission.lease))
+        steps.append(lambda: _release_slot(store, admission.slot, admission.lease))
     if tokens and key.tpm_limit:
-        steps.append(store.incr(_tpm_key(key.id), tokens, WINDOW_S))
+        steps.append(lambda: store.incr(_tpm_key(key.id), tokens, WINDOW_S))
     for counter, metric, ttl in admission.quota_counters:
         amount = tokens if metric == "tokens" else cost
         if amount:
-            steps.append(_add_to_quota_counter(store, counter, amount, ttl))
-    for result in await asyncio.gather(*steps, return_exceptions=True):
-        if isinstance(result, SharedStateUnavailable):
-            _warn_unavailable(f"settling usage of key {key.prefix}", result)
-        elif isinstance(result, BaseException):
-            log.error("settling usage of key %s failed", key.prefix, exc_info=result)
+            steps.append(lambda counter=counter, amount=amount, ttl=ttl:
+                         _add_to_quota_counter(store, counter, amount, ttl))
+    for step in steps:
+        try:
+            await step()
+        except SharedStateUnavailable as exc:
+            _warn_unavailable(f"settling usage of key {key.prefix}", exc)
+        except Exception:
+            log.exception("settling usage of key %s failed", key.prefix)
 
 
 async def _release_slot(store, slot: str, lease: str) -> None:
@@ -504,8 +510,9 @@ def _auth_failure_key(client_ip: str | None) -> str:
 
 
 async def check_auth_failures(client_ip: str) -> None:
-    """Raise LimitExceeded when this IP had RAINYMODEL_AUTH_FAILURES_PER_MIN failed authentications in the current
-    window. Call it before authenticating (a blocked IP then costs no HMAC), and `record_auth_failure` on failure."""
+    """Raise LimitExceeded when this IP already had RAINYMODEL_AUTH_FAILURES_PER_MIN failed authentications in the
+    current 60 s window (which starts at its first failure). With the flow's order (on a failed authentication:
+    check, then record) an IP gets that many 401s per window, then 429s until the window ends."""
     limit = settings.RAINYMODEL_AUTH_FAILURES_PER_MIN
     if not limit:
         return
