@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from rainymodel_site import health
+from usage import api as usage_api
 
 urlpatterns = [
     path("health", health.health),
     path("health/ready", health.ready),
     path("admin/", admin.site.urls),
+    path("v1/usage", usage_api.usage_view),
     path("v1/", include("routing.proxy.urls")),
     path("", include("usage.urls")),
 ]

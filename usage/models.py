@@ -1,10 +1,26 @@
 """What happened: one RequestLog row per inference call, and the hourly rollup the usage pages read (SPEC §3, §8).
 
-Rows are written only by `usage.writer` (batched, off the request path). Prompts and answers are never stored.
+Rows are written only by `usage.writer` (batched, off the request path); rollup rows only by `usage.rollups`, in
+the same transaction. Prompts and answers are never stored. The pages read `UsageHourly` for every total, chart
+and percentile, and RequestLog only for the row-by-row request log (keyset-paginated over an index).
 """
 
 from django.db import models
 from django.utils import timezone
+
+# Upper edges (ms, exclusive) of the latency / time-to-first-token histogram buckets kept in the rollup. The last
+# bucket is open-ended. Percentiles read from these are exact to within one bucket (see usage/reports.py).
+LATENCY_BUCKET_EDGES_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 20000, 60000)
+LATENCY_BUCKETS = len(LATENCY_BUCKET_EDGES_MS) + 1
+LATENCY_FIELDS = tuple(f"lat_{i}" for i in range(LATENCY_BUCKETS))
+TTFT_FIELDS = tuple(f"ttft_{i}" for i in range(LATENCY_BUCKETS))
+
+# The dimensions one UsageHourly row is unique over, in the order of its unique constraint.
+ROLLUP_DIMENSIONS = ("hour", "api_key_id", "key_prefix", "alias", "policy", "tier", "provider", "upstream_model",
+                     "status_class")
+# The additive measures; every one of them is summed when rows are merged.
+ROLLUP_MEASURES = ("requests", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd", "ttft_count",
+                   *LATENCY_FIELDS, *TTFT_FIELDS)
 
 
 class RequestLog(models.Model):
@@ -39,6 +55,8 @@ class RequestLog(models.Model):
             models.Index(fields=["created_at"]),
             models.Index(fields=["api_key", "created_at"]),
             models.Index(fields=["status", "created_at"]),
+            # The request log's "errors only" view walks this small partial index newest-first.
+            models.Index(fields=["created_at"], condition=models.Q(status__gte=400), name="usage_log_errors_idx"),
         ]
 
     def __str__(self):
@@ -47,3 +65,44 @@ class RequestLog(models.Model):
     @property
     def total_tokens(self):
         return self.prompt_tokens + self.completion_tokens
+
+
+class UsageHourly(models.Model):
+    """Request-log rows summed per UTC hour and per (key, alias, policy, tier, provider, model, status class).
+
+    `api_key_id` is 0 for rows without a key (the master key, told apart by `key_prefix` "master", and failed
+    authentications), because NULLs never conflict in a unique constraint and the upsert relies on conflicts.
+    `lat_<i>` / `ttft_<i>` count requests whose latency / time to first token fell in bucket i of
+    LATENCY_BUCKET_EDGES_MS; `ttft_count` is how many requests had a TTFT at all.
+    """
+
+    hour = models.DateTimeField()
+    api_key_id = models.BigIntegerField(default=0)
+    key_prefix = models.CharField(max_length=16, blank=True)
+    alias = models.CharField(max_length=200, blank=True)
+    policy = models.CharField(max_length=50, blank=True)
+    tier = models.CharField(max_length=20, blank=True)
+    provider = models.CharField(max_length=100, blank=True)
+    upstream_model = models.CharField(max_length=200, blank=True)
+    status_class = models.PositiveSmallIntegerField()  # status // 100: 2, 4 or 5
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)  # status >= 400
+    fallbacks = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0)
+    ttft_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "hourly usage rollup"
+        constraints = [models.UniqueConstraint(fields=list(ROLLUP_DIMENSIONS), name="usage_hourly_unique")]
+        indexes = [models.Index(fields=["api_key_id", "hour"], name="usage_hourly_key_idx")]
+
+    def __str__(self):
+        return f"{self.hour:%Y-%m-%d %H}h {self.alias} {self.provider} {self.status_class}xx: {self.requests}"
+
+
+# The histogram columns are written out by a loop rather than by hand: 32 identical counters, one per bucket.
+for _name in (*LATENCY_FIELDS, *TTFT_FIELDS):
+    UsageHourly.add_to_class(_name, models.BigIntegerField(default=0))
+del _name

@@ -1,6 +1,96 @@
-"""Usage rollups maintained as request-log rows are written (see usage.writer). Placeholder until the usage
-pages land: the writer calls `add_to_rollups(rows)` inside its transaction."""
+"""The hourly usage rollup, maintained as request-log rows are written.
+
+`usage.writer` calls `add_to_rollups(rows)` inside the transaction that inserts the rows, so a rollup never
+counts a row that was not written (nor misses one that was). Rows are first summed in Python per rollup
+dimension tuple, then merged with one `INSERT … ON CONFLICT DO UPDATE` per tuple, which is atomic across any
+number of workers writing at once (PostgreSQL and SQLite both speak it). Never called on the request path.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.db import connection
+
+from usage.models import (LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, TTFT_FIELDS,
+                          UsageHourly)
+
+
+def latency_bucket(ms: int) -> int:
+    """Index of the histogram bucket holding `ms` (buckets are [edge[i-1], edge[i]))."""
+    return bisect_right(LATENCY_BUCKET_EDGES_MS, ms)
+
+
+def hour_of(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def rollup_dimensions(row: dict) -> tuple:
+    """The rollup row a request-log row (a dict of RequestLog field names) is counted in."""
+    return (
+        hour_of(row["created_at"]),
+        row.get("api_key_id") or 0,
+        row.get("key_prefix") or "",
+        row.get("alias") or "",
+        row.get("policy") or "",
+        row.get("tier") or "",
+        row.get("provider") or "",
+        row.get("upstream_model") or "",
+        int(row["status"]) // 100,
+    )
+
+
+def summarise(rows: list[dict]) -> dict[tuple, dict]:
+    """Sum rows per rollup dimension tuple: {dimensions: {measure: value}}."""
+    groups: dict[tuple, dict] = {}
+    for row in rows:
+        dims = rollup_dimensions(row)
+        sums = groups.get(dims)
+        if sums is None:
+            sums = groups[dims] = dict.fromkeys(ROLLUP_MEASURES, 0)
+            sums["cost_usd"] = Decimal(0)
+        sums["requests"] += 1
+        sums["errors"] += int(row["status"]) >= 400
+        sums["fallbacks"] += bool(row.get("fallback"))
+        sums["prompt_tokens"] += row.get("prompt_tokens") or 0
+        sums["completion_tokens"] += row.get("completion_tokens") or 0
+        sums["cost_usd"] += Decimal(str(row.get("cost_usd") or 0))
+        sums[LATENCY_FIELDS[latency_bucket(row.get("latency_ms") or 0)]] += 1
+        ttft = row.get("ttft_ms")
+        if ttft is not None:
+            sums["ttft_count"] += 1
+            sums[TTFT_FIELDS[latency_bucket(ttft)]] += 1
+    return groups
+
+
+def _upsert_sql() -> str:
+    quote = connection.ops.quote_name
+    table = quote(UsageHourly._meta.db_table)
+    columns = (*ROLLUP_DIMENSIONS, *ROLLUP_MEASURES)
+    updates = ", ".join(f"{quote(m)} = {table}.{quote(m)} + EXCLUDED.{quote(m)}" for m in ROLLUP_MEASURES)
+    return (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({', '.join(quote(d) for d in ROLLUP_DIMENSIONS)}) DO UPDATE SET {updates}"
+    )
 
 
 def add_to_rollups(rows: list[dict]) -> None:
-    return None
+    """Count `rows` (the dicts being inserted into RequestLog, `api_key_id` for the key) into UsageHourly.
+
+    Call inside the transaction that inserts the rows.
+    """
+    if not rows:
+        return
+    ops = connection.ops
+    params = []
+    # A fixed order, so two workers merging overlapping groups take their row locks in the same order.
+    for dims, sums in sorted(summarise(rows).items(), key=lambda item: item[0]):
+        hour, *rest = dims
+        measures = [sums[m] for m in ROLLUP_MEASURES]
+        measures[ROLLUP_MEASURES.index("cost_usd")] = ops.adapt_decimalfield_value(sums["cost_usd"], 18, 8)
+        params.append([ops.adapt_datetimefield_value(hour), *rest, *measures])
+    with connection.cursor() as cursor:
+        cursor.executemany(_upsert_sql(), params)

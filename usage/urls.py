@@ -1,1 +1,17 @@
-urlpatterns = []
+"""Usage pages and sign-in (mounted at the site root by rainymodel_site/urls.py)."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from usage import views
+
+urlpatterns = [
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("usage/", views.overview, name="usage-overview"),
+    path("usage/breakdown/", views.breakdown, name="usage-breakdown"),
+    path("usage/keys/", views.keys, name="usage-keys"),
+    path("usage/keys/<int:key_id>/", views.key_detail, name="usage-key"),
+    path("usage/log/", views.request_log, name="usage-log"),
+    path("usage/log.csv", views.request_log_csv, name="usage-log-csv"),
+]

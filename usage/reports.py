@@ -1,0 +1,387 @@
+"""Read-side queries for the usage pages, their CSV exports and /v1/usage.
+
+Every total, rate, chart and percentile comes from the hourly rollup (`UsageHourly`), summed in the database with
+one GROUP BY per table or chart, so a page costs a few index range scans however many RequestLog rows there are.
+Only the row-by-row request log reads RequestLog, newest first over an index, one page at a time.
+Nothing here writes.
+
+Percentiles come from the rollup's latency histograms: the bucket holding the wanted rank is exact, and the value
+is interpolated linearly inside it, so a reported p95 is within one bucket of the exact one (buckets:
+usage.models.LATENCY_BUCKET_EDGES_MS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDay
+
+from usage.filters import MASTER, UsageFilter
+from usage.models import LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_MEASURES, TTFT_FIELDS, RequestLog, UsageHourly
+
+TIERS = ("free", "internal", "premium")
+MILLION = Decimal(1_000_000)
+
+# What a breakdown table may be grouped by: name -> the rollup columns that make up one row.
+BREAKDOWNS = {
+    "alias": ("alias",),
+    "policy": ("policy",),
+    "provider": ("provider", "upstream_model"),
+    "key": ("api_key_id", "key_prefix"),
+    "tier": ("tier",),
+}
+
+
+def percentile(histogram: list[int], fraction: float) -> float | None:
+    """The `fraction` percentile (0..1) of a latency histogram, interpolated inside its bucket; None when empty."""
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank = fraction * total
+    seen = 0
+    for index, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            lower = LATENCY_BUCKET_EDGES_MS[index - 1] if index > 0 else 0
+            if index >= len(LATENCY_BUCKET_EDGES_MS):
+                return float(lower)  # the open-ended last bucket: report its lower edge
+            upper = LATENCY_BUCKET_EDGES_MS[index]
+            return lower + (upper - lower) * max(rank - seen, 0) / count
+        seen += count
+    return float(LATENCY_BUCKET_EDGES_MS[-1])
+
+
+@dataclass
+class Figures:
+    """The figures every page shows for a set of rows."""
+
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    latency_histogram: list[int] = field(default_factory=lambda: [0] * len(LATENCY_FIELDS))
+    ttft_histogram: list[int] = field(default_factory=lambda: [0] * len(TTFT_FIELDS))
+
+    @classmethod
+    def from_sums(cls, sums: dict) -> Figures:
+        return cls(
+            requests=sums.get("requests") or 0, errors=sums.get("errors") or 0,
+            fallbacks=sums.get("fallbacks") or 0, prompt_tokens=sums.get("prompt_tokens") or 0,
+            completion_tokens=sums.get("completion_tokens") or 0,
+            cost_usd=Decimal(str(sums.get("cost_usd") or 0)),
+            latency_histogram=[sums.get(f) or 0 for f in LATENCY_FIELDS],
+            ttft_histogram=[sums.get(f) or 0 for f in TTFT_FIELDS],
+        )
+
+    def add(self, other: Figures) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.fallbacks += other.fallbacks
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.latency_histogram = [a + b for a, b in zip(self.latency_histogram, other.latency_histogram)]
+        self.ttft_histogram = [a + b for a, b in zip(self.ttft_histogram, other.ttft_histogram)]
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def fallback_rate(self) -> float | None:
+        return self.fallbacks / self.requests if self.requests else None
+
+    @property
+    def latency_p50(self):
+        return percentile(self.latency_histogram, 0.50)
+
+    @property
+    def latency_p95(self):
+        return percentile(self.latency_histogram, 0.95)
+
+    @property
+    def ttft_p50(self):
+        return percentile(self.ttft_histogram, 0.50)
+
+    @property
+    def ttft_p95(self):
+        return percentile(self.ttft_histogram, 0.95)
+
+    def as_json(self) -> dict:
+        return {
+            "requests": self.requests, "errors": self.errors, "fallbacks": self.fallbacks,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens, "cost_usd": float(round(self.cost_usd, 8)),
+            "error_rate": self.error_rate, "fallback_rate": self.fallback_rate,
+            "latency_ms_p50": _round(self.latency_p50), "latency_ms_p95": _round(self.latency_p95),
+            "ttft_ms_p50": _round(self.ttft_p50), "ttft_ms_p95": _round(self.ttft_p95),
+        }
+
+
+def _round(value):
+    return None if value is None else round(value)
+
+
+_SUMS = {name: Sum(name) for name in ROLLUP_MEASURES}
+
+
+# --- rollup selection -------------------------------------------------------------------------------------------
+
+def rollups(f: UsageFilter) -> QuerySet[UsageHourly]:
+    """The rollup rows covering the filter's period, keys and dimensions."""
+    qs = UsageHourly.objects.filter(hour__gte=f.period.start, hour__lt=f.period.end)
+    if f.visible_key_ids is not None:
+        qs = qs.filter(api_key_id__in=f.visible_key_ids or [-1])
+    if f.key == MASTER:
+        qs = qs.filter(api_key_id=0, key_prefix=MASTER)
+    elif f.key is not None:
+        qs = qs.filter(api_key_id=f.key)
+    for name in ("alias", "policy", "provider"):
+        if getattr(f, name):
+            qs = qs.filter(**{name: getattr(f, name)})
+    if f.tier:
+        qs = qs.filter(tier="" if f.tier == "none" else f.tier)
+    if f.status_class is not None:
+        qs = qs.filter(status_class=f.status_class)
+    elif f.status_code is not None:
+        qs = qs.filter(status_class=f.status_code // 100)
+    if f.errors_only:
+        qs = qs.filter(status_class__gte=4)
+    return qs
+
+
+def totals(f: UsageFilter) -> Figures:
+    return Figures.from_sums(rollups(f).aggregate(**_SUMS))
+
+
+def grouped(f: UsageFilter, columns: tuple[str, ...]) -> list[tuple[tuple, Figures]]:
+    """Figures per distinct value of `columns`, busiest first."""
+    rows = rollups(f).values(*columns).annotate(**_SUMS).order_by("-requests", *columns)
+    return [(tuple(row[c] for c in columns), Figures.from_sums(row)) for row in rows]
+
+
+def breakdown(f: UsageFilter, by: str) -> list[dict]:
+    """A breakdown table: one dict per group with its label(s), link filter and figures."""
+    columns = BREAKDOWNS[by]
+    groups = grouped(f, columns)
+    names = key_names([values[0] for values, _ in groups]) if by == "key" else {}
+    table = []
+    for values, figures in groups:
+        if by == "key":
+            key_id, prefix = values
+            label = names.get(key_id) or (prefix or "unauthenticated")
+            if key_id:
+                label = f"{label} ({prefix}…)" if prefix else label
+            table.append({"label": label, "key_id": key_id or None, "prefix": prefix, "filter": {
+                "key": key_id if key_id else (MASTER if prefix == MASTER else None)}, "figures": figures})
+        elif by == "provider":
+            provider, model = values
+            table.append({"label": f"{provider}/{model}" if provider else "(no route)", "filter": {"provider": provider},
+                          "figures": figures})
+        else:
+            value = values[0]
+            table.append({"label": value or "(none)", "filter": {by: value or ("none" if by == "tier" else "")},
+                          "figures": figures})
+    return table
+
+
+def key_names(key_ids) -> dict[int, str]:
+    from apikeys.models import APIKey
+
+    ids = [k for k in key_ids if k]
+    return dict(APIKey.objects.filter(id__in=ids).values_list("id", "name")) if ids else {}
+
+
+# --- the overview -----------------------------------------------------------------------------------------------
+
+def premium_prices() -> dict[str, tuple[Decimal, Decimal]]:
+    """Per alias, the (input, output) USD-per-million-token prices of its first premium route.
+
+    "First" means the order the proxy would try it: enabled routes before disabled, then lower position, then
+    lower id. An alias with no premium route has no premium price and contributes no saving.
+    """
+    from routing.models import Route
+
+    prices: dict[str, tuple[Decimal, Decimal]] = {}
+    routes = (Route.objects.filter(provider__tier="premium").order_by("-enabled", "position", "id")
+              .values_list("alias__name", "input_price_per_mtok", "output_price_per_mtok"))
+    for alias, price_in, price_out in routes:
+        prices.setdefault(alias, (Decimal(price_in), Decimal(price_out)))
+    return prices
+
+
+@dataclass
+class Saving:
+    premium_equivalent_usd: Decimal  # what the tokens of aliases with a premium route would have cost there
+    actual_usd: Decimal  # what those same requests did cost
+    saving_usd: Decimal
+
+
+def saving(by_alias: list[tuple[tuple, Figures]], prices: dict[str, tuple[Decimal, Decimal]]) -> Saving:
+    equivalent = actual = Decimal(0)
+    for (alias,), figures in by_alias:
+        price = prices.get(alias)
+        if price is None:
+            continue
+        equivalent += (figures.prompt_tokens * price[0] + figures.completion_tokens * price[1]) / MILLION
+        actual += figures.cost_usd
+    return Saving(premium_equivalent_usd=equivalent, actual_usd=actual, saving_usd=equivalent - actual)
+
+
+@dataclass
+class Series:
+    """Requests and cost per time bucket, split by tier ("" = no route reached)."""
+
+    buckets: list[datetime]
+    requests: dict[str, list[int]]
+    cost: dict[str, list[float]]
+    tier_requests: dict[str, int]
+    tier_tokens: dict[str, int]
+
+
+def series(f: UsageFilter) -> Series:
+    qs = rollups(f)
+    step = timedelta(hours=1) if f.period.bucket == "hour" else timedelta(days=1)
+    if f.period.bucket == "hour":
+        rows = qs.annotate(bucket=F("hour"))
+        first = f.period.start
+    else:
+        rows = qs.annotate(bucket=TruncDay("hour"))
+        first = f.period.start.replace(hour=0)
+    rows = rows.values("bucket", "tier").annotate(
+        requests=Sum("requests"), cost_usd=Sum("cost_usd"), prompt_tokens=Sum("prompt_tokens"),
+        completion_tokens=Sum("completion_tokens")).order_by()
+    buckets = []
+    moment = first
+    while moment < f.period.end:
+        buckets.append(moment)
+        moment += step
+    index = {b: i for i, b in enumerate(buckets)}
+    tiers = (*TIERS, "")
+    requests = {t: [0] * len(buckets) for t in tiers}
+    cost = {t: [0.0] * len(buckets) for t in tiers}
+    tier_requests = dict.fromkeys(tiers, 0)
+    tier_tokens = dict.fromkeys(tiers, 0)
+    for row in rows:
+        tier = row["tier"] if row["tier"] in TIERS else ""
+        i = index.get(row["bucket"])
+        if i is not None:
+            requests[tier][i] += row["requests"] or 0
+            cost[tier][i] += float(row["cost_usd"] or 0)
+        tier_requests[tier] += row["requests"] or 0
+        tier_tokens[tier] += (row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0)
+    return Series(buckets=buckets, requests=requests, cost=cost, tier_requests=tier_requests,
+                  tier_tokens=tier_tokens)
+
+
+def overview(f: UsageFilter) -> dict:
+    by_alias = grouped(f, ("alias",))
+    total = Figures()
+    for _, figures in by_alias:
+        total.add(figures)
+    chart = series(f)
+    free_requests = chart.tier_requests["free"]
+    free_tokens = chart.tier_tokens["free"]
+    return {
+        "totals": total,
+        "saving": saving(by_alias, premium_prices()),
+        "series": chart,
+        "free_share_requests": free_requests / total.requests if total.requests else None,
+        "free_share_tokens": free_tokens / total.total_tokens if total.total_tokens else None,
+    }
+
+
+# --- quotas -----------------------------------------------------------------------------------------------------
+
+def period_start(period: str, now: datetime) -> datetime:
+    """Start of the current UTC calendar day or month (quotas reset there)."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day if period == "day" else day.replace(day=1)
+
+
+def quota_usage(api_key, now: datetime) -> list[dict]:
+    """For each of the key's quotas: what it allows this period, what has been used, and the share used."""
+    result = []
+    for quota in api_key.quotas.order_by("period"):
+        start = period_start(quota.period, now)
+        used = UsageHourly.objects.filter(api_key_id=api_key.id, hour__gte=start).aggregate(
+            requests=Sum("requests"), prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"), cost_usd=Sum("cost_usd"))
+        used_tokens = (used["prompt_tokens"] or 0) + (used["completion_tokens"] or 0)
+        limits = []
+        for label, limit, value in (
+            ("requests", quota.max_requests, used["requests"] or 0),
+            ("tokens", quota.max_tokens, used_tokens),
+            ("cost (USD)", quota.max_cost_usd, Decimal(str(used["cost_usd"] or 0))),
+        ):
+            if limit is not None:
+                share = float(value) / float(limit) if limit else 1.0
+                limits.append({"label": label, "limit": limit, "used": value, "share": share,
+                               "percent": min(round(share * 100), 100)})
+        result.append({"period": quota.period, "since": start, "limits": limits})
+    return result
+
+
+# --- the request log --------------------------------------------------------------------------------------------
+
+LOG_PAGE_SIZE = 50
+
+
+def log_rows(f: UsageFilter) -> QuerySet[RequestLog]:
+    """RequestLog rows matching the filter, newest first (the request log page and its CSV export)."""
+    qs = RequestLog.objects.filter(created_at__gte=f.period.start, created_at__lt=f.period.end)
+    if f.visible_key_ids is not None:
+        qs = qs.filter(api_key_id__in=f.visible_key_ids or [-1])
+    if f.key == MASTER:
+        qs = qs.filter(api_key__isnull=True, key_prefix=MASTER)
+    elif f.key is not None:
+        qs = qs.filter(api_key_id=f.key)
+    for name in ("alias", "policy", "provider"):
+        if getattr(f, name):
+            qs = qs.filter(**{name: getattr(f, name)})
+    if f.tier:
+        qs = qs.filter(tier="" if f.tier == "none" else f.tier)
+    if f.status_class is not None:
+        qs = qs.filter(status__gte=f.status_class * 100, status__lt=f.status_class * 100 + 100)
+    elif f.status_code is not None:
+        qs = qs.filter(status=f.status_code)
+    if f.errors_only:
+        qs = qs.filter(status__gte=400)
+    return qs.order_by("-created_at", "-id")
+
+
+def log_page(f: UsageFilter, *, before: tuple[datetime, str] | None = None,
+             after: tuple[datetime, str] | None = None) -> dict:
+    """One page of the request log, keyset-paginated: `before` = older than that row, `after` = newer.
+
+    Keyset pagination (no OFFSET, no COUNT over the whole log) keeps every page as fast as the first.
+    """
+    qs = log_rows(f)
+    if before is not None:
+        when, row_id = before
+        qs = qs.filter(Q(created_at__lt=when) | Q(created_at=when, id__lt=row_id))
+        rows = list(qs[: LOG_PAGE_SIZE + 1])
+        has_newer, has_older = True, len(rows) > LOG_PAGE_SIZE
+        rows = rows[:LOG_PAGE_SIZE]
+    elif after is not None:
+        when, row_id = after
+        qs = qs.filter(Q(created_at__gt=when) | Q(created_at=when, id__gt=row_id)).order_by("created_at", "id")
+        rows = list(qs[: LOG_PAGE_SIZE + 1])
+        has_newer, has_older = len(rows) > LOG_PAGE_SIZE, True
+        rows = rows[:LOG_PAGE_SIZE][::-1]
+    else:
+        rows = list(qs[: LOG_PAGE_SIZE + 1])
+        has_newer, has_older = False, len(rows) > LOG_PAGE_SIZE
+        rows = rows[:LOG_PAGE_SIZE]
+    names = key_names({r.api_key_id for r in rows})
+    for row in rows:
+        row.key_name = names.get(row.api_key_id, "")
+    return {"rows": rows, "has_newer": has_newer and bool(rows), "has_older": has_older and bool(rows)}

@@ -1,0 +1,215 @@
+"""The usage pages: overview, breakdowns, keys, request log and CSV exports. Thin doors: each view parses the
+filters (usage.filters), asks usage.reports, and renders a template under templates/usage/.
+
+Staff see all traffic; any other signed-in user sees only the keys they own, and a URL naming someone else's key
+answers 404 — never their data.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime
+from urllib.parse import urlencode
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from usage import charts, reports
+from usage.filters import PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key, parse_filters, visible_key_ids
+
+LOG_CSV_COLUMNS = ("id", "created_at", "key_prefix", "key_name", "requested_model", "alias", "policy", "tier",
+                   "provider", "upstream_model", "status", "error_code", "stream", "latency_ms", "ttft_ms",
+                   "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "fallback", "client_ip",
+                   "user_agent")
+BREAKDOWN_CSV_COLUMNS = ("group", "requests", "errors", "error_rate", "fallbacks", "fallback_rate", "prompt_tokens",
+                         "completion_tokens", "total_tokens", "cost_usd", "latency_ms_p50", "latency_ms_p95",
+                         "ttft_ms_p50", "ttft_ms_p95")
+
+
+def _filters(request) -> UsageFilter:
+    try:
+        return parse_filters(request.GET, request.user)
+    except KeyNotVisible:
+        raise Http404("No such key") from None
+
+
+def _bad_request(request, error: FilterError) -> HttpResponse:
+    return render(request, "usage/error.html", {"error": error}, status=400)
+
+
+def _filter_choices(request, f: UsageFilter) -> dict:
+    """The options of the filter form: only names the viewer may see."""
+    from apikeys.models import APIKey
+    from routing.models import Alias, Policy, Provider
+
+    keys = APIKey.objects.order_by("name")
+    if f.visible_key_ids is not None:
+        keys = keys.filter(id__in=f.visible_key_ids)
+    return {
+        "presets": list(PRESETS),
+        "key_choices": [(str(k.id), f"{k.name} ({k.prefix}…)") for k in keys],
+        "alias_choices": list(Alias.objects.order_by("name").values_list("name", flat=True)),
+        "policy_choices": list(Policy.objects.order_by("name").values_list("name", flat=True)),
+        "provider_choices": list(Provider.objects.order_by("name").values_list("name", flat=True)),
+        "tier_choices": ["free", "internal", "premium", "none"],
+        "is_staff": request.user.is_staff,
+    }
+
+
+def _context(request, f: UsageFilter, **extra) -> dict:
+    return {"f": f, "query": f.query_items(), "qs": urlencode(f.query_items()), **_filter_choices(request, f),
+            **extra}
+
+
+def _charts(series: reports.Series, bucket: str) -> dict:
+    return {
+        "requests_chart": charts.stacked_bars(series.buckets, series.requests, bucket=bucket,
+                                              fmt=lambda v: f"{v:,.0f}"),
+        "cost_chart": charts.stacked_bars(series.buckets, series.cost, bucket=bucket,
+                                          fmt=lambda v: f"${v:,.2f}" if v >= 1 or v == 0 else f"${v:,.4f}"),
+    }
+
+
+@login_required
+def overview(request):
+    try:
+        f = _filters(request)
+    except FilterError as error:
+        return _bad_request(request, error)
+    data = reports.overview(f)
+    return render(request, "usage/overview.html", _context(
+        request, f, page="overview", **data, **_charts(data["series"], f.period.bucket),
+        tiers=[(t or "none", charts.TIER_LABELS[t], data["series"].tier_requests[t]) for t in charts.STACK_ORDER],
+    ))
+
+
+@login_required
+def breakdown(request):
+    by = request.GET.get("by") or "alias"
+    if by not in reports.BREAKDOWNS:
+        return _bad_request(request, FilterError("by", f"'by' must be one of {', '.join(reports.BREAKDOWNS)}."))
+    try:
+        f = _filters(request)
+    except FilterError as error:
+        return _bad_request(request, error)
+    table = reports.breakdown(f, by)
+    if request.GET.get("format") == "csv":
+        return _breakdown_csv(table, by)
+    total = reports.Figures()
+    for row in table:
+        total.add(row["figures"])
+    return render(request, "usage/breakdown.html", _context(
+        request, f, page="breakdown", by=by, breakdowns=list(reports.BREAKDOWNS), table=table, total=total))
+
+
+def _breakdown_csv(table: list[dict], by: str) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="usage-by-{by}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(BREAKDOWN_CSV_COLUMNS)
+    for row in table:
+        figures = row["figures"].as_json()
+        writer.writerow([row["label"], *(figures[c] if figures[c] is not None else "" for c in BREAKDOWN_CSV_COLUMNS[1:])])
+    return response
+
+
+@login_required
+def keys(request):
+    from apikeys.models import APIKey
+
+    try:
+        f = _filters(request)
+    except FilterError as error:
+        return _bad_request(request, error)
+    table = {row["key_id"]: row for row in reports.breakdown(f, "key") if row["key_id"]}
+    api_keys = APIKey.objects.select_related("owner").order_by("name")
+    if f.visible_key_ids is not None:
+        api_keys = api_keys.filter(id__in=f.visible_key_ids)
+    rows = [{"key": k, "figures": table[k.id]["figures"] if k.id in table else reports.Figures()} for k in api_keys]
+    return render(request, "usage/keys.html", _context(request, f, page="keys", rows=rows, now=timezone.now()))
+
+
+@login_required
+def key_detail(request, key_id: int):
+    from apikeys.models import APIKey
+
+    visible = visible_key_ids(request.user)
+    if visible is not None and key_id not in visible:
+        raise Http404("No such key")
+    api_key = get_object_or_404(APIKey.objects.select_related("owner"), pk=key_id)
+    params = request.GET.copy()
+    params.pop("key", None)
+    try:
+        f = for_key(parse_filters(params, request.user), key_id)
+    except FilterError as error:
+        return _bad_request(request, error)
+    data = reports.overview(f)
+    return render(request, "usage/key_detail.html", _context(
+        request, f, page="keys", api_key=api_key, quotas=reports.quota_usage(api_key, timezone.now()),
+        by_alias=reports.breakdown(f, "alias"), **data, **_charts(data["series"], f.period.bucket)))
+
+
+def _cursor(value: str | None, param: str) -> tuple[datetime, str] | None:
+    if not value:
+        return None
+    when_raw, _, row_id = value.partition("|")
+    when = parse_datetime(when_raw)
+    if when is None or not row_id:
+        raise FilterError(param, f"'{param}' is not a valid page cursor; start again from the first page.")
+    return when, row_id
+
+
+@login_required
+def request_log(request):
+    try:
+        f = _filters(request)
+        page = reports.log_page(f, before=_cursor(request.GET.get("before"), "before"),
+                                after=_cursor(request.GET.get("after"), "after"))
+    except FilterError as error:
+        return _bad_request(request, error)
+    rows = page["rows"]
+    cursor = lambda row: f"{row.created_at.isoformat()}|{row.id}"  # noqa: E731
+    return render(request, "usage/log.html", _context(
+        request, f, page="log", rows=rows,
+        older_qs=urlencode([*f.query_items(), ("before", cursor(rows[-1]))]) if page["has_older"] else "",
+        newer_qs=urlencode([*f.query_items(), ("after", cursor(rows[0]))]) if page["has_newer"] else "",
+    ))
+
+
+class _Echo:
+    """A file-like object whose write returns the line, so csv.writer can feed a streaming response."""
+
+    def write(self, value):
+        return value
+
+
+def _log_csv_lines(f: UsageFilter):
+    from apikeys.models import APIKey
+
+    writer = csv.writer(_Echo())
+    yield writer.writerow(LOG_CSV_COLUMNS)
+    keys = APIKey.objects.all() if f.visible_key_ids is None else APIKey.objects.filter(id__in=f.visible_key_ids)
+    names = dict(keys.values_list("id", "name"))
+    name_at = LOG_CSV_COLUMNS.index("key_name")
+    rows = reports.log_rows(f).values_list(*(c for c in LOG_CSV_COLUMNS if c != "key_name"), "api_key_id")
+    for row in rows.iterator(chunk_size=2000):
+        *values, key_id = row
+        values.insert(name_at, names.get(key_id, ""))
+        values[1] = values[1].isoformat()
+        yield writer.writerow(values)
+
+
+@login_required
+def request_log_csv(request):
+    """The filtered request log as CSV, streamed row by row so an export of millions of rows needs no memory."""
+    try:
+        f = _filters(request)
+    except FilterError as error:
+        return _bad_request(request, error)
+    response = StreamingHttpResponse(_log_csv_lines(f), content_type="text/csv; charset=utf-8")
+    stamp = f"{f.period.start:%Y%m%dT%H}-{f.period.end:%Y%m%dT%H}"
+    response["Content-Disposition"] = f'attachment; filename="requests-{stamp}.csv"'
+    return response
