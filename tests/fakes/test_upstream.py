@@ -375,3 +375,11 @@ def test_runs_standalone_as_a_process_for_benchmarks():
 def test_refuses_to_listen_beyond_loopback():
     with pytest.raises(ValueError):
         FakeUpstream(host="0.0.0.0")
+
+
+def test_cut_after_on_a_close_delimited_stream_ends_cleanly_but_without_finish_or_done(fake):
+    fake.script(cut_after(2, tokens=10, framing="close"))
+    events = stream_events(fake, chat(fake, stream=True))
+    assert "[DONE]" not in events
+    assert content_of(events) == " ".join(answer_for(MESSAGES, 10).split()[:2])
+    assert all(json.loads(e)["choices"][0]["finish_reason"] is None for e in events)

@@ -69,7 +69,7 @@ class Behaviour:
     reset: bool = False                   # close the socket (RST) before any response byte
     hang: bool = False                    # read the request, then never answer
     stall_after: int | None = None        # streams: n content chunks, then silence with the socket open
-    cut_after: int | None = None          # streams: n content chunks, then an abrupt close
+    cut_after: int | None = None          # streams: n content chunks, then the connection closes mid-answer
     malformed_after: int | None = None    # streams: a non-JSON `data:` event after n content chunks
     done: bool = True                     # streams: end with `data: [DONE]`
     usage: bool = True                    # include usage (non-stream body; usage chunk when asked for)
@@ -122,7 +122,8 @@ def stall_after(n: int, **more) -> Behaviour:
 
 
 def cut_after(n: int, **more) -> Behaviour:
-    """Stream `n` content chunks, then close the connection abruptly (no finish_reason, no end of body)."""
+    """Stream `n` content chunks, then close the connection mid-answer: no finish_reason, no `[DONE]`, and with
+    chunked framing no end of the body either. (A FIN, not a reset, so the n chunks surely reach the client.)"""
     return Behaviour(cut_after=n, **more)
 
 
@@ -573,8 +574,9 @@ class FakeUpstream:
                    ("x-request-id", completion_id)]
         headers.append(("transfer-encoding", "chunked") if chunked else ("connection", "close"))
         headers += list(b.headers)
-        writer.write(_head(200, headers))
-        await writer.drain()
+        # Events are buffered and written together unless something (a delay, a stall, a cut) must happen
+        # between them: one write per answer keeps the fake far faster than anything measured against it.
+        out = [_head(200, headers)]
 
         def frame(data: bytes) -> bytes:
             return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
@@ -585,48 +587,56 @@ class FakeUpstream:
                      "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
             return b"data: " + json.dumps(event).encode() + b"\n\n"
 
-        async def send(data: bytes):
+        def send(data: bytes):
+            out.append(frame(data))
+
+        async def flush():
             if writer.is_closing():
                 raise _ClientGone()
-            writer.write(frame(data))
+            if out:
+                writer.write(b"".join(out))
+                out.clear()
             await writer.drain()
 
+        async def stop_here(cut: bool) -> bool:
+            await flush()
+            if cut:
+                writer.close()  # FIN after the data, but no end of the chunked body, finish_reason or [DONE]
+            else:
+                await self._wait_client_gone(reader, request)
+            return False
+
         if b.first_token_delay:
+            await flush()
             await asyncio.sleep(b.first_token_delay)
         if b.role_chunk:
-            await send(chunk({"role": "assistant", "content": "", "refusal": None}))
+            send(chunk({"role": "assistant", "content": "", "refusal": None}))
         for i, piece in enumerate(pieces):
             if b.malformed_after == i:
-                await send(b"data: {this is not json\n\n")
-            if b.stall_after == i:
-                await self._wait_client_gone(reader, request)
-                return False
-            if b.cut_after == i:
-                _abort_with_rst(writer)
-                return False
+                send(b"data: {this is not json\n\n")
+            if b.stall_after == i or b.cut_after == i:
+                return await stop_here(cut=b.cut_after == i)
             if b.token_delay and i:
+                await flush()
                 await asyncio.sleep(b.token_delay)
-            await send(chunk({"content": piece}))
+            send(chunk({"content": piece}))
         n = len(pieces)
         if b.malformed_after is not None and b.malformed_after >= n:
-            await send(b"data: {this is not json\n\n")
-        if b.stall_after is not None and b.stall_after >= n:
-            await self._wait_client_gone(reader, request)
-            return False
-        if b.cut_after is not None and b.cut_after >= n:
-            _abort_with_rst(writer)
-            return False
-        await send(chunk({}, b.finish_reason))
+            send(b"data: {this is not json\n\n")
+        if (b.stall_after is not None and b.stall_after >= n) or (b.cut_after is not None and b.cut_after >= n):
+            return await stop_here(cut=b.cut_after is not None and b.cut_after >= n)
+        send(chunk({}, b.finish_reason))
         if usage is not None:
             event = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                      "system_fingerprint": "fp_fake", "choices": [], "usage": usage}
-            await send(b"data: " + json.dumps(event).encode() + b"\n\n")
+            send(b"data: " + json.dumps(event).encode() + b"\n\n")
         if b.done:
-            await send(b"data: [DONE]\n\n")
+            send(b"data: [DONE]\n\n")
         if chunked:
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
+            out.append(b"0\r\n\r\n")
+            await flush()
             return True
+        await flush()
         writer.close()
         return False
 
