@@ -9,7 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from apikeys.models import APIKey, Quota
 from apikeys.services import apikey_assign_secret, apikey_revoke
@@ -69,6 +69,28 @@ def key_status(api_key: APIKey) -> str:
     return "active"
 
 
+def usage_table(usage: dict):
+    """apikeys.limits.usage_for_key_sync as a small read-only table."""
+    def cell(used, maximum):
+        return "-" if used is None else (f"{used:g} of {maximum:g}" if maximum is not None else f"{used:g}")
+
+    rows = []
+    current = usage["current"]
+    if current is not None:
+        limits = usage["limits"]
+        rows += [("requests this minute", cell(current["requests_this_minute"], limits["rpm_limit"])),
+                 ("tokens this minute", cell(current["tokens_this_minute"], limits["tpm_limit"])),
+                 ("in flight", cell(current["in_flight"], limits["max_concurrent"]))]
+    for quota in usage["quotas"]:
+        for metric in ("requests", "tokens", "cost"):
+            rows.append((f"{metric} this {quota['period']} (resets {quota['resets_at']:%Y-%m-%d %H:%M} UTC)",
+                         cell(quota[metric]["used"], quota[metric]["max"])))
+    rows.append(("last used", str(usage["last_used_at"] or "never")))
+    if usage["shared_state_error"]:
+        rows.append(("shared state", f"unreachable ({usage['shared_state_error']}); quota usage from the log"))
+    return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
     form = APIKeyForm
@@ -87,7 +109,7 @@ class APIKeyAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return ["prefix", "status", "created_at", "last_used_at", "revoked_at"]
+        return ["prefix", "status", "created_at", "last_used_at", "revoked_at", "usage_now"]
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = [
@@ -99,7 +121,14 @@ class APIKeyAdmin(admin.ModelAdmin):
             fieldsets.insert(1, ("Key", {"fields": ["prefix", "status", "created_at", "last_used_at", "revoked_at"],
                                          "description": "Only the prefix is stored in readable form; the full key "
                                                         "was shown once, when it was created."}))
+            fieldsets.append(("Usage now", {"fields": ["usage_now"]}))
         return fieldsets
+
+    @admin.display(description="usage against limits and quotas")
+    def usage_now(self, obj):
+        from apikeys.limits import usage_for_key_sync
+
+        return usage_table(usage_for_key_sync(obj.pk))
 
     @admin.display(description="status")
     def status(self, obj):

@@ -379,3 +379,15 @@ def test_usage_for_key_shows_limits_current_usage_quotas_and_last_use(store, tra
     assert month["requests"] == {"used": 3, "max": 50}  # 2 in the log + the one in flight
     assert usage["last_used_at"] is None and usage["shared_state_error"] is None
     asyncio.run(limits.settle(admission, tokens=5, cost_usd=0))
+
+
+def test_the_admin_key_page_shows_usage_against_quotas(transactional_db, admin_client):
+    from apikeys.services import apikey_create
+
+    api_key, _ = apikey_create(name="admin-page", rpm_limit=60, quotas=[("day", "max_tokens", 1000)])
+    log_row(api_key.id, prompt=300, completion=12)
+    page = admin_client.get(f"/admin/apikeys/apikey/{api_key.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Usage now" in text and "tokens this day" in text and "312 of 1000" in text
+    assert "requests this minute" in text and "0 of 60" in text
