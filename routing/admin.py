@@ -30,11 +30,11 @@ def secret_is_set(provider: Provider) -> bool | None:
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "tier", "base_url", "api_key_env", "secret_set", "enabled"]
+    list_display = ["name", "kind", "tier", "base_url", "api_key_env", "secret_set", "enabled", "breaker"]
     list_filter = ["tier", "kind", "enabled"]
     search_fields = ["name", "base_url"]
-    readonly_fields = ["secret_status"]
-    actions = ["enable_providers", "disable_providers"]
+    readonly_fields = ["secret_status", "breaker"]
+    actions = ["enable_providers", "disable_providers", "reset_breakers"]
     fieldsets = [
         (None, {"fields": ["name", "kind", "tier", "enabled"]}),
         ("Connection", {
@@ -45,7 +45,7 @@ class ProviderAdmin(admin.ModelAdmin):
             "fields": ["connect_timeout_s", "first_token_timeout_s", "idle_timeout_s", "request_timeout_s"],
         }),
         ("Retries and circuit breaker", {
-            "fields": ["max_retries", "breaker_failures", "breaker_cooldown_s", "credit_cooldown_s"],
+            "fields": ["max_retries", "breaker_failures", "breaker_cooldown_s", "credit_cooldown_s", "breaker"],
         }),
     ]
 
@@ -60,6 +60,22 @@ class ProviderAdmin(admin.ModelAdmin):
         if secret_is_set(obj):
             return f"{obj.api_key_env} is set in this server's environment."
         return f"{obj.api_key_env} is NOT set in this server's environment: requests will be sent without a key."
+
+    @admin.display(description="breaker")
+    def breaker(self, obj):
+        from routing.proxy import breaker
+
+        return breaker.breaker_text_sync(provider=obj.name) if obj and obj.pk else "-"
+
+    @admin.action(description="Reset breaker (the provider's and its routes')")
+    def reset_breakers(self, request, queryset):
+        from routing.proxy import breaker
+
+        for provider in queryset:
+            breaker.reset_sync(provider=provider.name)
+            for route_id in provider.routes.values_list("id", flat=True):
+                breaker.reset_sync(route_id=route_id)
+        self.message_user(request, f"Breakers of {queryset.count()} provider(s) and their routes reset (closed).")
 
     @admin.action(description="Enable selected providers")
     def enable_providers(self, request, queryset):
@@ -83,8 +99,8 @@ class RouteInline(admin.TabularInline):
     extra = 1
     ordering = ["position", "id"]
     fields = ["provider", "tier", "upstream_model", "position", "weight", "enabled", "context_window",
-              "supports_prefill", "input_price_per_mtok", "output_price_per_mtok"]
-    readonly_fields = ["tier"]
+              "supports_prefill", "input_price_per_mtok", "output_price_per_mtok", "breaker"]
+    readonly_fields = ["tier", "breaker"]
     autocomplete_fields = ["provider"]
 
     @admin.display(description="tier")
@@ -92,6 +108,12 @@ class RouteInline(admin.TabularInline):
         if obj is None or obj.provider_id is None:
             return "-"
         return obj.provider.tier if obj.provider.enabled else f"{obj.provider.tier} (provider disabled)"
+
+    @admin.display(description="breaker")
+    def breaker(self, obj):
+        from routing.proxy import breaker
+
+        return breaker.breaker_text_sync(route_id=obj.pk) if obj and obj.pk else "-"
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("provider")
@@ -104,6 +126,16 @@ class AliasAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     inlines = [RouteInline]
     fields = ["name", "description", "enabled", "listed", "default_policy"]
+    actions = ["reset_route_breakers"]
+
+    @admin.action(description="Reset breaker of the selected aliases' routes")
+    def reset_route_breakers(self, request, queryset):
+        from routing.proxy import breaker
+
+        route_ids = list(Route.objects.filter(alias__in=queryset).values_list("id", flat=True))
+        for route_id in route_ids:
+            breaker.reset_sync(route_id=route_id)
+        self.message_user(request, f"Breakers of {len(route_ids)} route(s) reset (closed).")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("default_policy").annotate(route_total=Count("routes"))

@@ -396,6 +396,27 @@ def describe_all_sync(snap: Snapshot) -> dict:
     }
 
 
+# After a failed admin read, admin pages stop asking for a moment, so a list of many rows costs one timeout, not one
+# per row, while Redis is away.
+ADMIN_RETRY_AFTER_FAILURE_S = 5.0
+_admin_down_until = 0.0
+
+
+def breaker_text_sync(*, provider: str | None = None, route_id: int | None = None) -> str:
+    """One line for an admin column or field (`closed`, `open until 12:00:05 UTC (http_503)`, `half-open (...)`).
+    Never raises: an unreachable store reads as `unknown (shared state unreachable)`."""
+    global _admin_down_until
+    key = provider_key(provider) if provider is not None else route_key(route_id)
+    if time.monotonic() < _admin_down_until:
+        return "unknown (shared state unreachable)"
+    try:
+        st = states_sync([key])[key]
+    except SharedStateUnavailable:
+        _admin_down_until = time.monotonic() + ADMIN_RETRY_AFTER_FAILURE_S
+        return "unknown (shared state unreachable)"
+    return describe_text(st, time.time())
+
+
 def reset_sync(*, provider: str | None = None, route_id: int | None = None) -> None:
     """Close a provider's and/or a route's breaker now and forget its failures (admin action)."""
     keys = []

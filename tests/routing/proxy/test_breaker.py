@@ -373,3 +373,61 @@ async def test_unreachable_store_fails_open_and_logs_once(unreachable, caplog):
     assert time.monotonic() - started < 5
     errors = [r for r in caplog.records if r.name == "routing.proxy.breaker" and r.levelname == "ERROR"]
     assert len(errors) == 1 and "fail open" in errors[0].getMessage()
+
+
+# --- admin: breaker state shown and reset (routing/admin.py) ------------------------------------------------------
+
+def open_breaker_sync(key, reason="http_503", seconds=60.0):
+    now = time.time()
+    plan = breaker.FailurePlan("route", threshold=1, cooldown_s=seconds, at_once=True)
+    st = breaker.on_failure(BreakerState(), reason=reason, now=now, plan=plan)
+    shared_state.state().set_sync(key, breaker.encode(st))
+
+
+@pytest.fixture
+def routing_rows(make_routing):
+    from tests.fakes.routing_config import upstream
+
+    return make_routing(upstream("http://127.0.0.1:9/v1", tier="free", name="flaky", upstream_model="m-1"),
+                        upstream("http://127.0.0.1:9/v1", tier="free", name="flaky", upstream_model="m-2"))
+
+
+def test_admin_shows_provider_and_route_breakers(admin_client, routing_rows):
+    route = routing_rows.routes[0]
+    open_breaker_sync(breaker.provider_key("flaky"), reason="connect_error")
+    open_breaker_sync(breaker.route_key(route.id), reason="http_502")
+
+    listing = admin_client.get("/admin/routing/provider/").content.decode()
+    assert "open until" in listing and "(connect_error)" in listing
+    provider_page = admin_client.get(f"/admin/routing/provider/{routing_rows.providers[0].pk}/change/")
+    assert "(connect_error)" in provider_page.content.decode()
+    alias_page = admin_client.get(f"/admin/routing/alias/{routing_rows.alias.pk}/change/").content.decode()
+    assert "(http_502)" in alias_page and "closed" in alias_page  # the second route is closed
+
+
+def test_admin_reset_provider_breaker_closes_provider_and_its_routes(admin_client, routing_rows):
+    route = routing_rows.routes[1]
+    open_breaker_sync(breaker.provider_key("flaky"), reason="http_401")
+    open_breaker_sync(breaker.route_key(route.id))
+    response = admin_client.post("/admin/routing/provider/", {
+        "action": "reset_breakers", "_selected_action": [routing_rows.providers[0].pk]}, follow=True)
+    assert response.status_code == 200 and "reset" in response.content.decode()
+    states = breaker.states_sync([breaker.provider_key("flaky"), breaker.route_key(route.id)])
+    assert all(st == BreakerState() for st in states.values())
+
+
+def test_admin_reset_alias_route_breakers(admin_client, routing_rows):
+    keys = [breaker.route_key(r.id) for r in routing_rows.routes]
+    for key in keys:
+        open_breaker_sync(key)
+    admin_client.post("/admin/routing/alias/", {
+        "action": "reset_route_breakers", "_selected_action": [routing_rows.alias.pk]}, follow=True)
+    assert all(st == BreakerState() for st in breaker.states_sync(keys).values())
+
+
+def test_admin_breaker_text_when_store_is_unreachable(unreachable, monkeypatch):
+    monkeypatch.setattr(breaker, "_admin_down_until", 0.0)
+    started = time.monotonic()
+    texts = [breaker.breaker_text_sync(route_id=i) for i in range(5)]
+    assert texts == ["unknown (shared state unreachable)"] * 5
+    assert time.monotonic() - started < 3  # one timeout at most, not one per row
