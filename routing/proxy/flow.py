@@ -240,6 +240,15 @@ async def chat_completions(request) -> HttpResponse:
             await call.finish(499, "client_disconnected")
 
 
+async def reject_early(request, status: int, code: str, message: str) -> HttpResponse:
+    """Answer a request refused before its view ran; a chat-completions call still gets its log row."""
+    call = Call.begin(request)
+    error = ApiError(status, code, message)
+    if request.method == "POST" and request.path.rstrip("/").endswith("/chat/completions"):
+        await call.finish(status, code)
+    return _error_response(call, error)
+
+
 def _error_response(call: Call, error: ApiError) -> HttpResponse:
     response = api_error_response(error)
     for name, value in call.headers().items():

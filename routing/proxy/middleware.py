@@ -1,9 +1,17 @@
-"""`x-request-id` on every API response (SPEC §5): the client's `X-Request-ID` when it is a sane token, else a
-new one. The chat-completions flow sets its own (it is also the RequestLog id); this covers everything else
-under /v1/, errors included."""
+"""The API's outer edge, first in the middleware chain:
+
+- `x-request-id` on every API response (SPEC §5): the client's `X-Request-ID` when it is a sane token, else a new
+  one. The chat-completions flow sets its own (it is also the RequestLog id); this covers everything else under
+  /v1/, errors included.
+- A Host header outside ALLOWED_HOSTS would make Django's own middleware answer with an HTML 400 before any view
+  runs, and the call would leave no log row. Under /v1/ it gets an OpenAI-shaped 400 `invalid_host` instead, and
+  a chat-completions call is logged like any other rejected call.
+"""
 
 import re
 import uuid
+
+from django.core.exceptions import DisallowedHost
 
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
@@ -24,6 +32,13 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     async def __call__(self, request):
+        if request.path.startswith("/v1/"):
+            try:
+                request.get_host()
+            except DisallowedHost:
+                from routing.proxy import flow
+
+                return await flow.reject_early(request, 400, "invalid_host", "The Host header is not allowed here.")
         response = await self.get_response(request)
         if request.path.startswith("/v1/") and "x-request-id" not in response:
             response["x-request-id"] = request_id_of(request)[0]

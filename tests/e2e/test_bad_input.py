@@ -1,0 +1,87 @@
+"""Bad input gets its 4xx and an OpenAI-shaped error, never a 500 or an HTML page; each call is still logged."""
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import chat
+from tests.fakes.routing_config import upstream
+
+
+@pytest.fixture
+def key(fake_upstream, make_routing, api_key, proxy):
+    make_routing(upstream(fake_upstream))
+    _, full_key = api_key()
+    proxy.reload()
+    return full_key
+
+
+def post_raw(proxy, key, content: bytes, content_type="application/json"):
+    return httpx.post(proxy.url + "/v1/chat/completions", content=content, timeout=10,
+                      headers={"Authorization": f"Bearer {key}", "content-type": content_type})
+
+
+@pytest.mark.parametrize("body,code,param", [
+    (b"{not json", "invalid_json", None),
+    (b"", "invalid_json", None),
+    (b"[1, 2]", "invalid_json", None),
+    (b'"text"', "invalid_json", None),
+    (b"\xff\xfe", "invalid_json", None),
+    (b'{"messages": [{"role": "user", "content": "x"}]}', "missing_required_parameter", "model"),
+    (b'{"model": "rainymodel/auto"}', "missing_required_parameter", "messages"),
+    (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', "invalid_type", "model"),
+    (b'{"model": "rainymodel/auto", "messages": []}', "invalid_type", "messages"),
+    (b'{"model": "rainymodel/auto", "messages": "hi"}', "invalid_type", "messages"),
+    (b'{"model": "rainymodel/auto", "messages": ["hi"]}', "invalid_type", "messages"),
+    (b'{"model": "rainymodel/auto", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+     "invalid_type", "stream"),
+    (b'{"model": "rainymodel/auto", "messages": [{"role": "user", "content": "x"}], "stream_options": 3}',
+     "invalid_type", "stream_options"),
+])
+def test_malformed_bodies_are_400_with_a_code(body, code, param, key, proxy):
+    r = post_raw(proxy, key, body)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == (code, param)
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_a_body_over_the_limit_is_413(key, proxy, settings):
+    settings.RAINYMODEL_MAX_BODY_BYTES = 2000
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
+    r = proxy.post(key, chat(content="x" * 5000))
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert [(row.status, row.error_code) for row in proxy.logs(1)] == [(413, "request_too_large")]
+
+
+def test_unknown_policy_lists_the_valid_ones(key, proxy):
+    r = proxy.post(key, chat(), headers={"X-RainyModel-Policy": "Cheapest"})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "unknown_policy" and "auto" in error["message"] and "premium" in error["message"]
+
+
+def test_missing_and_unknown_keys_are_401(key, proxy):
+    for headers in ({}, {"Authorization": "Bearer rm-unknown0000000000000000000000000000"},
+                    {"Authorization": "Basic abc"}, {"Authorization": f"Bearer {key}x"}):
+        r = httpx.post(proxy.url + "/v1/chat/completions", json=chat(), headers=headers, timeout=10)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_unknown_paths_and_methods_under_v1_are_json(key, proxy):
+    r = httpx.get(proxy.url + "/v1/nothing-here", timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url"
+    assert r.headers["x-request-id"]
+    r = httpx.get(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    r = httpx.delete(proxy.url + "/v1/models", timeout=10)
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def test_no_input_produces_a_500(key, proxy):
+    weird = [b"null", b"{}", b'{"model": null, "messages": null}', b'{"model": "", "messages": [{}]}',
+             b'{"model": "rainymodel/auto", "messages": [{}], "stream": null}', b"1e999999",
+             b'{"model": "\\u0000", "messages": [{"role": "user"}]}', b"{" * 5000 + b"}" * 5000]
+    for body in weird:
+        r = post_raw(proxy, key, body)
+        assert 400 <= r.status_code < 500 or r.status_code == 200, (body[:40], r.status_code, r.text[:200])
+        assert r.headers["content-type"].startswith("application/json")
