@@ -11,3 +11,6 @@ from rainymodel_site.settings import *  # noqa: E402,F403
 # One per pytest process, so parallel runs on one machine do not collide.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": f"/tmp/rainymodel-test-{os.getpid()}.sqlite3"}  # noqa: F405
+
+# Hashing test users' passwords slowly proves nothing and costs seconds per test.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
