@@ -102,7 +102,8 @@ class LimitExceeded(Exception):
 
     status = 429
 
-    def __init__(self, code: str, type: str, message: str, retry_after: float, headers: dict[str, str] | None = None):
+    def __init__(self, code: str, type: str, message: str, retry_after: float, headers: dict[str, str] | None = None,
+                 *, retry_useless: bool = False):
         super().__init__(message)
         self.code = code  # "rate_limit_exceeded" | "quota_exceeded"
         self.type = type  # "requests" | "tokens" | "insufficient_quota"
@@ -112,6 +113,10 @@ class LimitExceeded(Exception):
         # Whole seconds for Retry-After (RFC 9110); the openai SDK prefers the precise retry-after-ms.
         self.headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         self.headers["retry-after-ms"] = str(max(1, math.ceil(self.retry_after * 1000)))
+        if retry_useless:
+            # The openai SDK retries every 429 unless told not to; an exhausted quota or a request larger than the
+            # whole tpm limit will not pass on a retry seconds later.
+            self.headers["x-should-retry"] = "false"
 
 
 @dataclass
@@ -385,7 +390,8 @@ async def _admit(store, admission: Admission, seen: _Seen, estimate: int) -> Non
             else:
                 message = (f"Rate limit reached: {seen.tpm_used} of {key.tpm_limit} tokens per minute used; this "
                            f"request needs about {estimate} more. Try again in {_duration(seen.tpm_reset)}.")
-            raise LimitExceeded("rate_limit_exceeded", "tokens", message, seen.tpm_reset, _headers(key, seen))
+            raise LimitExceeded("rate_limit_exceeded", "tokens", message, seen.tpm_reset, _headers(key, seen),
+                                retry_useless=estimate > key.tpm_limit)
 
     taken: list = []  # what to give back if a later check refuses
     try:
@@ -459,7 +465,7 @@ def _quota_exceeded(key: KeyInfo, period: str, metric: str, maximum: float, to_e
         "quota_exceeded", "insufficient_quota",
         f"You exceeded this key's {PERIOD_WORDS.get(period, period)} quota of {what}. "
         f"It resets in {_duration(to_end)} (UTC {period} boundary).",
-        to_end, _headers(key, seen))
+        to_end, _headers(key, seen), retry_useless=True)
 
 
 async def settle(admission: Admission, *, tokens: int, cost_usd: float) -> None:

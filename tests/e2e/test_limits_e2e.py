@@ -124,15 +124,19 @@ def test_the_openai_sdk_sees_rate_limit_error_with_retry_after(fake_upstream, ma
     assert len(fake_upstream.requests.chat()) == 1
 
 
-def test_the_openai_sdk_sees_an_exhausted_quota_as_insufficient_quota(fake_upstream, make_routing, api_key, proxy):
+def test_the_openai_sdk_sees_an_exhausted_quota_as_insufficient_quota_and_does_not_retry(fake_upstream, make_routing,
+                                                                                         api_key, proxy):
     make_routing(upstream(fake_upstream))
     _, key = api_key(quotas=[("month", "max_requests", 1)])
-    client = proxy.openai(key)
+    proxy.reload()
+    client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=key, max_retries=2)  # the SDK's default
     client.chat.completions.create(model="rainymodel/auto", messages=chat()["messages"])
     with pytest.raises(openai.RateLimitError) as refused:
         client.chat.completions.create(model="rainymodel/auto", messages=chat()["messages"])
     assert refused.value.code == "quota_exceeded" and refused.value.type == "insufficient_quota"
     assert "monthly quota of 1 requests" in refused.value.message
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert len(proxy.logs(expected=2)) == 2  # one answer, one refusal: no retries
 
 
 def test_only_limited_keys_get_x_ratelimit_headers(fake_upstream, make_routing, api_key, proxy):
