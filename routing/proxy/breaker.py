@@ -203,8 +203,13 @@ SEEN_FRESH_S = 1.0
 # Breaker keys outlive their opening by a day, so state of deleted routes/providers cleans itself up.
 STATE_TTL_S = 86400.0
 
+# After the store failed, the request path leaves it alone this long: a black-holed Redis would otherwise cost every
+# request a socket timeout per breaker call, not just the first.
+STORE_RETRY_S = 2.0
+
 _seen: dict[str, tuple[BreakerState, float]] = {}  # key -> (state, time.monotonic() when read); this process only
 _store_down = False
+_store_retry_at = 0.0
 
 
 def route_key(route_id: int) -> str:
@@ -236,10 +241,15 @@ def _fresh(keys: Sequence[str]) -> dict[str, BreakerState] | None:
 
 
 def _unavailable(exc: SharedStateUnavailable, doing: str) -> None:
-    global _store_down
+    global _store_down, _store_retry_at
     if not _store_down:
         log.error("shared state unreachable while %s; breakers fail open (every route is tried): %s", doing, exc)
     _store_down = True
+    _store_retry_at = time.monotonic() + STORE_RETRY_S
+
+
+def _skip_store() -> bool:
+    return _store_down and time.monotonic() < _store_retry_at
 
 
 def _available() -> None:
@@ -274,8 +284,8 @@ async def usable_routes(routes: Sequence[RouteInfo]) -> tuple[list[RouteInfo], f
     """The routes whose route and provider breakers let traffic through (closed, or half-open: `try_acquire` then
     picks the one probe), in the given order, and the seconds until the first dropped one half-opens (None when
     nothing was dropped). One shared-state round trip for all of them."""
-    if not routes:
-        return [], None
+    if not routes or _skip_store():
+        return list(routes), None
     keys = list(dict.fromkeys(k for route in routes for k in _keys(route)))
     try:
         states = await _read(keys)
@@ -297,6 +307,8 @@ async def usable_routes(routes: Sequence[RouteInfo]) -> tuple[list[RouteInfo], f
 async def try_acquire(route: RouteInfo) -> bool:
     """May this attempt go to `route` now? True when both its breakers are closed. When one is half-open, exactly
     one caller across all workers wins the claim and becomes the probe; everyone else gets False and moves on."""
+    if _skip_store():
+        return True
     keys = _keys(route)
     try:
         states = _fresh(keys) or await _read(keys)
@@ -327,6 +339,8 @@ async def try_acquire(route: RouteInfo) -> bool:
 
 async def record_success(route: RouteInfo) -> None:
     """Close the route's and its provider's breakers. Free when both are already closed and clean."""
+    if _skip_store():
+        return
     keys = _keys(route)
     try:
         states = _fresh(keys) or await _read(keys)
@@ -347,6 +361,11 @@ async def record_failure(route: RouteInfo, reason: str, retry_after: float | Non
 
     `retry_after` is for an `http_429` whose Retry-After the flow will not wait out: the route is taken out at once
     for that long. A short Retry-After the flow waits and retries on should be recorded without it."""
+    if reason in CLIENT_ERROR_REASONS:
+        log.warning("client error %s passed to the breaker for %s; ignored", reason, route.label)
+        return
+    if _skip_store():
+        return
     p: ProviderInfo = route.provider
     plan = plan_failure(
         reason, breaker_failures=p.breaker_failures, breaker_cooldown_s=p.breaker_cooldown_s,

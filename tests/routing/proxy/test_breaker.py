@@ -163,6 +163,7 @@ def store(request, monkeypatch):
     monkeypatch.setattr(shared_state, "_state", store)
     monkeypatch.setattr(breaker, "_seen", {})
     monkeypatch.setattr(breaker, "_store_down", False)
+    monkeypatch.setattr(breaker, "_store_retry_at", 0.0)
     yield store
     store.flush_sync()
 
@@ -354,6 +355,7 @@ def unreachable(monkeypatch):
     store = UnreachableState(f"redis://127.0.0.1:{port}/0")
     monkeypatch.setattr(breaker, "_seen", {})
     monkeypatch.setattr(breaker, "_store_down", False)
+    monkeypatch.setattr(breaker, "_store_retry_at", 0.0)
     # Restored by hand, not by monkeypatch: the shared clean-up fixture must never see this store.
     previous, shared_state._state = shared_state._state, store
     yield store
@@ -373,6 +375,42 @@ async def test_unreachable_store_fails_open_and_logs_once(unreachable, caplog):
     assert time.monotonic() - started < 5
     errors = [r for r in caplog.records if r.name == "routing.proxy.breaker" and r.levelname == "ERROR"]
     assert len(errors) == 1 and "fail open" in errors[0].getMessage()
+
+
+async def test_silent_store_costs_one_timeout_then_is_left_alone_for_a_moment(monkeypatch):
+    """Redis that accepts connections but never answers (a black hole): only the first call waits."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # never accepted, never answered
+    store = UnreachableState(f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
+    monkeypatch.setattr(breaker, "_seen", {})
+    monkeypatch.setattr(breaker, "_store_down", False)
+    monkeypatch.setattr(breaker, "_store_retry_at", 0.0)
+    previous, shared_state._state = shared_state._state, store
+    try:
+        p = make_provider()
+        routes = [make_route(1, p)]
+        assert await breaker.usable_routes(routes) == (routes, None)  # waits for the socket timeout
+        started = time.monotonic()
+        for _ in range(10):
+            assert await breaker.usable_routes(routes) == (routes, None)
+            assert await breaker.try_acquire(routes[0])
+            await breaker.record_failure(routes[0], "timeout")
+            await breaker.record_success(routes[0])
+        assert time.monotonic() - started < 0.5
+    finally:
+        shared_state._state = previous
+        listener.close()
+
+
+async def test_client_error_passed_by_mistake_is_ignored(store):
+    p = make_provider(failures=1)
+    r1 = make_route(1, p)
+    await breaker.record_failure(r1, "http_400")
+    forget_seen()
+    assert (await breaker.usable_routes([r1]))[0] == [r1]
 
 
 # --- admin: breaker state shown and reset (routing/admin.py) ------------------------------------------------------
