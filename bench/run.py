@@ -229,41 +229,48 @@ def fmt(value, digits=2):
 
 
 def report(results: dict, args) -> str:
-    direct, rm, lite = results["direct"], results["rainymodel"], results.get("litellm")
+    direct, rm = results["direct"], results["rainymodel"]
+    lite = results.get("litellm")
+    lite_measured = lite if lite and "measured" not in lite else None
+    header = "| measure | mode | fake upstream direct | RainyModel | added by RainyModel |"
+    rule = "|---|---|---|---|---|"
+    if lite:
+        header += " LiteLLM | added by LiteLLM |"
+        rule += "---|---|"
     lines = [
         f"Run {results['started']} on {results['machine']}; {args.requests} requests at 1 client after "
         f"{args.warmup} warmup, {args.clients} clients for {args.duration:g} s; fake answers {args.tokens} tokens.",
-        "",
-        "| measure | mode | fake upstream direct | RainyModel | added by RainyModel |"
-        + (" LiteLLM |" if lite else ""),
-        "|---|---|---|---|---|" + ("---|" if lite else ""),
+        "", header, rule,
     ]
     for mode in ("non-stream", "stream"):
         d, r = direct[mode], rm[mode]
-        lt = lite[mode] if lite and "measured" not in lite else None
+        lt = lite_measured[mode] if lite_measured else None
         for key, label in (("p50_ms", "latency p50, 1 client (ms)"), ("p99_ms", "latency p99, 1 client (ms)")):
             row = f"| {label} | {mode} | {fmt(d[key])} | {fmt(r[key])} | **{fmt(r[key] - d[key])}** |"
             if lite:
-                row += f" {fmt(lt[key]) if lt else 'not measured'} |"
+                row += f" {fmt(lt[key])} | {fmt(lt[key] - d[key])} |" if lt else " not measured | |"
             lines.append(row)
         row = (f"| throughput, {args.clients} clients (req/s) | {mode} | {d['throughput_rps']:.0f} | "
                f"**{r['throughput_rps']:.0f}** | |")
         if lite:
-            row += f" {lt['throughput_rps']:.0f} |" if lt else " not measured |"
+            row += f" {lt['throughput_rps']:.0f} | |" if lt else " not measured | |"
         lines.append(row)
+    errors = sum(rm[m]["errors_1_client"] + rm[m]["errors_concurrent"] for m in ("non-stream", "stream"))
     lines += [
         "",
         f"- RainyModel worker resident memory after the run: **{results['rss_mb']:.1f} MB** "
         f"(peak {results['hwm_mb']:.1f} MB).",
         f"- Request log: {results['log_rows']} rows for {results['proxied_requests']} requests sent "
         f"({'none lost' if results['log_rows'] == results['proxied_requests'] else 'MISMATCH'}).",
-        f"- Errors through RainyModel: {sum(rm[m]['errors_1_client'] + rm[m]['errors_concurrent'] for m in rm)}.",
+        f"- Failed requests through RainyModel: {errors}.",
     ]
-    if lite and "measured" not in lite:
+    if lite_measured:
         ratio = {m: rm[m]["throughput_rps"] / lite[m]["throughput_rps"] if lite[m]["throughput_rps"] else None
                  for m in ("non-stream", "stream")}
-        lines.append(f"- Throughput vs LiteLLM: non-stream {fmt(ratio['non-stream'], 1)}x, "
-                     f"stream {fmt(ratio['stream'], 1)}x; LiteLLM resident memory {lite.get('rss_mb', 0):.1f} MB.")
+        lite_errors = sum(lite[m]["errors_1_client"] + lite[m]["errors_concurrent"] for m in ("non-stream", "stream"))
+        lines.append(f"- Throughput RainyModel / LiteLLM: non-stream {fmt(ratio['non-stream'], 1)}x, "
+                     f"stream {fmt(ratio['stream'], 1)}x. LiteLLM resident memory {lite['rss_mb']:.1f} MB; "
+                     f"failed requests through LiteLLM: {lite_errors}.")
     elif lite:
         lines.append(f"- LiteLLM: not measured ({lite['measured']}).")
     return "\n".join(lines) + "\n"
