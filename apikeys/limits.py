@@ -42,8 +42,10 @@ default, plus the requests in flight) are not in the database yet, so a rebuild 
 quota may allow those few requests' usage again, once, right after the shared state was lost. It never counts a
 request twice, provided the request path calls `settle()` before it hands the request's log row to the writer.
 
-When the shared state is unreachable every limit fails OPEN, and the outage is logged (at most every 10 s per
-limit): rpm, tpm and concurrency protect capacity over seconds, and refusing every limited key with a misleading
+When the shared state is unreachable every limit fails OPEN, the outage is logged (at most every 10 s per limit),
+and the store is left alone for STORE_RETRY_S before the next try (so a silent Redis costs one timeout per 2 s, not
+one per request; what `settle` could not write then is lost: slots expire with their lease, quota counters catch
+up at their next rebuild): rpm, tpm and concurrency protect capacity over seconds, and refusing every limited key with a misleading
 429 would turn a cache outage into an API outage. Quotas fail open too, because their accounting is not lost: the
 log keeps every request, and when the store comes back empty the counters are rebuilt from it, including what was
 served during the outage. Likewise a failed rebuild (database down) admits the request and retries after 5 s.
@@ -183,10 +185,20 @@ def _lease_s() -> float:
 # --- logging an unreachable store without flooding the log --------------------------------------------------------
 
 _last_warned: dict[str, float] = {}
+# After a failure the store is left alone this long: a silent Redis (no refusal, just a socket timeout) must not
+# cost every limited request a timeout or several.
+STORE_RETRY_S = 2.0
+_store_down_until = 0.0
 
 
-def _warn_unavailable(what: str, exc: Exception) -> None:
+def _store_is_down() -> bool:
+    return time.monotonic() < _store_down_until
+
+
+def _store_failed(what: str, exc: Exception) -> None:
+    global _store_down_until
     now = time.monotonic()
+    _store_down_until = now + STORE_RETRY_S
     if now - _last_warned.get(what, -1e9) >= 10.0:
         _last_warned[what] = now
         log.error("shared state unreachable; %s not enforced (failing open): %s", what, exc)
@@ -335,14 +347,14 @@ async def admit(key: KeyInfo, *, estimated_tokens: int) -> Admission:
     is given back. Keys without limits and the master key return at once, without touching the shared state.
     """
     admission = Admission(key=key)
-    if key.is_master or not key.has_limits:
+    if key.is_master or not key.has_limits or _store_is_down():
         return admission
     seen = _Seen()
     store = _store()
     try:
         await _admit(store, admission, seen, max(0, int(estimated_tokens or 0)))
     except SharedStateUnavailable as exc:
-        _warn_unavailable(f"limits of key {key.prefix}", exc)
+        _store_failed(f"limits of key {key.prefix}", exc)
     admission.headers = _headers(key, seen)
     return admission
 
@@ -455,7 +467,8 @@ async def _give_back(store, taken: list) -> None:
             else:
                 await _add_to_quota_counter(store, item[1], -1, item[2])
         except SharedStateUnavailable as exc:
-            _warn_unavailable("giving back a refused request's counts", exc)
+            _store_failed("giving back a refused request's counts", exc)
+            return
 
 
 def _quota_exceeded(key: KeyInfo, period: str, metric: str, maximum: float, to_end: float, seen: _Seen):
@@ -495,10 +508,12 @@ async def _settle(admission: Admission, tokens: int, cost: float) -> None:
             steps.append(lambda counter=counter, amount=amount, ttl=ttl:
                          _add_to_quota_counter(store, counter, amount, ttl))
     for step in steps:
+        if _store_is_down():  # what is left is lost: leases expire, quotas are recounted from the log when rebuilt
+            return
         try:
             await step()
         except SharedStateUnavailable as exc:
-            _warn_unavailable(f"settling usage of key {key.prefix}", exc)
+            _store_failed(f"settling usage of key {key.prefix}", exc)
         except Exception:
             log.exception("settling usage of key %s failed", key.prefix)
 
@@ -520,7 +535,7 @@ async def check_auth_failures(client_ip: str) -> None:
     current 60 s window (which starts at its first failure). With the flow's order (on a failed authentication:
     check, then record) an IP gets that many 401s per window, then 429s until the window ends."""
     limit = settings.RAINYMODEL_AUTH_FAILURES_PER_MIN
-    if not limit:
+    if not limit or _store_is_down():
         return
     store = _store()
     counter = _auth_failure_key(client_ip)
@@ -530,7 +545,7 @@ async def check_auth_failures(client_ip: str) -> None:
             return
         reset = await store.ttl(counter) or WINDOW_S
     except SharedStateUnavailable as exc:
-        _warn_unavailable("failed-authentication limit", exc)
+        _store_failed("failed-authentication limit", exc)
         return
     raise LimitExceeded(
         "rate_limit_exceeded", "requests",
@@ -540,10 +555,12 @@ async def check_auth_failures(client_ip: str) -> None:
 
 async def record_auth_failure(client_ip: str) -> None:
     """Count one failed authentication for this IP (never raises)."""
+    if _store_is_down():
+        return
     try:
         await _store().incr(_auth_failure_key(client_ip), 1, WINDOW_S)
     except SharedStateUnavailable as exc:
-        _warn_unavailable("failed-authentication limit", exc)
+        _store_failed("failed-authentication limit", exc)
 
 
 # --- the admin's view ---------------------------------------------------------------------------------------------

@@ -31,6 +31,12 @@ def day_quota(**kwargs) -> QuotaInfo:
                      max_cost_usd=kwargs.get("cost"))
 
 
+@pytest.fixture(autouse=True)
+def store_not_marked_down(monkeypatch):
+    """A failure left behind by one test must not make the next skip the store."""
+    monkeypatch.setattr(limits, "_store_down_until", 0.0)
+
+
 @pytest.fixture(params=["memory", "redis"])
 def store(request, monkeypatch):
     """The limits module running on a store of its own: a MemoryState, or a RedisState on REDIS_URL."""
@@ -334,13 +340,33 @@ async def test_an_unreachable_store_fails_open_and_says_so(monkeypatch, caplog):
     monkeypatch.setattr(limits, "_last_warned", {})
     key = make_key(rpm_limit=1, tpm_limit=10, max_concurrent=1, quotas=[day_quota(tokens=1)])
     with caplog.at_level(logging.ERROR, logger="apikeys.limits"):
-        first = await limits.admit(key, estimated_tokens=5)
-        second = await limits.admit(key, estimated_tokens=5)
-        await limits.settle(first, tokens=100, cost_usd=1)
-        await limits.settle(second, tokens=100, cost_usd=1)
-        await limits.check_auth_failures("10.0.0.1")
-        await limits.record_auth_failure("10.0.0.1")
+        for _ in range(2):
+            monkeypatch.setattr(limits, "_store_down_until", 0.0)  # try the store every time
+            first = await limits.admit(key, estimated_tokens=5)
+            second = await limits.admit(key, estimated_tokens=5)
+            monkeypatch.setattr(limits, "_store_down_until", 0.0)
+            await limits.settle(first, tokens=100, cost_usd=1)
+            await limits.settle(second, tokens=100, cost_usd=1)
+            monkeypatch.setattr(limits, "_store_down_until", 0.0)
+            await limits.check_auth_failures("10.0.0.1")
+            await limits.record_auth_failure("10.0.0.1")
     assert "not enforced (failing open)" in caplog.text
+
+
+async def test_after_a_store_failure_the_store_is_left_alone_for_a_while(monkeypatch):
+    monkeypatch.setattr(limits, "_store", lambda: RedisState("redis://127.0.0.1:1/0"))
+    monkeypatch.setattr(limits, "STORE_RETRY_S", 0.3)
+    key = make_key(rpm_limit=1)
+    await limits.admit(key, estimated_tokens=1)  # fails, fails open
+    monkeypatch.setattr(limits, "_store", lambda: ExplodingState())
+    admission = await limits.admit(key, estimated_tokens=1)
+    await limits.settle(admission, tokens=1, cost_usd=0)
+    await limits.check_auth_failures("10.0.0.1")
+    await limits.record_auth_failure("10.0.0.1")
+    await asyncio.sleep(0.35)
+    working = MemoryState()
+    monkeypatch.setattr(limits, "_store", lambda: working)
+    assert (await limits.admit(key, estimated_tokens=1)).headers["x-ratelimit-remaining-requests"] == "0"
 
 
 # --- failed authentication ----------------------------------------------------------------------------------------
