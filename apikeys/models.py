@@ -61,7 +61,9 @@ class APIKey(models.Model):
             if unknown:
                 errors["allowed_policies"] = f"No policy named {', '.join(map(repr, unknown))}."
         if allowed_policies and self.default_policy_id and self.default_policy.name.lower() not in allowed_policies:
-            errors["default_policy"] = f"The default policy {self.default_policy.name!r} is not among the allowed policies."
+            errors["default_policy"] = (
+                f"The default policy {self.default_policy.name!r} is not among the allowed policies."
+            )
         if errors:
             raise ValidationError(errors)
 
