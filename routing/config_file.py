@@ -514,9 +514,10 @@ def _apply(plan: _Plan, *, replace: bool) -> ImportSummary:
         obj = existing_aliases.get(entry.name) or Alias()
         _set_values(obj, entry.values, relations={"default_policy": policy})
         if not _clean(obj, entry, problems) or not resolved:
-            for route_entry, _ in routes:  # still report what is wrong with the routes
-                _clean(Route(provider=_, **{k: v for k, v in route_entry.values.items() if k != "provider"}),
-                       route_entry, problems, exclude=["alias"])
+            for route_entry, provider in routes:  # still report what is wrong with the routes
+                route = Route(provider=provider)
+                _set_values(route, route_entry.values, relations={"provider": provider})
+                _clean(route, route_entry, problems, exclude=["alias"])
             continue
         (summary.updated if obj.pk else summary.created)["aliases"].append(entry.name)
         obj.save()
