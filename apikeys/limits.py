@@ -355,6 +355,11 @@ async def admit(key: KeyInfo, *, estimated_tokens: int) -> Admission:
         await _admit(store, admission, seen, max(0, int(estimated_tokens or 0)))
     except SharedStateUnavailable as exc:
         _store_failed(f"limits of key {key.prefix}", exc)
+    except asyncio.CancelledError:
+        # The client left while we were admitting it: nobody will settle this admission, so free its slot now.
+        if admission.slot:
+            await asyncio.shield(asyncio.ensure_future(_settle(admission, 0, 0.0)))
+        raise
     admission.headers = _headers(key, seen)
     return admission
 
