@@ -301,3 +301,11 @@ def test_unreadable_file_is_a_clear_error(db, tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         import_file(str(tmp_path / "missing.yaml"))
 
+
+
+def test_routes_of_a_refused_alias_are_still_checked(db):
+    import_config(MINIMAL)
+    message = refused("aliases: [{name: a, default_policy: nope, routes: [{provider: hf, upstream_model: m, "
+                      "weight: 0}]}]")
+    assert "aliases[0] (a) default_policy: policy 'nope' is not defined" in message
+    assert "aliases[0] (a) routes[0] weight: Ensure this value is greater than or equal to 1." in message
