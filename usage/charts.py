@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-WIDTH, HEIGHT = 720, 220
-LEFT, RIGHT, TOP, BOTTOM = 56, 8, 10, 24
+WIDTH, HEIGHT = 600, 240
+LEFT, RIGHT, TOP, BOTTOM = 64, 8, 10, 26
 # Bottom-up stacking order: free at the bottom, so the share that stayed free reads at a glance.
 STACK_ORDER = ("free", "internal", "premium", "")
 TIER_LABELS = {"free": "free", "internal": "internal", "premium": "premium", "": "no route"}

@@ -106,7 +106,8 @@ def traffic(users, api_key, premium_routes):
             key_prefix="master" if owner_key == "master" else None,
             alias=rnd.choice(ALIASES), policy=rnd.choice(["auto", "free", "premium"]), tier=tier, status=status,
             prompt_tokens=rnd.randint(10, 4000) if ok else 0, completion_tokens=rnd.randint(5, 1500) if ok else 0,
-            latency_ms=rnd.randint(30, 9000), ttft_ms=rnd.randint(20, 2500) if ok and rnd.random() < 0.6 else None,
+            latency_ms=(latency := rnd.randint(30, 9000)),
+            ttft_ms=min(rnd.randint(20, 2500), latency) if ok and rnd.random() < 0.6 else None,
             fallback=rnd.random() < 0.2, error_code="" if ok else "upstream_error",
         )
         rows.append(row)
