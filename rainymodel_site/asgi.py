@@ -3,22 +3,80 @@
 Lifespan startup loads the config snapshot (and starts its refresher) and the request-log writer; shutdown
 (gunicorn/uvicorn on SIGTERM) flushes every buffered log row and closes the pooled upstream client. Static files
 for the admin and usage pages are served here too, so a single process needs nothing in front of it.
+
+The API (`/v1/`) is served by `ApiHandler`: the same Django URLs and views, without the browser-facing middleware
+(sessions, CSRF, messages, ...) and without the request_started/finished signals. Under ASGI each of those is a
+hop into Django's single thread for sync code (Django's MiddlewareMixin runs every process_request/_response
+through `sync_to_async(thread_sensitive=True)`), which serialises the whole worker behind one thread; the API
+path is API-key authenticated and makes no database query, so it needs none of them.
 Nothing else belongs in this module.
 """
 
 import asyncio
 import logging
 import os
+from contextlib import closing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rainymodel_site.settings")
 
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
+from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
+
+log = logging.getLogger("rainymodel")
+
+
+class ApiHandler(ASGIHandler):
+    """Django's ASGI handler for /v1/: one async middleware (request ids, Host check), no signals."""
+
+    def load_middleware(self, is_async=False):
+        from routing.proxy.middleware import RequestIdMiddleware
+
+        super().load_middleware(is_async=is_async)
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        view_chain = convert_exception_to_response(self._get_response_async)
+        self._middleware_chain = convert_exception_to_response(RequestIdMiddleware(view_chain))
+
+    async def handle(self, scope, receive, send):
+        """ASGIHandler.handle without request_started/request_finished (database connection bookkeeping)."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        with closing(body_file):
+            set_script_prefix(get_script_prefix(scope))
+            request, error_response = self.create_request(scope, body_file)
+            if request is None:
+                await self.send_response(error_response, send)
+                return
+
+            class RequestProcessed(Exception):
+                pass
+
+            try:
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self.listen_for_disconnect(receive))
+                        response = await self.run_get_response(request)
+                        await self.send_response(response, send)
+                        raise RequestProcessed
+                except* (RequestProcessed, RequestAborted):
+                    pass
+            except BaseExceptionGroup as exception_group:
+                if len(exception_group.exceptions) == 1:
+                    raise exception_group.exceptions[0]
+                raise
+
 
 django_application = get_asgi_application()
+api_application = ApiHandler()
 static_application = ASGIStaticFilesHandler(django_application)
-log = logging.getLogger("rainymodel")
 
 
 async def startup():
@@ -30,9 +88,11 @@ async def startup():
 
 
 async def shutdown():
+    from routing import snapshot
     from routing.proxy import upstream
     from usage import writer
 
+    await asyncio.to_thread(snapshot.stop_refresher)
     await asyncio.to_thread(writer.stop)
     await upstream.close_client()
 
@@ -59,6 +119,8 @@ async def lifespan(receive, send):
 async def application(scope, receive, send):
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
+    elif scope["type"] == "http" and scope["path"].startswith("/v1/"):
+        await api_application(scope, receive, send)
     elif scope["type"] == "http" and scope["path"].startswith("/" + settings.STATIC_URL.lstrip("/")):
         await static_application(scope, receive, send)
     else:

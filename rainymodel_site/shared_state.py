@@ -161,9 +161,12 @@ class RedisState:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = self._async_module.Redis.from_url(
-                self._url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+            # A blocking pool queues a burst (up to 2 s) instead of failing past max_connections.
+            pool = self._async_module.BlockingConnectionPool.from_url(
+                self._url, max_connections=256, timeout=2, socket_timeout=2, socket_connect_timeout=2,
+                health_check_interval=30,
             )
+            client = self._async_module.Redis(connection_pool=pool)
             self._async_clients[loop] = client
         return client
 

@@ -258,6 +258,7 @@ class _Holder:
         self.stale = False
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.stop = threading.Event()
         self.shared_state_error: str | None = None
         self.last_check = 0.0
 
@@ -315,9 +316,8 @@ def _poll_once() -> None:
         refresh()
 
 
-def _run_refresher() -> None:
-    while True:
-        time.sleep(settings.RAINYMODEL_SNAPSHOT_POLL_S)
+def _run_refresher(stop: threading.Event) -> None:
+    while not stop.wait(settings.RAINYMODEL_SNAPSHOT_POLL_S):
         try:
             _poll_once()
         except Exception:  # the refresher must outlive a database hiccup
@@ -331,6 +331,17 @@ def ensure_loaded() -> Snapshot:
     snap = current()
     with _holder.lock:
         if _holder.thread is None or not _holder.thread.is_alive():
-            _holder.thread = threading.Thread(target=_run_refresher, name="rainymodel-snapshot", daemon=True)
+            _holder.stop = threading.Event()
+            _holder.thread = threading.Thread(target=_run_refresher, args=(_holder.stop,),
+                                              name="rainymodel-snapshot", daemon=True)
             _holder.thread.start()
     return snap
+
+
+def stop_refresher() -> None:
+    """Stop this process's refresher thread (lifespan shutdown); the last snapshot stays readable."""
+    with _holder.lock:
+        thread, _holder.thread = _holder.thread, None
+        _holder.stop.set()
+    if thread is not None:
+        thread.join(5)
