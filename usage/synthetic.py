@@ -84,14 +84,22 @@ class Generator:
             total += share
             self.failure_cut.append((total, status, code))
 
-    def _when(self) -> datetime:
+    def _when(self, window: tuple[float, float]) -> datetime:
         # More traffic in working hours: accept a uniform draw with a probability that follows the UTC hour.
+        low, high = window
         while True:
-            moment = self.start + timedelta(seconds=self.random.random() * self.span)
+            moment = self.start + timedelta(seconds=self.span * (low + self.random.random() * (high - low)))
             if self.random.random() < 0.35 + 0.65 * math.sin(math.pi * moment.hour / 23) ** 2:
                 return moment
 
-    def row(self) -> dict:
+    def batch(self, size: int, window: tuple[float, float]) -> list[dict]:
+        """`size` rows inside `window` (fractions 0..1 of the period), oldest first — like the writer's batches,
+        which hold a few seconds of traffic, so each batch touches few rollup rows."""
+        rows = [self.row(window) for _ in range(size)]
+        rows.sort(key=lambda row: row["created_at"])
+        return rows
+
+    def row(self, window: tuple[float, float] = (0.0, 1.0)) -> dict:
         r = self.random
         key_id, prefix = r.choices(self.keys, weights=self.key_weights)[0] if self.keys else (None, "")
         alias, policy = self.habits.get(key_id, (r.choice(self.aliases), "auto"))
@@ -114,7 +122,7 @@ class Generator:
         stream = r.random() < 0.6
         row = {
             "id": "req_" + secrets.token_hex(12),
-            "created_at": self._when(),
+            "created_at": self._when(window),
             "api_key_id": key_id,
             "key_prefix": prefix,
             "requested_model": alias,

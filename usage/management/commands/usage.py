@@ -86,7 +86,9 @@ class Command(BaseCommand):
         with tqdm(total=rows, unit="rows", unit_scale=True, disable=None) as progress:
             written = 0
             while written < rows:
-                batch = [generator.row() for _ in range(min(batch_size, rows - written))]
+                size = min(batch_size, rows - written)
+                # Batches walk forward through time, each covering its share of the period.
+                batch = generator.batch(size, (written / rows, (written + size) / rows))
                 write_rows(batch)
                 written += len(batch)
                 progress.update(len(batch))
