@@ -137,7 +137,8 @@ def test_outage_is_served_by_fallback_with_one_probe_per_cooldown(
         thread.join()
 
     assert not errors
-    assert len(providers) > 20 and set(providers) == {"fallback"}
+    # (A loaded 2-core machine serves only a few requests a second here; what matters is that they never stop.)
+    assert len(providers) >= 8 and set(providers) == {"fallback"}
     probes = primary_hits(fake_upstream)[opened_hits:]
     # One probe per cooldown across all processes: three cooldowns end in the window (the last maybe just).
     assert 2 <= len(probes) <= 4, probes
@@ -155,9 +156,12 @@ def test_traffic_returns_to_the_recovered_primary_within_one_cooldown(
         assert provider_of(cluster.chat()) == "fallback"
 
     fake_upstream.default = ok()
-    recovered_at = time.monotonic()
-    while provider_of(cluster.chat()) != "primary":
-        assert time.monotonic() - recovered_at < cooldown + 0.5, "traffic did not return within one cooldown"
+    recovered_at = time.monotonic()  # the breaker opened before this, so it half-opens before recovered_at + cooldown
+    while True:
+        started = time.monotonic()
+        if provider_of(cluster.chat()) == "primary":
+            break
+        assert started < recovered_at + cooldown + 0.3, "traffic did not return within one cooldown"
         time.sleep(0.05)
     # Closed again for every process: the next requests all go to the primary.
     assert [provider_of(cluster.chat()) for _ in range(4)] == ["primary"] * 4
@@ -165,7 +169,7 @@ def test_traffic_returns_to_the_recovered_primary_within_one_cooldown(
 
 def test_provider_answering_402_is_skipped_for_credit_cooldown(
         fake_upstream, fallback_upstream, make_routing, start_cluster):
-    credit_cooldown = 2.0
+    credit_cooldown = 3.0
     # Two routes on the credit-less provider: the 402 on the first takes the whole provider out.
     make_routing(
         upstream(fake_upstream, tier="free", name="primary", upstream_model="model-a", max_retries=0,
@@ -175,19 +179,21 @@ def test_provider_answering_402_is_skipped_for_credit_cooldown(
     )
     cluster = start_cluster()
     fake_upstream.script(status(402, code="insufficient_credits"))
+    sent_at = time.monotonic()  # the breaker opens between these two instants
     response = cluster.chat()
+    answered_at = time.monotonic()
     assert provider_of(response) == "fallback"
     assert response.headers["x-rainymodel-fallback-reason"] == "credits_exhausted"
-    opened_at = time.monotonic()
     assert [r.body["model"] for r in fake_upstream.requests.chat()] == ["model-a"]
 
-    # Far longer than the ordinary breaker cooldown, shorter than the credit cooldown: still skipped.
-    while time.monotonic() - opened_at < credit_cooldown - 0.4:
+    # Far longer than the ordinary breaker cooldown, shorter than the credit cooldown: still skipped (the margin
+    # leaves room for a slow request to reach the server on a loaded machine).
+    while time.monotonic() < sent_at + credit_cooldown - 0.8:
         assert provider_of(cluster.chat()) == "fallback"
         time.sleep(0.1)
     assert len(fake_upstream.requests.chat()) == 1
 
-    time.sleep(max(0.0, credit_cooldown + 0.1 - (time.monotonic() - opened_at)))
+    time.sleep(max(0.0, answered_at + credit_cooldown + 0.1 - time.monotonic()))
     assert provider_of(cluster.chat()) == "primary"
 
 
@@ -196,17 +202,18 @@ def test_429_with_retry_after_7_keeps_the_route_out_for_7_seconds(
     make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=3, breaker_cooldown_s=0.2))
     cluster = start_cluster()
     fake_upstream.script(status(429, retry_after=7))
+    sent_at = time.monotonic()  # the route is taken out between these two instants
     response = cluster.chat()
-    opened_at = time.monotonic()
+    answered_at = time.monotonic()
     assert provider_of(response) == "fallback"
     assert response.headers["x-rainymodel-fallback-reason"] == "http_429"
 
-    while time.monotonic() - opened_at < 6.7:
+    while time.monotonic() < sent_at + 7 - 0.8:
         assert provider_of(cluster.chat()) == "fallback"
         time.sleep(0.25)
     assert len(fake_upstream.requests.chat()) == 1
 
-    time.sleep(max(0.0, 7.1 - (time.monotonic() - opened_at)))
+    time.sleep(max(0.0, answered_at + 7.1 - time.monotonic()))
     assert provider_of(cluster.chat()) == "primary"
 
 
