@@ -11,14 +11,43 @@ from routing.proxy import flow
 from routing.proxy.errors import error_response, not_found_handler
 
 
-class ChatCompletionsView(APIView):
+class ApiView(APIView):
+    """adrf's APIView, minus one thread hop per request.
+
+    adrf's `async_dispatch` runs DRF's `initial()` (content negotiation, authentication, permissions, throttles)
+    through `sync_to_async`, which under ASGI starts and joins a thread for every request. These views have no
+    DRF authenticators, permissions or throttles (keys are checked over the snapshot in flow.py), so `initial()`
+    is a few attribute lookups and runs inline.
+    """
+
+    async def async_dispatch(self, request, *args, **kwargs):
+        self.args = args
+        self.kwargs = kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            self.initial(request, *args, **kwargs)
+            handler = getattr(self, request.method.lower(), None) if request.method.lower() in \
+                self.http_method_names else None
+            response = await (handler or self.async_method_not_allowed)(request, *args, **kwargs)
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+    async def async_method_not_allowed(self, request, *args, **kwargs):
+        self.http_method_not_allowed(request, *args, **kwargs)
+
+
+class ChatCompletionsView(ApiView):
     """POST /v1/chat/completions (SPEC §5)."""
 
     async def post(self, request):
         return await flow.chat_completions(request._request)
 
 
-class ModelsView(APIView):
+class ModelsView(ApiView):
     """GET /v1/models: the listed, enabled aliases this key may use."""
 
     async def get(self, request):
