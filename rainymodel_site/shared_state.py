@@ -219,7 +219,7 @@ class RedisState:
         return bool(self._wrap_sync(self._sync.ping))
 
     def flush_sync(self):
-        keys = list(self._wrap_sync(self._sync.scan_iter, PREFIX + "*"))
+        keys = self._wrap_sync(lambda: list(self._sync.scan_iter(PREFIX + "*")))
         if keys:
             self._wrap_sync(self._sync.delete, *keys)
 

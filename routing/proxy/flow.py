@@ -395,7 +395,10 @@ async def run_chain(call: Call, chain: list[RouteInfo], attempt):
                     if time.monotonic() + wait < call.deadline:
                         await asyncio.sleep(wait)
                         retries += 1
-                        continue
+                        # A half-open probe gets one attempt: its failure re-opened the breaker, and another
+                        # worker's failures may have opened it meanwhile.
+                        if await breaker.try_acquire(route):
+                            continue
                 break
             call.record_attempt(route, "ok", 200, started=started)
             await breaker.record_success(route)

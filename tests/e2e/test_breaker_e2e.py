@@ -111,7 +111,9 @@ def test_failures_seen_by_one_process_open_the_breaker_for_the_other(
 def test_outage_is_served_by_fallback_with_one_probe_per_cooldown(
         fake_upstream, fallback_upstream, make_routing, start_cluster):
     cooldown = 1.0
-    make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_cooldown_s=cooldown))
+    # Retries allowed: a probe must still be a single attempt (its failure re-opens the breaker at once).
+    make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_cooldown_s=cooldown,
+                                       max_retries=2))
     cluster = start_cluster()
     fake_upstream.default = status(503)
     for _ in range(2):
@@ -149,7 +151,9 @@ def test_outage_is_served_by_fallback_with_one_probe_per_cooldown(
 def test_traffic_returns_to_the_recovered_primary_within_one_cooldown(
         fake_upstream, fallback_upstream, make_routing, start_cluster):
     cooldown = 1.0
-    make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_cooldown_s=cooldown))
+    # Retries allowed: a probe must still be a single attempt (its failure re-opens the breaker at once).
+    make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_cooldown_s=cooldown,
+                                       max_retries=2))
     cluster = start_cluster()
     fake_upstream.default = status(503)
     for _ in range(2):
