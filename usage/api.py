@@ -9,8 +9,6 @@ from __future__ import annotations
 
 
 import orjson
-from django.db.models import F, Sum
-from django.db.models.functions import TruncDay
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -19,20 +17,19 @@ from routing import snapshot
 from routing.proxy.errors import error_response
 from usage import reports
 from usage.filters import MASTER, FilterError, UsageFilter, parse_period
-from usage.models import ROLLUP_MEASURES
 
 DEFAULT_PRESET = "30d"
-# group_by value -> the rollup expression that names a group.
+# group_by value -> (time bucket, rollup columns) that name a group.
 GROUPS = {
-    "none": None,
-    "hour": F("hour"),
-    "day": TruncDay("hour"),
-    "alias": F("alias"),
-    "policy": F("policy"),
-    "tier": F("tier"),
-    "provider": F("provider"),
-    "model": F("upstream_model"),
-    "status_class": F("status_class"),
+    "none": (None, ()),
+    "hour": ("hour", ()),
+    "day": ("day", ()),
+    "alias": (None, ("alias",)),
+    "policy": (None, ("policy",)),
+    "tier": (None, ("tier",)),
+    "provider": (None, ("provider",)),
+    "model": (None, ("upstream_model",)),
+    "status_class": (None, ("status_class",)),
 }
 
 
@@ -60,23 +57,19 @@ def usage_view(request):
     except FilterError as exc:
         return error_response(400, "invalid_period", exc.message, param=exc.param)
     usage_filter = UsageFilter(period=period, visible_key_ids=None, key=MASTER if key.is_master else key.id)
-    rollups = reports.rollups(usage_filter)
-    totals = reports.Figures.from_sums(rollups.aggregate(**{m: Sum(m) for m in ROLLUP_MEASURES}))
     body = {
         "object": "usage",
         "key": {"name": key.name, "prefix": key.prefix},
         "start": _group_label(period.start),
         "end": _group_label(period.end),
         "group_by": group_by,
-        "total": totals.as_json(),
+        "total": reports.totals(usage_filter).as_json(),
         "data": [],
     }
-    expression = GROUPS[group_by]
-    if expression is not None:
-        rows = (rollups.annotate(group=expression).values("group")
-                .annotate(**{m: Sum(m) for m in ROLLUP_MEASURES}).order_by("group"))
-        body["data"] = [{"group": _group_label(row["group"]), **reports.Figures.from_sums(row).as_json()}
-                        for row in rows]
+    bucket, columns = GROUPS[group_by]
+    if bucket or columns:
+        groups = sorted(reports.grouped(usage_filter, columns, bucket=bucket), key=lambda item: str(item[0][0]))
+        body["data"] = [{"group": _group_label(values[0]), **figures.as_json()} for values, figures in groups]
     return HttpResponse(orjson.dumps(body), content_type="application/json")
 
 

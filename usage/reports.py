@@ -1,7 +1,8 @@
 """Read-side queries for the usage pages, their CSV exports and /v1/usage.
 
-Every total, rate, chart and percentile comes from the hourly rollup (`UsageHourly`), summed in the database with
-one GROUP BY per table or chart, so a page costs a few index range scans however many RequestLog rows there are.
+Every total, rate, chart and percentile comes from the rollups — `UsageDaily` for the whole UTC days of a period,
+`UsageHourly` for the hours around them (see `plan`) — summed in the database with one GROUP BY per source, so a
+page costs a few index range scans however many RequestLog rows there are.
 Only the row-by-row request log reads RequestLog, newest first over an index, one page at a time.
 Nothing here writes.
 
@@ -20,7 +21,8 @@ from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay
 
 from usage.filters import MASTER, UsageFilter
-from usage.models import LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_MEASURES, TTFT_FIELDS, RequestLog, UsageHourly
+from usage.models import (LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_MEASURES, TTFT_FIELDS, RequestLog, UsageDaily,
+                          UsageHourly)
 
 TIERS = ("free", "internal", "premium")
 MILLION = Decimal(1_000_000)
@@ -135,9 +137,23 @@ _SUMS = {name: Sum(name) for name in ROLLUP_MEASURES}
 
 # --- rollup selection -------------------------------------------------------------------------------------------
 
-def rollups(f: UsageFilter) -> QuerySet[UsageHourly]:
-    """The rollup rows covering the filter's period, keys and dimensions."""
-    qs = UsageHourly.objects.filter(hour__gte=f.period.start, hour__lt=f.period.end)
+def _midnight(when: datetime) -> datetime:
+    return when.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def plan(start: datetime, end: datetime) -> tuple[list[tuple[datetime, datetime]], tuple[datetime, datetime] | None]:
+    """Which rollup answers which part of [start, end): the whole UTC days from UsageDaily, the hours before the
+    first and after the last midnight from UsageHourly. Returns (hour ranges, day range or None)."""
+    first_midnight = _midnight(start) + (timedelta(days=1) if start != _midnight(start) else timedelta(0))
+    last_midnight = _midnight(end)
+    if last_midnight <= first_midnight:
+        return [(start, end)], None
+    hours = [(a, b) for a, b in ((start, first_midnight), (last_midnight, end)) if a < b]
+    return hours, (first_midnight, last_midnight)
+
+
+def _narrow(qs: QuerySet, f: UsageFilter) -> QuerySet:
+    """Apply the filter's keys and dimensions to a rollup queryset."""
     if f.visible_key_ids is not None:
         qs = qs.filter(api_key_id__in=f.visible_key_ids or [-1])
     if f.key == MASTER:
@@ -158,14 +174,53 @@ def rollups(f: UsageFilter) -> QuerySet[UsageHourly]:
     return qs
 
 
+def sources(f: UsageFilter, *, hourly_only: bool = False) -> list[tuple[QuerySet, str]]:
+    """The rollup querysets covering the filter, each with the name of its time column."""
+    hours, days = plan(f.period.start, f.period.end) if not hourly_only else ([(f.period.start, f.period.end)], None)
+    result = []
+    if hours:
+        when = Q()
+        for start, end in hours:
+            when |= Q(hour__gte=start, hour__lt=end)
+        result.append((_narrow(UsageHourly.objects.filter(when), f), "hour"))
+    if days:
+        result.append((_narrow(UsageDaily.objects.filter(day__gte=days[0], day__lt=days[1]), f), "day"))
+    return result
+
+
+def _bucket_expression(time_column: str, bucket: str):
+    if bucket == "hour":
+        return F("hour")
+    return F("day") if time_column == "day" else TruncDay("hour")
+
+
+def grouped(f: UsageFilter, columns: tuple[str, ...], *, bucket: str | None = None) -> list[tuple[tuple, Figures]]:
+    """Figures per distinct value of `columns` (and of the time bucket "hour"/"day" first, when given), busiest
+    first. One GROUP BY per rollup source; the few groups are merged here."""
+    merged: dict[tuple, dict] = {}
+    names = ("bucket", *columns) if bucket else columns
+    for qs, time_column in sources(f, hourly_only=bucket == "hour"):
+        if bucket:
+            qs = qs.annotate(bucket=_bucket_expression(time_column, bucket))
+        rows = qs.values(*names).annotate(**_SUMS).order_by() if names else [qs.aggregate(**_SUMS)]
+        for row in rows:
+            key = tuple(row[c] for c in names)
+            sums = merged.get(key)
+            if sums is None:
+                merged[key] = {m: row[m] or 0 for m in ROLLUP_MEASURES}
+            else:
+                for m in ROLLUP_MEASURES:
+                    sums[m] += row[m] or 0
+    groups = [(key, Figures.from_sums(sums)) for key, sums in merged.items()]
+    groups.sort(key=lambda item: (-item[1].requests, tuple(str(v) for v in item[0])))
+    return groups
+
+
 def totals(f: UsageFilter) -> Figures:
-    return Figures.from_sums(rollups(f).aggregate(**_SUMS))
-
-
-def grouped(f: UsageFilter, columns: tuple[str, ...]) -> list[tuple[tuple, Figures]]:
-    """Figures per distinct value of `columns`, busiest first."""
-    rows = rollups(f).values(*columns).annotate(**_SUMS).order_by("-requests", *columns)
-    return [(tuple(row[c] for c in columns), Figures.from_sums(row)) for row in rows]
+    total = Figures()
+    for _, figures in grouped(f, ()):
+        total.add(figures)
+    return total
 
 
 def breakdown(f: UsageFilter, by: str) -> list[dict]:
@@ -247,18 +302,12 @@ class Series:
     tier_tokens: dict[str, int]
 
 
-def series(f: UsageFilter) -> Series:
-    qs = rollups(f)
-    step = timedelta(hours=1) if f.period.bucket == "hour" else timedelta(days=1)
-    if f.period.bucket == "hour":
-        rows = qs.annotate(bucket=F("hour"))
-        first = f.period.start
-    else:
-        rows = qs.annotate(bucket=TruncDay("hour"))
-        first = f.period.start.replace(hour=0)
-    rows = rows.values("bucket", "tier").annotate(
-        requests=Sum("requests"), cost_usd=Sum("cost_usd"), prompt_tokens=Sum("prompt_tokens"),
-        completion_tokens=Sum("completion_tokens")).order_by()
+def series(f: UsageFilter, groups: list[tuple[tuple, Figures]] | None = None) -> Series:
+    """Requests and cost per time bucket and tier. `groups` may pass in figures already grouped by
+    (bucket, tier, ...) so the overview needs one query per rollup source, not two."""
+    bucket = f.period.bucket
+    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    first = f.period.start if bucket == "hour" else _midnight(f.period.start)
     buckets = []
     moment = first
     while moment < f.period.end:
@@ -270,28 +319,36 @@ def series(f: UsageFilter) -> Series:
     cost = {t: [0.0] * len(buckets) for t in tiers}
     tier_requests = dict.fromkeys(tiers, 0)
     tier_tokens = dict.fromkeys(tiers, 0)
-    for row in rows:
-        tier = row["tier"] if row["tier"] in TIERS else ""
-        i = index.get(row["bucket"])
+    for (when, tier, *_rest), figures in (groups if groups is not None else grouped(f, ("tier",), bucket=bucket)):
+        tier = tier if tier in TIERS else ""
+        i = index.get(when)
         if i is not None:
-            requests[tier][i] += row["requests"] or 0
-            cost[tier][i] += float(row["cost_usd"] or 0)
-        tier_requests[tier] += row["requests"] or 0
-        tier_tokens[tier] += (row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0)
+            requests[tier][i] += figures.requests
+            cost[tier][i] += float(figures.cost_usd)
+        tier_requests[tier] += figures.requests
+        tier_tokens[tier] += figures.total_tokens
     return Series(buckets=buckets, requests=requests, cost=cost, tier_requests=tier_requests,
                   tier_tokens=tier_tokens)
 
 
 def overview(f: UsageFilter) -> dict:
-    by_alias = grouped(f, ("alias",))
+    """Headline figures, the saving, the tier charts and the per-alias table, from one GROUP BY per rollup source
+    (by time bucket, tier and alias)."""
+    groups = grouped(f, ("tier", "alias"), bucket=f.period.bucket)
+    per_alias: dict[str, Figures] = {}
     total = Figures()
-    for _, figures in by_alias:
+    for (_when, _tier, alias), figures in groups:
+        per_alias.setdefault(alias, Figures()).add(figures)
         total.add(figures)
-    chart = series(f)
+    by_alias = sorted(((alias,), figures) for alias, figures in per_alias.items())
+    by_alias.sort(key=lambda item: -item[1].requests)
+    chart = series(f, groups)
     free_requests = chart.tier_requests["free"]
     free_tokens = chart.tier_tokens["free"]
     return {
         "totals": total,
+        "by_alias": [{"label": alias or "(none)", "filter": {"alias": alias}, "figures": figures}
+                     for (alias,), figures in by_alias],
         "saving": saving(by_alias, premium_prices()),
         "series": chart,
         "free_share_requests": free_requests / total.requests if total.requests else None,
@@ -309,18 +366,19 @@ def period_start(period: str, now: datetime) -> datetime:
 
 def quota_usage(api_key, now: datetime) -> list[dict]:
     """For each of the key's quotas: what it allows this period, what has been used, and the share used."""
+    from usage.filters import Period, ceil_hour
+
     result = []
     for quota in api_key.quotas.order_by("period"):
         start = period_start(quota.period, now)
-        used = UsageHourly.objects.filter(api_key_id=api_key.id, hour__gte=start).aggregate(
-            requests=Sum("requests"), prompt_tokens=Sum("prompt_tokens"),
-            completion_tokens=Sum("completion_tokens"), cost_usd=Sum("cost_usd"))
-        used_tokens = (used["prompt_tokens"] or 0) + (used["completion_tokens"] or 0)
+        window = UsageFilter(period=Period(start=start, end=ceil_hour(now) + timedelta(hours=1), preset="custom"),
+                             visible_key_ids=None, key=api_key.id)
+        used = totals(window)
         limits = []
         for label, limit, value in (
-            ("requests", quota.max_requests, used["requests"] or 0),
-            ("tokens", quota.max_tokens, used_tokens),
-            ("cost (USD)", quota.max_cost_usd, Decimal(str(used["cost_usd"] or 0))),
+            ("requests", quota.max_requests, used.requests),
+            ("tokens", quota.max_tokens, used.total_tokens),
+            ("cost (USD)", quota.max_cost_usd, used.cost_usd),
         ):
             if limit is not None:
                 share = float(value) / float(limit) if limit else 1.0

@@ -1,9 +1,10 @@
-"""The hourly usage rollup, maintained as request-log rows are written.
+"""The hourly and daily usage rollups, maintained as request-log rows are written.
 
 `usage.writer` calls `add_to_rollups(rows)` inside the transaction that inserts the rows, so a rollup never
 counts a row that was not written (nor misses one that was). Rows are first summed in Python per rollup
-dimension tuple, then merged with one `INSERT … ON CONFLICT DO UPDATE` per tuple, which is atomic across any
-number of workers writing at once (PostgreSQL and SQLite both speak it). Never called on the request path.
+dimension tuple, then merged with one `INSERT … ON CONFLICT DO UPDATE` per tuple and table, which is atomic
+across any number of workers writing at once (PostgreSQL and SQLite both speak it). Never called on the request
+path.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from decimal import Decimal
 from django.db import connection
 
 from usage.models import (LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, TTFT_FIELDS,
-                          UsageHourly)
+                          UsageDaily, UsageHourly)
 
 
 def latency_bucket(ms: int) -> int:
@@ -65,32 +66,53 @@ def summarise(rows: list[dict]) -> dict[tuple, dict]:
     return groups
 
 
-def _upsert_sql() -> str:
+def by_day(hourly: dict[tuple, dict]) -> dict[tuple, dict]:
+    """Merge hourly groups into daily ones (the first dimension becomes the UTC midnight)."""
+    daily: dict[tuple, dict] = {}
+    for (hour, *rest), sums in hourly.items():
+        dims = (hour.replace(hour=0), *rest)
+        merged = daily.get(dims)
+        if merged is None:
+            daily[dims] = dict(sums)
+        else:
+            for measure, value in sums.items():
+                merged[measure] += value
+    return daily
+
+
+def _upsert_sql(model, time_column: str) -> str:
     quote = connection.ops.quote_name
-    table = quote(UsageHourly._meta.db_table)
-    columns = (*ROLLUP_DIMENSIONS, *ROLLUP_MEASURES)
+    table = quote(model._meta.db_table)
+    dimensions = (time_column, *ROLLUP_DIMENSIONS[1:])
+    columns = (*dimensions, *ROLLUP_MEASURES)
     updates = ", ".join(f"{quote(m)} = {table}.{quote(m)} + EXCLUDED.{quote(m)}" for m in ROLLUP_MEASURES)
     return (
         f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
         f"VALUES ({', '.join(['%s'] * len(columns))}) "
-        f"ON CONFLICT ({', '.join(quote(d) for d in ROLLUP_DIMENSIONS)}) DO UPDATE SET {updates}"
+        f"ON CONFLICT ({', '.join(quote(d) for d in dimensions)}) DO UPDATE SET {updates}"
     )
 
 
-def add_to_rollups(rows: list[dict]) -> None:
-    """Count `rows` (the dicts being inserted into RequestLog, `api_key_id` for the key) into UsageHourly.
+def _params(groups: dict[tuple, dict]) -> list[list]:
+    ops = connection.ops
+    params = []
+    cost_at = ROLLUP_MEASURES.index("cost_usd")
+    # A fixed order, so two workers merging overlapping groups take their row locks in the same order.
+    for dims, sums in sorted(groups.items(), key=lambda item: item[0]):
+        start, *rest = dims
+        measures = [sums[m] for m in ROLLUP_MEASURES]
+        measures[cost_at] = ops.adapt_decimalfield_value(sums["cost_usd"], 18, 8)
+        params.append([ops.adapt_datetimefield_value(start), *rest, *measures])
+    return params
 
-    Call inside the transaction that inserts the rows.
+
+def add_to_rollups(rows: list[dict]) -> None:
+    """Count `rows` (the dicts being inserted into RequestLog, `api_key_id` for the key) into the hourly and
+    daily rollups. Call inside the transaction that inserts the rows.
     """
     if not rows:
         return
-    ops = connection.ops
-    params = []
-    # A fixed order, so two workers merging overlapping groups take their row locks in the same order.
-    for dims, sums in sorted(summarise(rows).items(), key=lambda item: item[0]):
-        hour, *rest = dims
-        measures = [sums[m] for m in ROLLUP_MEASURES]
-        measures[ROLLUP_MEASURES.index("cost_usd")] = ops.adapt_decimalfield_value(sums["cost_usd"], 18, 8)
-        params.append([ops.adapt_datetimefield_value(hour), *rest, *measures])
+    hourly = summarise(rows)
     with connection.cursor() as cursor:
-        cursor.executemany(_upsert_sql(), params)
+        cursor.executemany(_upsert_sql(UsageHourly, "hour"), _params(hourly))
+        cursor.executemany(_upsert_sql(UsageDaily, "day"), _params(by_day(hourly)))

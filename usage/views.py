@@ -149,7 +149,7 @@ def key_detail(request, key_id: int):
     data = reports.overview(f)
     return render(request, "usage/key_detail.html", _context(
         request, f, page="keys", api_key=api_key, quotas=reports.quota_usage(api_key, timezone.now()),
-        by_alias=reports.breakdown(f, "alias"), **data, **_charts(data["series"], f.period.bucket)))
+        **data, **_charts(data["series"], f.period.bucket)))
 
 
 def _cursor(value: str | None, param: str) -> tuple[datetime, str] | None:

@@ -63,3 +63,30 @@ def test_rollup_totals_equal_request_log_totals_for_the_generated_traffic(traffi
                                         (10 ** 7, 15)])
 def test_latency_buckets_are_half_open_intervals(ms, bucket):
     assert latency_bucket(ms) == bucket
+
+
+def test_the_daily_rollup_holds_the_same_sums_as_the_hourly_one_per_day(traffic):
+    from django.db.models.functions import TruncDay
+
+    from usage.models import UsageDaily
+
+    hourly = {(row["d"], row["alias"]): row for row in UsageHourly.objects.annotate(d=TruncDay("hour"))
+              .values("d", "alias").annotate(n=Sum("requests"), c=Sum("completion_tokens"), l3=Sum("lat_3"))}
+    daily = {(row["day"], row["alias"]): row for row in UsageDaily.objects.values("day", "alias")
+             .annotate(n=Sum("requests"), c=Sum("completion_tokens"), l3=Sum("lat_3"))}
+    assert hourly.keys() == daily.keys()
+    for key, row in hourly.items():
+        assert (row["n"], row["c"], row["l3"]) == (daily[key]["n"], daily[key]["c"], daily[key]["l3"])
+
+
+def test_plan_reads_whole_days_daily_and_the_hours_around_them_hourly():
+    from usage.reports import plan
+
+    start, end = datetime(2026, 3, 1, 15, tzinfo=UTC), datetime(2026, 3, 8, 15, tzinfo=UTC)
+    hours, days = plan(start, end)
+    assert days == (datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 8, tzinfo=UTC))
+    assert hours == [(start, datetime(2026, 3, 2, tzinfo=UTC)), (datetime(2026, 3, 8, tzinfo=UTC), end)]
+    # Less than one whole day: hourly only. Exactly whole days: daily only.
+    assert plan(start, start + timedelta(hours=24)) == ([(start, start + timedelta(hours=24))], None)
+    midnight = datetime(2026, 3, 1, tzinfo=UTC)
+    assert plan(midnight, midnight + timedelta(days=2)) == ([], (midnight, midnight + timedelta(days=2)))
