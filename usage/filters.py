@@ -8,7 +8,7 @@ UTC hours, because the rollup that answers every total is hourly.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from django.utils import timezone
@@ -60,7 +60,6 @@ class UsageFilter:
     provider: str = ""
     status: str = ""  # "", "2xx"/"4xx"/"5xx", or an exact code such as "429" (request log only)
     errors_only: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def status_class(self) -> int | None:
