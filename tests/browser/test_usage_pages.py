@@ -69,6 +69,22 @@ def test_filter_form_narrows_the_overview_to_matching_rows(page, traffic):
     assert _figure(page, "requests") == f"{expected['requests']:,}"
 
 
+def test_editing_the_dates_switches_to_a_custom_period(page, traffic):
+    from datetime import UTC, datetime, timedelta
+
+    sign_in(page, "staff", "staff-pass-123")
+    page.goto("/usage/?period=24h")
+    start = (datetime.now(UTC) - timedelta(days=10)).replace(minute=0, second=0, microsecond=0)
+    page.fill("input[name=start]", start.strftime("%Y-%m-%dT%H:%M"))
+    page.dispatch_event("input[name=start]", "change")
+    assert page.locator("input[name=period][value=custom]").is_checked()
+    page.click("text=Apply")
+    page.wait_for_url("**period=custom**")
+    period = parse_period({"period": "custom", "start": start.isoformat(),
+                           "end": page.input_value("input[name=end]")})
+    assert _figure(page, "requests") == f"{sql.figures(period)['requests']:,}"
+
+
 def test_a_plain_user_sees_only_their_own_keys_and_rows(page, traffic, screenshot):
     sign_in(page, "alice", "alice-pass-123")
     period = parse_period({"period": "30d"})
