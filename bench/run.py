@@ -190,12 +190,13 @@ class Target:
         return result
 
 
-def measure(target: Target, args) -> dict:
+def measure(target: Target, args, requests: int | None = None) -> dict:
+    requests = requests or args.requests
     figures = {}
     for stream in (False, True):
         mode = "stream" if stream else "non-stream"
         target.load(stream, count=args.warmup)
-        single = target.load(stream, count=args.requests)
+        single = target.load(stream, count=requests)
         log(f"{target.name} {mode}: 1 client p50 {percentile(single.latencies, 50) * 1000:.2f} ms")
         many = target.load(stream, clients=args.clients, duration=args.duration)
         log(f"{target.name} {mode}: {args.clients} clients {many.throughput():.0f} req/s")
@@ -203,6 +204,7 @@ def measure(target: Target, args) -> dict:
             "p50_ms": percentile(single.latencies, 50) * 1000,
             "p99_ms": percentile(single.latencies, 99) * 1000,
             "ttfb_p50_ms": percentile(single.ttfb, 50) * 1000,
+            "requests_1_client": single.sent,
             "errors_1_client": single.errors,
             "throughput_rps": many.throughput(),
             "errors_concurrent": many.errors,
@@ -268,6 +270,7 @@ def report(results: dict, args) -> str:
         ratio = {m: rm[m]["throughput_rps"] / lite[m]["throughput_rps"] if lite[m]["throughput_rps"] else None
                  for m in ("non-stream", "stream")}
         lite_errors = sum(lite[m]["errors_1_client"] + lite[m]["errors_concurrent"] for m in ("non-stream", "stream"))
+        lines.append(f"- LiteLLM latency over {lite['non-stream']['requests_1_client']} requests per mode.")
         lines.append(f"- Throughput RainyModel / LiteLLM: non-stream {fmt(ratio['non-stream'], 1)}x, "
                      f"stream {fmt(ratio['stream'], 1)}x. LiteLLM resident memory {lite['rss_mb']:.1f} MB; "
                      f"failed requests through LiteLLM: {lite_errors}.")
@@ -284,6 +287,8 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of concurrent load per measurement")
     parser.add_argument("--tokens", type=int, default=20, help="words in each fake answer (stream chunks)")
     parser.add_argument("--with-litellm", action="store_true", help="also measure the LiteLLM proxy")
+    parser.add_argument("--litellm-requests", type=int, default=None,
+                        help="requests at 1 client for LiteLLM (default: --requests; it is much slower)")
     args = parser.parse_args(argv)
 
     try:
@@ -341,7 +346,7 @@ def main(argv=None) -> int:
                     if problem:
                         results["litellm"] = {"measured": problem[:300]}
                     else:
-                        results["litellm"] = measure(target, args)
+                        results["litellm"] = measure(target, args, args.litellm_requests)
                         results["litellm"]["rss_mb"] = rss_of(litellm.pid)[0] / 2**20
             log(f"LiteLLM: {results['litellm'].get('measured', 'measured')}")
     finally:
