@@ -2,7 +2,7 @@
 
 `usage.writer` calls `add_to_rollups(rows)` inside the transaction that inserts the rows, so a rollup never
 counts a row that was not written (nor misses one that was). Rows are first summed in Python per rollup
-dimension tuple, then merged with one `INSERT … ON CONFLICT DO UPDATE` per tuple and table, which is atomic
+dimension tuple, then merged with multi-row `INSERT … ON CONFLICT DO UPDATE` statements (one per table for a typical batch), which is atomic
 across any number of workers writing at once (PostgreSQL and SQLite both speak it). Never called on the request
 path.
 """
@@ -80,17 +80,29 @@ def by_day(hourly: dict[tuple, dict]) -> dict[tuple, dict]:
     return daily
 
 
-def _upsert_sql(model, time_column: str) -> str:
+# Groups per INSERT statement: 41 parameters each stays well inside SQLite's 32766 and PostgreSQL's 65535.
+GROUPS_PER_STATEMENT = 300
+
+
+def _upsert_sql(model, time_column: str, groups: int) -> str:
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     dimensions = (time_column, *ROLLUP_DIMENSIONS[1:])
     columns = (*dimensions, *ROLLUP_MEASURES)
+    values = "(" + ", ".join(["%s"] * len(columns)) + ")"
     updates = ", ".join(f"{quote(m)} = {table}.{quote(m)} + EXCLUDED.{quote(m)}" for m in ROLLUP_MEASURES)
     return (
-        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) VALUES {', '.join([values] * groups)} "
         f"ON CONFLICT ({', '.join(quote(d) for d in dimensions)}) DO UPDATE SET {updates}"
     )
+
+
+def _upsert(cursor, model, time_column: str, params: list[list]) -> None:
+    """Merge groups into a rollup table, many groups per statement (each group appears once, as a multi-row
+    ON CONFLICT requires)."""
+    for start in range(0, len(params), GROUPS_PER_STATEMENT):
+        chunk = params[start:start + GROUPS_PER_STATEMENT]
+        cursor.execute(_upsert_sql(model, time_column, len(chunk)), [value for group in chunk for value in group])
 
 
 def _params(groups: dict[tuple, dict]) -> list[list]:
@@ -114,5 +126,5 @@ def add_to_rollups(rows: list[dict]) -> None:
         return
     hourly = summarise(rows)
     with connection.cursor() as cursor:
-        cursor.executemany(_upsert_sql(UsageHourly, "hour"), _params(hourly))
-        cursor.executemany(_upsert_sql(UsageDaily, "day"), _params(by_day(hourly)))
+        _upsert(cursor, UsageHourly, "hour", _params(hourly))
+        _upsert(cursor, UsageDaily, "day", _params(by_day(hourly)))
