@@ -103,83 +103,99 @@ class Relay:
 
     async def _relay_one(self, stream: UpstreamStream, first_events: list[bytes], usage: AttemptUsage,
                          skip_chars: int) -> AsyncIterator[bytes]:
-        """Relay one upstream stream. `skip_chars`: how much of its answer the client already has (restart)."""
+        """Relay one upstream stream. `skip_chars`: how much of its answer the client already has (restart).
+
+        Events that arrived in one network read go out in one write: nothing waits for more input, but a burst
+        of events does not cost a send per event."""
         splice = Splice(self.state.text[:skip_chars]) if skip_chars else None
 
-        async def all_events():
-            for payload in first_events:
-                yield payload
-            async for payload in stream.events():
-                yield payload
+        async def batches():
+            yield first_events
+            async for batch in stream.batches():
+                yield batch
 
-        async for payload in all_events():
-            if payload == DONE:
-                if not self.state.finish_seen and splice is not None and not splice.passed:
-                    raise SpliceMismatch("the restarted answer ended before passing the delivered text")
-                self.state.done = True
-                yield DONE_EVENT
+        async for batch in batches():
+            out: list[bytes] = []
+            try:
+                for payload in batch:
+                    if payload == DONE:
+                        if not self.state.finish_seen and splice is not None and not splice.passed:
+                            raise SpliceMismatch("the restarted answer ended before passing the delivered text")
+                        self.state.done = True
+                        out.append(DONE_EVENT)
+                        break
+                    relayed = self._check(payload, stream, usage, splice)
+                    if relayed is not None:
+                        out.append(event(relayed))
+            except (StreamBroken, SpliceMismatch):
+                if out:
+                    yield b"".join(out)
+                raise
+            if out:
+                yield b"".join(out)
+            if self.state.done:
                 await stream.close()
                 return
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                self.state.malformed_events += 1
-                log.warning("dropped a malformed event from %s", stream.route.label)
-                continue
-            if not isinstance(obj, dict):
-                self.state.malformed_events += 1
-                continue
-            if "error" in obj:
-                raise StreamBroken("upstream_error_event")
-            if isinstance(obj.get("usage"), dict):
-                usage.prompt_tokens = obj["usage"].get("prompt_tokens")
-                usage.completion_tokens = obj["usage"].get("completion_tokens")
-            choices = obj.get("choices")
-            if not isinstance(choices, list):
-                self.state.malformed_events += 1
-                continue
-            if not choices:
-                # The usage-only chunk: relayed only when the client asked for usage.
-                if self.state.include_usage:
-                    yield event(payload)
-                continue
-            if len(choices) > 1 or any(isinstance(c, dict) and c.get("index", 0) != 0 for c in choices):
-                self.state.multi_choice = True
-            choice = choices[0] if isinstance(choices[0], dict) else {}
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-            content = delta.get("content") if isinstance(delta.get("content"), str) else ""
-            if delta.get("tool_calls"):
-                self.state.tool_calls_seen = True
-            usage.completion_chars += len(content)
-            if splice is not None and not splice.passed:
-                new_text = splice.feed(content)  # raises SpliceMismatch
-                if new_text is None:
-                    if not choice.get("finish_reason"):
-                        continue
-                    if splice.seen != splice.delivered:
-                        raise SpliceMismatch("the restarted answer ended before passing the delivered text")
-                    new_text = ""  # it ends exactly where the delivered text ends: relay just the finish
-                    splice.passed = True
-                delta = dict(delta, content=new_text)
-                delta.pop("role", None)
-                choice = dict(choice, delta=delta)
-                obj = dict(obj, choices=[choice] + choices[1:])
-                payload = orjson.dumps(obj)
-                content = new_text
-            if content:
-                if self.state.first_token_at is None:
-                    self.state.first_token_at = time.monotonic()
-                self.state.delivered.append(content)
-                self.state.delivered_chars += len(content)
-            if choice.get("finish_reason"):
-                self.state.finish_seen = True
-            yield event(payload)
         # End of body without [DONE].
         if self.state.finish_seen:
             self.state.done = True
             yield DONE_EVENT
             return
         raise StreamBroken(outcomes.RESET)
+
+    def _check(self, payload: bytes, stream: UpstreamStream, usage: AttemptUsage, splice) -> bytes | None:
+        """One upstream event: note what it carries and return the payload to relay (None: drop it)."""
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.state.malformed_events += 1
+            log.warning("dropped a malformed event from %s", stream.route.label)
+            return None
+        if not isinstance(obj, dict):
+            self.state.malformed_events += 1
+            return None
+        if "error" in obj:
+            raise StreamBroken("upstream_error_event")
+        if isinstance(obj.get("usage"), dict):
+            usage.prompt_tokens = obj["usage"].get("prompt_tokens")
+            usage.completion_tokens = obj["usage"].get("completion_tokens")
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            self.state.malformed_events += 1
+            return None
+        if not choices:
+            # The usage-only chunk: relayed only when the client asked for usage.
+            return payload if self.state.include_usage else None
+        if len(choices) > 1 or any(isinstance(c, dict) and c.get("index", 0) != 0 for c in choices):
+            self.state.multi_choice = True
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        content = delta.get("content") if isinstance(delta.get("content"), str) else ""
+        if delta.get("tool_calls"):
+            self.state.tool_calls_seen = True
+        usage.completion_chars += len(content)
+        if splice is not None and not splice.passed:
+            new_text = splice.feed(content)  # raises SpliceMismatch
+            if new_text is None:
+                if not choice.get("finish_reason"):
+                    return None
+                if splice.seen != splice.delivered:
+                    raise SpliceMismatch("the restarted answer ended before passing the delivered text")
+                new_text = ""  # it ends exactly where the delivered text ends: relay just the finish
+                splice.passed = True
+            delta = dict(delta, content=new_text)
+            delta.pop("role", None)
+            choice = dict(choice, delta=delta)
+            payload = orjson.dumps(dict(obj, choices=[choice] + choices[1:]))
+            content = new_text
+        if content:
+            if self.state.first_token_at is None:
+                self.state.first_token_at = time.monotonic()
+            self.state.delivered.append(content)
+            self.state.delivered_chars += len(content)
+        if choice.get("finish_reason"):
+            self.state.finish_seen = True
+        return payload
 
     async def _continue(self, original_reason: str) -> AsyncIterator[bytes]:
         """Try the remaining routes to finish the answer; else end with `stream_interrupted`."""

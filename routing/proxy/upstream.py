@@ -159,7 +159,7 @@ async def complete(route: RouteInfo, payload: bytes, deadline: float) -> tuple[b
 
 @dataclass
 class UpstreamStream:
-    """An open streaming attempt. `first_events` waits for the first event(s); `events` yields the rest."""
+    """An open streaming attempt. `first_events` waits for the first event(s); `batches` yields the rest."""
 
     route: RouteInfo
     response: httpx.Response
@@ -201,8 +201,9 @@ class UpstreamStream:
             if events:
                 return events
 
-    async def events(self) -> AsyncIterator[bytes]:
-        """The remaining events; StreamBroken on idle timeout or a transport error. Ends at end of body."""
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """The remaining events, a list per network read; StreamBroken on idle timeout or a transport error.
+        Ends at the end of the body."""
         idle = self.route.provider.idle_timeout_s
         try:
             while True:
@@ -213,11 +214,13 @@ class UpstreamStream:
                 except (httpx.HTTPError, OSError):
                     raise StreamBroken(outcomes.RESET) from None
                 if chunk is None:
-                    for payload in self.parser.flush():
-                        yield payload
+                    tail = self.parser.flush()
+                    if tail:
+                        yield tail
                     return
-                for payload in self.parser.feed(chunk):
-                    yield payload
+                events = self.parser.feed(chunk)
+                if events:
+                    yield events
         finally:
             await self.close()
 
