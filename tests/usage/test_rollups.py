@@ -90,3 +90,16 @@ def test_plan_reads_whole_days_daily_and_the_hours_around_them_hourly():
     assert plan(start, start + timedelta(hours=24)) == ([(start, start + timedelta(hours=24))], None)
     midnight = datetime(2026, 3, 1, tzinfo=UTC)
     assert plan(midnight, midnight + timedelta(days=2)) == ([], (midnight, midnight + timedelta(days=2)))
+
+
+def test_a_batch_with_more_groups_than_one_statement_holds_is_merged_completely(api_key):
+    from usage.models import UsageDaily
+    from usage.rollups import GROUPS_PER_STATEMENT
+
+    key, _ = api_key()
+    count = GROUPS_PER_STATEMENT * 2 + 50
+    write([make_row(created_at=HOUR + timedelta(hours=i), api_key=key) for i in range(count)])
+    write([make_row(created_at=HOUR + timedelta(hours=i), api_key=key) for i in range(count)])
+    assert UsageHourly.objects.count() == count
+    assert set(UsageHourly.objects.values_list("requests", flat=True)) == {2}
+    assert UsageDaily.objects.aggregate(n=Sum("requests"))["n"] == 2 * count
