@@ -2,13 +2,16 @@
 
 Authenticated with the caller's API key like every /v1 endpoint; a key only ever sees its own rows (the master key
 sees the rows logged as `master`). A plain sync view: it reads the database, and Django runs it in a thread
-under ASGI, so it never blocks the event loop. Errors are OpenAI-shaped (routing.proxy.errors).
+under ASGI, so it never blocks the event loop. /v1/ is served without Django's request_started/finished signals
+(rainymodel_site/asgi.py), so this view does their database-connection bookkeeping itself. Errors are
+OpenAI-shaped (routing.proxy.errors).
 """
 
 from __future__ import annotations
 
 
 import orjson
+from django.db import connections
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -41,6 +44,23 @@ def _group_label(value) -> str | int | None:
 
 @csrf_exempt
 def usage_view(request):
+    _close_old_connections()
+    try:
+        return _usage(request)
+    finally:
+        _close_old_connections()
+
+
+def _close_old_connections() -> None:
+    """What request_started/request_finished do for Django's other views: never reuse a broken or expired
+    connection, and give it back (to the pool, on PostgreSQL) when done. Skipped inside a transaction, which
+    only a test wrapping the request can have open."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
+
+
+def _usage(request):
     if request.method != "GET":
         return error_response(405, "method_not_allowed", f"Method {request.method} is not allowed; use GET.",
                               headers={"Allow": "GET"})

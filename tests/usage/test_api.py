@@ -82,3 +82,19 @@ def test_usage_with_bad_parameters_is_400_naming_the_parameter(client, traffic, 
 def test_usage_rejects_post_with_405(client, traffic, keys):
     response = client.post("/v1/usage", headers={"Authorization": f"Bearer {keys}"})
     assert response.status_code == 405
+
+
+@pytest.mark.django_db(transaction=True)
+def test_usage_answers_over_a_real_socket_from_the_asgi_server(traffic, rainymodel_server):
+    """/v1/ runs through the project's own API handler in production; the endpoint must work there too."""
+    import httpx
+
+    server = rainymodel_server()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(3):  # repeated calls reuse the worker's database connection safely
+            response = client.get("/v1/usage?period=30d&group_by=tier",
+                                  headers={"Authorization": f"Bearer {traffic.bob_secret}"})
+            assert response.status_code == 200, response.text
+        assert client.get("/v1/usage").status_code == 401
+    expected = sql.figures(parse_period({"period": "30d"}), ["api_key_id = %s"], [traffic.bob_key.id])
+    assert response.json()["total"]["requests"] == expected["requests"]
