@@ -102,35 +102,39 @@ def write_batch(rows: list[dict]) -> None:
     from usage.models import RequestLog
     from usage.rollups import add_to_rollups
 
-    rows = _unique_ids(rows, RequestLog)
-    objects = [RequestLog(**row) for row in rows]
-    last_used: dict[int, object] = {}
-    for row in rows:
-        key_id = row.get("api_key_id")
-        if key_id is not None and row["status"] != 401:
-            last_used[key_id] = max(row["created_at"], last_used.get(key_id, row["created_at"]))
     with transaction.atomic():
-        # ignore_conflicts: a retried batch that was in fact committed must not fail on its own primary keys.
-        RequestLog.objects.bulk_create(objects, ignore_conflicts=True)
+        rows = _new_rows(rows, RequestLog)
+        if not rows:
+            return
+        RequestLog.objects.bulk_create([RequestLog(**row) for row in rows])
         add_to_rollups(rows)
+        last_used: dict[int, object] = {}
+        for row in rows:
+            key_id = row.get("api_key_id")
+            if key_id is not None and row["status"] != 401:
+                last_used[key_id] = max(row["created_at"], last_used.get(key_id, row["created_at"]))
         for key_id, when in last_used.items():
             APIKey.objects.filter(pk=key_id).update(last_used_at=when)
 
 
-def _unique_ids(rows: list[dict], model) -> list[dict]:
-    """Client-supplied request ids (X-Request-ID) may repeat; each call still gets its own row, under a suffixed
-    id. Our own ids are unique, so a conflict on one means a retried batch that was already written."""
+def _new_rows(rows: list[dict], model) -> list[dict]:
+    """The rows to insert, each with an id of its own.
+
+    Our own ids are unique, so one already in the table means a retried batch whose first try did commit: those
+    rows are dropped, so neither the log nor the rollups count them twice. Client-supplied ids (X-Request-ID) may
+    repeat: such a call still gets its row, under a suffixed id."""
     rows = [dict(row) for row in rows]
     client_ids = {row["id"] for row in rows if row.pop("_client_request_id", False)}
-    if not client_ids:
-        return rows
-    taken = set(model.objects.filter(id__in=client_ids).values_list("id", flat=True))
-    seen: set[str] = set()
+    taken = set(model.objects.filter(id__in=[row["id"] for row in rows]).values_list("id", flat=True))
+    out, seen = [], set()
     for row in rows:
         if row["id"] in client_ids and (row["id"] in taken or row["id"] in seen):
             row["id"] = f"{row['id'][:40]}~{uuid.uuid4().hex[:12]}"
+        elif row["id"] in taken or row["id"] in seen:
+            continue
         seen.add(row["id"])
-    return rows
+        out.append(row)
+    return out
 
 
 writer = LogWriter()
