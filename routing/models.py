@@ -6,7 +6,7 @@ These models are read by the request path only through `routing.snapshot`, never
 import re
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MinValueValidator
 from django.db import models
 
 TIERS = ("free", "internal", "premium")

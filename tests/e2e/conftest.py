@@ -5,7 +5,6 @@ still reaching its snapshot and log writer directly. Tests that need separate pr
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -78,6 +77,22 @@ class InProcessProxy:
             if expected is None or len(rows) >= expected or time.monotonic() > deadline:
                 return rows
             time.sleep(0.02)
+
+
+@pytest.fixture
+def second_upstream():
+    from tests.fakes.upstream import FakeUpstream
+
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def third_upstream():
+    from tests.fakes.upstream import FakeUpstream
+
+    with FakeUpstream() as fake:
+        yield fake
 
 
 @pytest.fixture

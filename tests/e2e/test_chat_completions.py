@@ -10,21 +10,8 @@ import pytest
 from tests.e2e.conftest import chat
 from tests.fakes import upstream as fu
 from tests.fakes.routing_config import upstream
-from tests.fakes.upstream import FakeUpstream
 
 FAST = {"connect_timeout_s": 0.5, "first_token_timeout_s": 0.5, "idle_timeout_s": 0.5, "request_timeout_s": 2}
-
-
-@pytest.fixture
-def second_upstream():
-    with FakeUpstream() as fake:
-        yield fake
-
-
-@pytest.fixture
-def third_upstream():
-    with FakeUpstream() as fake:
-        yield fake
 
 
 def messages(content="hello there"):
