@@ -65,8 +65,9 @@ INSTALLED_APPS = [
     "usage",
 ]
 
+# The browser-facing pages' middleware. The API (/v1/) is served by rainymodel_site.asgi.ApiHandler with its own
+# single middleware (routing.proxy.middleware.RequestIdMiddleware) and none of these.
 MIDDLEWARE = [
-    "routing.proxy.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
