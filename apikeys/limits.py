@@ -68,6 +68,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 
 from rainymodel_site.shared_state import SharedStateUnavailable, state
+from rainymodel_site.threads import run_blocking
 from routing.snapshot import KeyInfo, QuotaInfo
 
 log = logging.getLogger(__name__)
@@ -225,16 +226,6 @@ def usage_from_log_sync(key_id: int, start: datetime, end: datetime) -> dict[str
     }
 
 
-def _usage_from_log_in_thread(key_id: int, start: datetime, end: datetime) -> dict[str, float]:
-    from django.db import connection
-
-    try:
-        return usage_from_log_sync(key_id, start, end)
-    finally:
-        # A pool thread: give its connection back rather than keep one open per thread.
-        connection.close()
-
-
 _rebuilds: dict[tuple, asyncio.Future] = {}
 _rebuild_failed_at: dict[tuple, float] = {}
 
@@ -247,7 +238,7 @@ async def _usage_from_log(key_id: int, start: datetime, end: datetime) -> dict[s
         return None
     task = _rebuilds.get(ident)
     if task is None:
-        task = asyncio.ensure_future(asyncio.to_thread(_usage_from_log_in_thread, key_id, start, end))
+        task = asyncio.ensure_future(run_blocking(usage_from_log_sync, key_id, start, end))
         _rebuilds[ident] = task
         task.add_done_callback(lambda _: _rebuilds.pop(ident, None))
     try:

@@ -27,6 +27,8 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
+from rainymodel_site.threads import run_blocking  # noqa: E402
+
 log = logging.getLogger("rainymodel")
 
 
@@ -83,7 +85,7 @@ async def startup():
     from routing import snapshot
     from usage import writer
 
-    await asyncio.to_thread(snapshot.ensure_loaded)
+    await run_blocking(snapshot.ensure_loaded)
     writer.start()
 
 
@@ -92,8 +94,8 @@ async def shutdown():
     from routing.proxy import upstream
     from usage import writer
 
-    await asyncio.to_thread(snapshot.stop_refresher)
-    await asyncio.to_thread(writer.stop)
+    await run_blocking(snapshot.stop_refresher)
+    await run_blocking(writer.stop)
     await upstream.close_client()
 
 

@@ -3,10 +3,11 @@
 
 import time
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
+
+from rainymodel_site.threads import run_blocking
 
 
 async def health(request):
@@ -49,5 +50,5 @@ def _readiness() -> tuple[dict, bool]:
 
 
 async def ready(request):
-    checks, ok = await sync_to_async(_readiness, thread_sensitive=False)()
+    checks, ok = await run_blocking(_readiness)
     return JsonResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)

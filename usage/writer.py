@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import DataError, IntegrityError, close_old_connections, transaction
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +75,32 @@ class LogWriter:
                 batch = [self._buffer.popleft() for _ in range(min(MAX_BATCH, len(self._buffer)))]
                 try:
                     write_batch(batch)
+                except (DataError, IntegrityError):
+                    # Something in the batch the database refuses, now and forever: write the rows one by one so
+                    # one bad row cannot hold back every row behind it.
+                    written = self._write_one_by_one(batch)
+                    total += written
+                    self.written += written
+                    continue
                 except Exception:
-                    # Put the rows back in order and let the next flush try again.
+                    # The database is unavailable: put the rows back in order and let the next flush try again.
                     self._buffer.extendleft(reversed(batch))
                     log.exception("writing %d request-log rows failed; will retry", len(batch))
                     raise
                 total += len(batch)
                 self.written += len(batch)
         return total
+
+    def _write_one_by_one(self, batch: list[dict]) -> int:
+        written = 0
+        for row in batch:
+            try:
+                write_batch([row])
+                written += 1
+            except (DataError, IntegrityError):
+                self.dropped += 1
+                log.exception("request-log row %s refused by the database; dropped", row.get("id"))
+        return written
 
     def _run(self) -> None:
         interval = settings.RAINYMODEL_LOG_FLUSH_S

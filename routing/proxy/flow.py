@@ -179,7 +179,7 @@ class Call:
             "created_at": self.created_at,
             "api_key_id": self.key.id if self.key else None,
             "key_prefix": self.key.prefix if self.key else "",
-            "requested_model": self.requested_model[:200],
+            "requested_model": _loggable(self.requested_model, 200),
             "alias": self.alias.name if self.alias else "",
             "policy": self.policy.name if self.policy else "",
             "tier": route.tier if route else "",
@@ -197,8 +197,13 @@ class Call:
             "attempts": self.attempts,
             "fallback": bool(route and first_label and first_label != route.label),
             "client_ip": self.client_ip,
-            "user_agent": self.user_agent,
+            "user_agent": _loggable(self.user_agent, 300),
         })
+
+
+def _loggable(text: str, limit: int) -> str:
+    """Client-chosen text as the log can store it: PostgreSQL text refuses NUL characters."""
+    return text.replace("\x00", "\ufffd")[:limit]
 
 
 def json_response(body: bytes, status: int, headers: dict[str, str]) -> HttpResponse:

@@ -85,3 +85,5 @@ def test_no_input_produces_a_500(key, proxy):
         r = post_raw(proxy, key, body)
         assert 400 <= r.status_code < 500 or r.status_code == 200, (body[:40], r.status_code, r.text[:200])
         assert r.headers["content-type"].startswith("application/json")
+    # Each of them is logged, whatever it contained (PostgreSQL refuses NUL characters in text).
+    assert len(proxy.logs(len(weird))) == len(weird)

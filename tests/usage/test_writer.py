@@ -56,3 +56,14 @@ def test_rows_survive_a_failed_write_and_go_in_on_the_next_flush(monkeypatch):
     monkeypatch.setattr(module, "write_batch", real)
     assert writer.flush() == 1
     assert set(RequestLog.objects.values_list("id", flat=True)) == {"req_x", "req_y"}
+
+
+def test_a_row_the_database_refuses_does_not_hold_back_the_others():
+    writer = LogWriter()
+    writer.enqueue = writer._buffer.append  # no thread: flush by hand
+    writer.enqueue(row("req_good_1"))
+    writer.enqueue(row("req_bad", latency_ms=-5))  # a positive-integer column refuses it
+    writer.enqueue(row("req_good_2"))
+    assert writer.flush() == 2
+    assert writer.dropped == 1 and writer.pending() == 0
+    assert set(RequestLog.objects.values_list("id", flat=True)) == {"req_good_1", "req_good_2"}
