@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, close_old_connections, transaction
+from django.db import DataError, IntegrityError, connections, transaction
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +103,20 @@ class LogWriter:
         return written
 
     def _run(self) -> None:
+        # The thread keeps its database connection between flushes (reconnecting every second costs CPU the event
+        # loop then waits for); after an error it is dropped, and a fresh one is opened for the retry.
         interval = settings.RAINYMODEL_LOG_FLUSH_S
-        while not self._stopping.is_set():
-            self._wake.wait(interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:
-                time.sleep(min(5.0, interval * 2))
-            finally:
-                close_old_connections()
+        try:
+            while not self._stopping.is_set():
+                self._wake.wait(interval)
+                self._wake.clear()
+                try:
+                    self.flush()
+                except Exception:
+                    connections.close_all()
+                    time.sleep(min(5.0, interval * 2))
+        finally:
+            connections.close_all()
 
 
 def write_batch(rows: list[dict]) -> None:
