@@ -61,6 +61,7 @@ class ApiHandler(ASGIHandler):
             class RequestProcessed(Exception):
                 pass
 
+            response = None
             try:
                 try:
                     async with asyncio.TaskGroup() as tg:
@@ -74,6 +75,12 @@ class ApiHandler(ASGIHandler):
                 if len(exception_group.exceptions) == 1:
                     raise exception_group.exceptions[0]
                 raise
+            finally:
+                # A client gone before a stream's first byte was sent leaves its body generator unstarted, so
+                # nothing in it runs; the response's own hook still finishes the call (logged once either way).
+                on_close = getattr(response, "on_close", None)
+                if on_close is not None:
+                    await on_close()
 
 
 django_application = get_asgi_application()

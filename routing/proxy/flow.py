@@ -471,6 +471,13 @@ async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResp
         response[name] = value
     response["cache-control"] = "no-cache"
     response["x-accel-buffering"] = "no"
+
+    async def on_close():  # see ApiHandler.handle; a no-op when the stream already logged the call
+        if not call.finished:
+            await stream.close()
+            await call.finish(499, "client_disconnected")
+
+    response.on_close = on_close
     return response
 
 
