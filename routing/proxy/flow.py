@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 import orjson
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
 
@@ -324,10 +325,8 @@ def parse_body(request) -> dict:
         raw = request.body
     except RawPostDataException:
         raw = b""
-    except Exception as exc:  # RequestDataTooBig and friends
-        if type(exc).__name__ == "RequestDataTooBig":
-            raise _too_big() from None
-        raise
+    except RequestDataTooBig:
+        raise _too_big() from None
     if len(raw) > settings.RAINYMODEL_MAX_BODY_BYTES:
         raise _too_big()
     try:
