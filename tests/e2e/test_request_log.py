@@ -105,3 +105,21 @@ def test_a_host_outside_allowed_hosts_gets_a_json_400_and_a_row(fake_upstream, m
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_host"
     assert r.headers["x-request-id"]
     assert [(row.status, row.error_code) for row in proxy.logs(1)] == [(400, "invalid_host")]
+
+
+def test_sigterm_writes_every_buffered_row_before_the_worker_exits(fake_upstream, make_routing, api_key,
+                                                                   rainymodel_server):
+    """With a flush interval far longer than the test, rows reach the database only through the lifespan
+    shutdown's flush."""
+    from usage.models import RequestLog
+
+    make_routing(upstream(fake_upstream))
+    _, key = api_key()
+    server = rainymodel_server(env={"RAINYMODEL_LOG_FLUSH_S": "3600"})
+    with httpx.Client(timeout=10) as client:
+        statuses = [client.post(server.url + "/v1/chat/completions", json=chat(stream=n % 2 == 0),
+                                headers={"Authorization": f"Bearer {key}"}).status_code for n in range(25)]
+    assert statuses == [200] * 25
+    assert RequestLog.objects.count() == 0  # still buffered in the worker
+    assert server.stop() is True
+    assert RequestLog.objects.count() == 25
