@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.conf import settings
@@ -137,13 +137,6 @@ class Snapshot:
     keys_by_prefix: dict[str, KeyInfo]
     built_at: float = field(default_factory=time.time)
 
-    def route_by_id(self, route_id: int) -> RouteInfo | None:
-        for alias in self.aliases.values():
-            for route in alias.routes:
-                if route.id == route_id:
-                    return route
-        return None
-
 
 def build_snapshot(version: int) -> Snapshot:
     """Read the whole configuration in a handful of queries. Runs in the refresher thread (or at startup)."""
@@ -179,8 +172,8 @@ def build_snapshot(version: int) -> Snapshot:
             aliases[a.name] = AliasInfo(
                 name=a.name, description=a.description, enabled=a.enabled, listed=a.listed,
                 default_policy=policy_names.get(a.default_policy_id),
-                routes=tuple(_with_alias(r, a.name) for r in routes_by_alias.get(a.id, ())),
-                created=1735689600,
+                routes=tuple(replace(r, alias=a.name) for r in routes_by_alias.get(a.id, ())),
+                created=1735689600,  # /v1/models wants a number; aliases keep no creation date
             )
         policies = {
             p.name.lower(): PolicyInfo(name=p.name, tiers=tuple(p.tiers), is_default=p.is_default)
@@ -210,12 +203,6 @@ def build_snapshot(version: int) -> Snapshot:
         version=version, providers=providers, aliases=aliases, policies=policies, default_policy=default_policy,
         catch_all_alias=catch_all, keys_by_prefix=keys,
     )
-
-
-def _with_alias(route: RouteInfo, alias: str) -> RouteInfo:
-    from dataclasses import replace
-
-    return replace(route, alias=alias)
 
 
 # --- the version ------------------------------------------------------------------------------------------------
