@@ -34,6 +34,11 @@ def _readiness() -> tuple[dict, bool]:
     except SharedStateUnavailable as exc:
         checks["shared_state"] = {"ok": False, "error": str(exc)[:200]}
         ready = False
+    if checks["shared_state"]["ok"] and snapshot.status()["shared_state_error"]:
+        try:
+            snapshot.poll_once()  # the store is back: check the config version now, not at the next poll
+        except Exception:  # the readiness answer below says what is wrong
+            pass
     snap_status = snapshot.status()
     checks["config"] = {"ok": snap_status["loaded"], **snap_status}
     if snap_status["shared_state_error"]:

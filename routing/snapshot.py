@@ -287,7 +287,8 @@ def refresh() -> Snapshot:
         return snap
 
 
-def _poll_once() -> None:
+def poll_once() -> None:
+    """Check the shared config version once and rebuild the snapshot if it moved."""
     try:
         version = read_version()
         if _holder.shared_state_error:
@@ -309,7 +310,7 @@ def _run_refresher(stop: threading.Event) -> None:
     try:
         while not stop.wait(settings.RAINYMODEL_SNAPSHOT_POLL_S):
             try:
-                _poll_once()
+                poll_once()
             except Exception:  # the refresher must outlive a database hiccup
                 log.exception("config snapshot refresh failed; keeping the last one")
                 close_old_connections()
