@@ -320,3 +320,15 @@ def test_api_key_header_and_master_key_authenticate(fake_upstream, make_routing,
     assert proxy.post("master-secret-for-tests", chat()).status_code == 200
     rows = proxy.logs(2)
     assert [r.key_prefix for r in rows] == [key[:12], "master"]
+
+
+def test_tokens_are_estimated_when_the_upstream_reports_no_usage(fake_upstream, make_routing, api_key, proxy):
+    fake_upstream.default = fu.no_usage()
+    make_routing(upstream(fake_upstream, input_price_per_mtok=2, output_price_per_mtok=6))
+    _, key = api_key()
+    assert proxy.post(key, chat()).status_code == 200
+    row = proxy.logs(1)[0]
+    answer_chars = len(fu.answer_for([{"role": "user", "content": "hello there"}]))
+    assert row.usage_estimated
+    assert row.completion_tokens == (answer_chars + 3) // 4 and row.prompt_tokens > 0
+    assert float(row.cost_usd) == pytest.approx((row.prompt_tokens * 2 + row.completion_tokens * 6) / 1e6)
