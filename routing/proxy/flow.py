@@ -451,11 +451,7 @@ async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResp
         # Headers wait for a real completion chunk: a malformed or error event first still fails over.
         while not any(is_valid_first_event(e) for e in first):
             state.malformed_events += len(first)
-            try:
-                more = await stream.first_events(route.provider.first_token_timeout_s)
-            except AttemptFailed:
-                raise
-            first = more
+            first = await stream.first_events(route.provider.first_token_timeout_s)
         return stream, first
 
     route, (stream, first) = await run_chain(call, chain, attempt)

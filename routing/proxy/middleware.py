@@ -1,11 +1,10 @@
-"""The API's outer edge, first in the middleware chain:
+"""The API's outer edge: the only middleware of the /v1/ handler (rainymodel_site.asgi.ApiHandler).
 
 - `x-request-id` on every API response (SPEC §5): the client's `X-Request-ID` when it is a sane token, else a new
   one. The chat-completions flow sets its own (it is also the RequestLog id); this covers everything else under
   /v1/, errors included.
-- A Host header outside ALLOWED_HOSTS would make Django's own middleware answer with an HTML 400 before any view
-  runs, and the call would leave no log row. Under /v1/ it gets an OpenAI-shaped 400 `invalid_host` instead, and
-  a chat-completions call is logged like any other rejected call.
+- The ALLOWED_HOSTS check, which in Django lives in the middleware /v1/ does not run: a Host outside it gets an
+  OpenAI-shaped 400 `invalid_host`, and a chat-completions call is logged like any other rejected call.
 """
 
 import re

@@ -77,7 +77,7 @@ def test_unknown_paths_and_methods_under_v1_are_json(key, proxy):
     assert r.status_code == 405 and "error" in r.json()
 
 
-def test_no_input_produces_a_500(key, proxy):
+def test_odd_bodies_never_produce_a_500_and_are_all_logged(key, proxy):
     weird = [b"null", b"{}", b'{"model": null, "messages": null}', b'{"model": "", "messages": [{}]}',
              b'{"model": "rainymodel/auto", "messages": [{}], "stream": null}', b"1e999999",
              b'{"model": "\\u0000", "messages": [{"role": "user"}]}', b"{" * 5000 + b"}" * 5000]

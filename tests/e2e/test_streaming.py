@@ -148,11 +148,7 @@ def test_stall_after_tokens_continues_with_a_prefill(fake_upstream, second_upstr
     assert prefill["role"] == "assistant" and prefill["content"] == fu.answer_for(MESSAGES, 5)
     row = proxy.logs(1)[0]
     assert row.status == 200 and [a["outcome"] for a in row.attempts] == ["stream_interrupted", "continued"]
-    assert row.provider == second_upstream_provider(row)
-
-
-def second_upstream_provider(row):
-    return row.attempts[-1]["provider"]
+    assert row.tier == "premium"  # the log names the route that finished the answer
 
 
 def test_cut_stream_restarts_on_a_route_without_prefill_and_splices(fake_upstream, second_upstream, make_routing,
