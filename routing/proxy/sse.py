@@ -19,9 +19,15 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         data = self._buffer + chunk
+        held = b""
         if b"\r" in data:
+            if data.endswith(b"\r"):
+                # A CRLF may be cut across two reads: a lone trailing CR waits for the next chunk, or it would be
+                # read as one line end now and the LF as a second one (a blank line, ending the event early).
+                data, held = data[:-1], b"\r"
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *complete, self._buffer = data.split(b"\n\n")
+        *complete, rest = data.split(b"\n\n")
+        self._buffer = rest + held
         events = []
         for block in complete:
             payload = _data_of(block)
@@ -31,7 +37,7 @@ class SSEParser:
 
     def flush(self) -> list[bytes]:
         """Whatever complete-looking event is left when the stream ends without a final blank line."""
-        block, self._buffer = self._buffer, b""
+        block, self._buffer = self._buffer.replace(b"\r", b"\n"), b""
         payload = _data_of(block) if block.strip() else None
         return [payload] if payload is not None else []
 
