@@ -67,9 +67,13 @@ def test_retry_after_parses_seconds_and_http_dates():
 def test_backoff_grows_exponentially_with_full_jitter_and_a_cap():
     rng = random.Random(1)
     for n in range(8):
+        ceiling = min(o.BACKOFF_CAP_S, o.BACKOFF_BASE_S * 2 ** n)
         values = [o.backoff_delay(n, rng) for _ in range(200)]
-        assert max(values) <= min(o.BACKOFF_CAP_S, o.BACKOFF_BASE_S * 2 ** n)
+        assert max(values) <= ceiling
         assert min(values) >= 0
+        # Full jitter spreads over the whole range: the largest of 200 draws is near the ceiling, the mean near half.
+        assert max(values) >= 0.9 * ceiling
+        assert 0.35 * ceiling <= sum(values) / len(values) <= 0.65 * ceiling
 
 
 def test_context_error_recognised_by_message_too():
