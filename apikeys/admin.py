@@ -99,10 +99,18 @@ def key_status(api_key: APIKey) -> str:
     return "active"
 
 
+def amount(value) -> str:
+    """2,000,000 rather than 2e+06; 25 rather than 25.000000; money to at most four decimals."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.4f}".rstrip("0").rstrip(".")
+
+
 def usage_table(usage: dict):
     """apikeys.limits.usage_for_key_sync as a small read-only table."""
     def cell(used, maximum):
-        return "-" if used is None else (f"{used:g} of {maximum:g}" if maximum is not None else f"{used:g}")
+        return "-" if used is None else (f"{amount(used)} of {amount(maximum)}" if maximum is not None
+                                         else amount(used))
 
     rows = []
     current = usage["current"]
@@ -115,7 +123,7 @@ def usage_table(usage: dict):
         for metric in ("requests", "tokens", "cost"):
             rows.append((f"{metric} this {quota['period']} (resets {quota['resets_at']:%Y-%m-%d %H:%M} UTC)",
                          cell(quota[metric]["used"], quota[metric]["max"])))
-    rows.append(("last used", str(usage["last_used_at"] or "never")))
+    rows.append(("last used (UTC)", short_time(usage["last_used_at"], "never")))
     if usage["shared_state_error"]:
         rows.append(("shared state", f"unreachable ({usage['shared_state_error']}); quota usage from the log"))
     return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
@@ -182,10 +190,10 @@ class APIKeyAdmin(admin.ModelAdmin):
     def quota_summary(self, obj):
         parts = []
         for quota in obj.quotas.all():
-            limits = [f"{quota.max_requests} req" if quota.max_requests is not None else "",
-                      f"{quota.max_tokens} tok" if quota.max_tokens is not None else "",
-                      f"${quota.max_cost_usd}" if quota.max_cost_usd is not None else ""]
-            parts.append(f"{'/'.join(p for p in limits if p)} per {quota.period}")
+            limits = [f"{amount(quota.max_requests)} req" if quota.max_requests is not None else "",
+                      f"{amount(quota.max_tokens)} tok" if quota.max_tokens is not None else "",
+                      f"${amount(quota.max_cost_usd)}" if quota.max_cost_usd is not None else ""]
+            parts.append(f"{' / '.join(p for p in limits if p)} per {quota.period}")
         return "; ".join(parts) or "-"
 
     def save_model(self, request, obj, form, change):
@@ -237,7 +245,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             apikey_revoke(api_key=api_key)
             who = request.user.get_username()
             when = short_time(api_key.revoked_at)
-            self.log_change(request, api_key, [{"changed": {"fields": ["revoked"]}}])
+            self.log_change(request, api_key, "Revoked.")
             self.message_user(request, f"API key “{api_key.name}” ({api_key.prefix}…) revoked by {who} at {when} "
                                        f"UTC; it stops working within seconds.", messages.SUCCESS)
             return redirect(change_url)
@@ -257,7 +265,7 @@ class APIKeyAdmin(admin.ModelAdmin):
         with transaction.atomic():
             for api_key in queryset.filter(revoked_at__isnull=True):
                 apikey_revoke(api_key=api_key)
-                self.log_change(request, api_key, [{"changed": {"fields": ["revoked"]}}])
+                self.log_change(request, api_key, "Revoked.")
                 revoked.append(f"{api_key.prefix}…")
         self.message_user(request, f"Revoked {len(revoked)} key(s) ({', '.join(revoked) or 'none'}); they stop "
                                    f"working within seconds.")

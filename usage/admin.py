@@ -6,7 +6,8 @@ no filter lists its choices with a DISTINCT over the log: they come from the rou
 
 The list shows what an operator scans for first (when, status, error, latency) ahead of where the call went, and
 fits a 1280 px screen: the request id is cut to its first characters (the full id is the link's tooltip and on the
-row's page), and the requested model, policy and stream flag are left to the row's page and the filters.
+row's page), the upstream model is the provider's tooltip, and the requested model, policy, stream flag and time
+to first token are left to the row's page and the filters.
 """
 
 import json
@@ -91,8 +92,8 @@ class StatusFilter(admin.SimpleListFilter):
 
 @admin.register(RequestLog)
 class RequestLogAdmin(admin.ModelAdmin):
-    list_display = ["short_id", "when", "status_code", "error", "latency", "ttft", "key", "alias_name", "route",
-                    "total_tokens", "cost"]
+    list_display = ["short_id", "when", "status_code", "error", "latency", "total_tokens", "cost", "key",
+                    "alias_name", "route"]
     list_filter = [StatusFilter, TierFilter, ProviderFilter, AliasFilter, PolicyFilter, "stream", "created_at"]
     search_fields = ["=id", "=key_prefix", "=error_code"]
     ordering = ["-created_at"]
@@ -117,7 +118,7 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     @admin.display(description="time (UTC)", ordering="created_at")
     def when(self, obj):
-        return timezone.localtime(obj.created_at, UTC).strftime("%m-%d %H:%M:%S")
+        return timezone.localtime(obj.created_at, UTC).strftime("%m-%d %H:%M")
 
     @admin.display(description="status", ordering="status")
     def status_code(self, obj):
@@ -131,10 +132,6 @@ class RequestLogAdmin(admin.ModelAdmin):
     def latency(self, obj):
         return f"{obj.latency_ms:,}"
 
-    @admin.display(description="TTFT ms")
-    def ttft(self, obj):
-        return "-" if obj.ttft_ms is None else f"{obj.ttft_ms:,}"
-
     @admin.display(description="key")
     def key(self, obj):
         return obj.key_prefix or "-"
@@ -143,12 +140,11 @@ class RequestLogAdmin(admin.ModelAdmin):
     def alias_name(self, obj):
         return obj.alias or "-"
 
-    @admin.display(description="tier · provider / model")
+    @admin.display(description="tier · provider")
     def route(self, obj):
         if not obj.provider:
             return "-"
-        return format_html('<span title="{}">{} · {} / {}</span>', obj.upstream_model, obj.tier, obj.provider,
-                           obj.upstream_model)
+        return format_html('<span title="{}">{} · {}</span>', obj.upstream_model, obj.tier, obj.provider)
 
     @admin.display(description="tokens")
     def total_tokens(self, obj):
