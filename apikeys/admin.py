@@ -205,8 +205,8 @@ class APIKeyAdmin(admin.ModelAdmin):
                                        "key would travel in one. Use a server-side SESSION_ENGINE.")
             full_key = apikey_assign_secret(api_key=obj)
             obj.save()
+            # Django's own "was added successfully" message follows; the key itself is in the page's banner.
             request.session[NEW_KEY_SESSION] = {"id": obj.pk, "name": obj.name, "key": full_key}
-            self.message_user(request, f"API key “{obj.name}” created.", messages.SUCCESS)
             return
         super().save_model(request, obj, form, change)
 

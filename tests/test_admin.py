@@ -270,7 +270,7 @@ def test_a_new_key_never_travels_in_a_cookie_and_is_shown_once(admin_client, db)
         for value in _decoded_cookies(reply):
             # No run of 6 characters of the secret part, in any cookie, decoded or not.
             assert not any(secret_part[i:i + 6] in value for i in range(len(secret_part) - 5)), value
-    assert "API key “from-admin” created." in shown.text
+    assert "copy it now, it will not be shown again" in shown.text
     for url in (admin_url(APIKey, "changelist"), admin_url(APIKey, "change", api_key.pk)):
         assert keys[0] not in admin_client.get(url).text
 

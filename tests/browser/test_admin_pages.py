@@ -113,14 +113,15 @@ def test_admin_list_pages_keep_their_key_columns_on_a_1280_px_screen(page, admin
     page.goto("/admin/routing/alias/")
     shoot(page, "aliases")
     problems += off_screen(page, "th.column-enabled", "th.column-listed", "th.column-default_policy",
-                     "th.column-route_count")
+                           "th.column-route_count")
 
     page.click("#result_list a:text-is('rainymodel/code')")
     page.wait_for_selector(".inline-group")
     shoot(page, "alias-change")
     problems += off_screen(page, ".inline-group th.column-provider", ".inline-group th.column-enabled",
-                     ".inline-group th.column-breaker", ".inline-group th.column-context_window",
-                     ".inline-group th.column-input_price_per_mtok", ".inline-group th.column-output_price_per_mtok")
+                           ".inline-group th.column-breaker", ".inline-group th.column-context_window",
+                           ".inline-group th.column-input_price_per_mtok",
+                           ".inline-group th.column-output_price_per_mtok")
 
     page.goto("/admin/routing/policy/")
     shoot(page, "policies")
@@ -132,8 +133,8 @@ def test_admin_list_pages_keep_their_key_columns_on_a_1280_px_screen(page, admin
 
     page.goto("/admin/apikeys/apikey/")
     shoot(page, "api-keys")
-    problems += off_screen(page, "th.column-status", "th.column-limits", "th.column-quota_summary", "th.column-last_used",
-                     "th.column-expires")
+    problems += off_screen(page, "th.column-status", "th.column-limits", "th.column-quota_summary",
+                           "th.column-last_used", "th.column-expires")
 
     page.goto(f"/admin/apikeys/apikey/{admin_world.pk}/change/")
     shoot(page, "api-key-change")
@@ -162,3 +163,20 @@ def test_the_revoke_button_asks_then_revokes(page, admin_world):
     assert page.locator("#revoke-key").count() == 0
     admin_world.refresh_from_db()
     assert admin_world.is_revoked
+
+
+def test_a_key_added_in_the_browser_is_shown_once_and_never_kept_in_a_cookie(page, admin_world):
+    sign_in_admin(page)
+    page.goto("/admin/apikeys/apikey/add/")
+    shoot(page, "api-key-add")
+    page.fill("#id_name", "from-the-browser")
+    page.check("#id_allowed_aliases input[value='rainymodel/chat']")
+    page.click("input[name=_save]")
+    page.wait_for_url("**/admin/apikeys/apikey/")
+    full_key = page.locator("#new-api-key").inner_text().strip()
+    assert full_key.startswith("rm-") and len(full_key) > 30
+    shoot(page, "api-key-created")
+    cookies = page.context.cookies()
+    assert not any(full_key[12:] in cookie["value"] for cookie in cookies)
+    page.reload()
+    assert page.locator("#new-api-key").count() == 0
