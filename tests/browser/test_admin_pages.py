@@ -21,7 +21,7 @@ WIDTH = 1280
 @pytest.fixture
 def admin_world(django_user_model):
     """The shipped routing config, keys with limits and quotas (one used, one revoked), request-log rows with
-    long ids and model names, and one route of ollama-primary whose breaker is open."""
+    long ids and model names, and the ollama-primary route of rainymodel/code with its breaker open."""
     from apikeys.services import apikey_create, apikey_revoke
     from rainymodel_site.shared_state import state
     from routing.config_file import import_file
@@ -51,7 +51,7 @@ def admin_world(django_user_model):
             status=502 if failed else 200, error_code="upstream_unavailable" if failed else "", stream=True,
             latency_ms=1234 + i * 10, ttft_ms=321, prompt_tokens=1500, completion_tokens=700, cost_usd="0.00123",
         )
-    route = Route.objects.filter(provider__name="ollama-primary").first()
+    route = Route.objects.get(provider__name="ollama-primary", alias__name="rainymodel/code")
     state().set_sync(breaker.route_key(route.pk), breaker.encode(breaker.BreakerState(
         status=breaker.OPEN, failures=3, open_until=time.time() + 600, cooldown_s=600, last_reason="http_503")))
     return laptop
@@ -121,7 +121,7 @@ def test_admin_list_pages_keep_their_key_columns_on_a_1280_px_screen(page, admin
     problems += off_screen(page, ".inline-group th.column-provider", ".inline-group th.column-enabled",
                            ".inline-group th.column-breaker", ".inline-group th.column-context_window",
                            ".inline-group th.column-input_price_per_mtok",
-                           ".inline-group th.column-output_price_per_mtok")
+                           ".inline-group th.column-output_price_per_mtok", ".inline-group thead th:last-child")
 
     page.goto("/admin/routing/policy/")
     shoot(page, "policies")
