@@ -99,18 +99,21 @@ def key_status(api_key: APIKey) -> str:
     return "active"
 
 
-def amount(value) -> str:
-    """2,000,000 rather than 2e+06; 25 rather than 25.000000; money to at most four decimals."""
+def amount(value, grouped=True) -> str:
+    """2,000,000 (or 2000000) rather than 2e+06; 25 rather than 25.000000; money to at most four decimals."""
+    sep = "," if grouped else ""
     if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.4f}".rstrip("0").rstrip(".")
+        return f"{value:{sep}}"
+    return f"{value:{sep}.4f}".rstrip("0").rstrip(".")
 
 
 def usage_table(usage: dict):
     """apikeys.limits.usage_for_key_sync as a small read-only table."""
     def cell(used, maximum):
-        return "-" if used is None else (f"{amount(used)} of {amount(maximum)}" if maximum is not None
-                                         else amount(used))
+        if used is None:
+            return "-"
+        used = amount(used, grouped=False)
+        return f"{used} of {amount(maximum, grouped=False)}" if maximum is not None else used
 
     rows = []
     current = usage["current"]
