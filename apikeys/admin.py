@@ -209,7 +209,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             full_key = apikey_assign_secret(api_key=obj)
             obj.save()
             # Django's own "was added successfully" message follows; the key itself is in the page's banner.
-            request.session[NEW_KEY_SESSION] = {"id": obj.pk, "name": obj.name, "key": full_key}
+            request.session[NEW_KEY_SESSION] = {"name": obj.name, "key": full_key}
             return
         super().save_model(request, obj, form, change)
 

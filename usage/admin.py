@@ -20,8 +20,8 @@ from django.utils.html import format_html
 from usage.models import RequestLog
 
 
-# Characters of the request id shown in the list: enough to tell rows apart at a glance and to search for (exact
-# search needs the full id, which the row's page shows).
+# Characters of the request id shown in the list: enough to tell rows apart at a glance. Search takes the full id,
+# which the tooltip and the row's page show.
 SHORT_ID = 8
 
 
@@ -113,8 +113,8 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     @admin.display(description="request", ordering="id")
     def short_id(self, obj):
-        return format_html('<span title="{}">{}</span>', obj.id, obj.id[:SHORT_ID] + ("…" if len(obj.id) > SHORT_ID
-                                                                                      else ""))
+        shown = obj.id if len(obj.id) <= SHORT_ID else obj.id[:SHORT_ID] + "…"
+        return format_html('<span title="{}">{}</span>', obj.id, shown)
 
     @admin.display(description="time (UTC)", ordering="created_at")
     def when(self, obj):
