@@ -1,40 +1,70 @@
 """The admin for API keys and their quotas.
 
-Adding a key generates it (apikeys.services.apikey_assign_secret) and shows the full key exactly once, in the
-message after saving; afterwards only its prefix is ever displayed, because only the prefix and an HMAC are stored.
-Keys are revoked (kept for the request log), not edited back to life.
+Adding a key generates it (apikeys.services.apikey_assign_secret) and shows the full key exactly once, on the
+page after saving; afterwards only its prefix is ever displayed, because only the prefix and an HMAC are stored.
+The full key never travels in a cookie: it waits for that one page in the server-side session (database-backed),
+not in `messages` (whose default storage is a signed but readable cookie), and is deleted as it is shown.
+Keys are revoked (kept for the request log), not edited back to life: the change page has a Revoke button, the
+list a "Revoke selected keys" action.
 """
+
+from datetime import UTC
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.sessions.backends.signed_cookies import SessionStore as CookieSessionStore
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from apikeys.models import APIKey, Quota
 from apikeys.services import apikey_assign_secret, apikey_revoke
 
+# The session entry holding a just-created key until the next admin page shows it (and deletes it).
+NEW_KEY_SESSION = "apikeys_admin_new_key"
 
-class NameListField(forms.CharField):
-    """A JSON list of names edited as "a, b, c"; empty means all."""
 
-    def prepare_value(self, value):
-        if isinstance(value, list):
-            return ", ".join(value)
-        return value
+class NameChoiceField(forms.MultipleChoiceField):
+    """A JSON list of alias or policy names, ticked from the names that exist; none ticked means all.
+
+    Any posted name is let through to the model's clean(), which is what refuses names that do not exist (with the
+    same message as `apikey create`); a stored name whose alias has since been deleted is offered, ticked, so the
+    operator sees it and unticks it rather than losing it silently."""
+
+    widget = forms.CheckboxSelectMultiple
 
     def to_python(self, value):
-        return [name.strip() for name in (value or "").split(",") if name.strip()]
+        return [name for name in super().to_python(value) if name.strip()]
+
+    def valid_value(self, value):
+        return True
 
 
 class APIKeyForm(forms.ModelForm):
-    allowed_aliases = NameListField(required=False, help_text="Comma-separated alias names; empty = all aliases.")
-    allowed_policies = NameListField(required=False, help_text="Comma-separated policy names; empty = all policies.")
+    allowed_aliases = NameChoiceField(required=False, label="Allowed aliases",
+                                      help_text="Aliases this key may call. None ticked: all.")
+    allowed_policies = NameChoiceField(required=False, label="Allowed policies",
+                                       help_text="Policies this key may ask for. None ticked: all.")
 
     class Meta:
         model = APIKey
         fields = ["name", "owner", "expires_at", "allowed_aliases", "allowed_policies", "default_policy",
                   "rpm_limit", "tpm_limit", "max_concurrent"]
+
+    def __init__(self, *args, **kwargs):
+        from routing.models import Alias, Policy
+
+        super().__init__(*args, **kwargs)
+        for field_name, names in (("allowed_aliases", Alias.objects.values_list("name", flat=True)),
+                                  ("allowed_policies", Policy.objects.values_list("name", flat=True))):
+            choices = list(names)
+            stale = [n for n in (getattr(self.instance, field_name, None) or []) if n not in choices]
+            self.fields[field_name].choices = [(n, n) for n in choices] + [(n, f"{n} (no longer exists)")
+                                                                            for n in stale]
 
 
 class QuotaInline(admin.TabularInline):
@@ -69,10 +99,21 @@ def key_status(api_key: APIKey) -> str:
     return "active"
 
 
+def amount(value, grouped=True) -> str:
+    """2,000,000 (or 2000000) rather than 2e+06; 25 rather than 25.000000; money to at most four decimals."""
+    sep = "," if grouped else ""
+    if isinstance(value, int):
+        return f"{value:{sep}}"
+    return f"{value:{sep}.4f}".rstrip("0").rstrip(".")
+
+
 def usage_table(usage: dict):
     """apikeys.limits.usage_for_key_sync as a small read-only table."""
     def cell(used, maximum):
-        return "-" if used is None else (f"{used:g} of {maximum:g}" if maximum is not None else f"{used:g}")
+        if used is None:
+            return "-"
+        used = amount(used, grouped=False)
+        return f"{used} of {amount(maximum, grouped=False)}" if maximum is not None else used
 
     rows = []
     current = usage["current"]
@@ -85,7 +126,7 @@ def usage_table(usage: dict):
         for metric in ("requests", "tokens", "cost"):
             rows.append((f"{metric} this {quota['period']} (resets {quota['resets_at']:%Y-%m-%d %H:%M} UTC)",
                          cell(quota[metric]["used"], quota[metric]["max"])))
-    rows.append(("last used", str(usage["last_used_at"] or "never")))
+    rows.append(("last used (UTC)", short_time(usage["last_used_at"], "never")))
     if usage["shared_state_error"]:
         rows.append(("shared state", f"unreachable ({usage['shared_state_error']}); quota usage from the log"))
     return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
@@ -95,8 +136,7 @@ def usage_table(usage: dict):
 class APIKeyAdmin(admin.ModelAdmin):
     form = APIKeyForm
     inlines = [QuotaInline]
-    list_display = ["name", "prefix", "owner", "status", "rpm_limit", "tpm_limit", "max_concurrent", "quota_summary",
-                    "created_at", "expires_at", "last_used_at"]
+    list_display = ["name", "prefix", "status", "limits", "quota_summary", "last_used", "owner", "expires"]
     list_filter = [StatusFilter, "created_at"]
     search_fields = ["name", "prefix", "owner__username"]
     list_select_related = ["owner"]
@@ -134,32 +174,105 @@ class APIKeyAdmin(admin.ModelAdmin):
     def status(self, obj):
         return key_status(obj)
 
+    @admin.display(description="per-minute limits")
+    def limits(self, obj):
+        parts = [f"{obj.rpm_limit:,} rpm" if obj.rpm_limit else "",
+                 f"{obj.tpm_limit:,} tpm" if obj.tpm_limit else "",
+                 f"{obj.max_concurrent} at once" if obj.max_concurrent else ""]
+        return " · ".join(p for p in parts if p) or "unlimited"
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used(self, obj):
+        return short_time(obj.last_used_at, "never")
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj):
+        return short_time(obj.expires_at, "never")
+
     @admin.display(description="quotas")
     def quota_summary(self, obj):
         parts = []
         for quota in obj.quotas.all():
-            limits = [f"{quota.max_requests} req" if quota.max_requests is not None else "",
-                      f"{quota.max_tokens} tok" if quota.max_tokens is not None else "",
-                      f"${quota.max_cost_usd}" if quota.max_cost_usd is not None else ""]
-            parts.append(f"{'/'.join(p for p in limits if p)} per {quota.period}")
+            limits = [f"{amount(quota.max_requests)} req" if quota.max_requests is not None else "",
+                      f"{amount(quota.max_tokens)} tok" if quota.max_tokens is not None else "",
+                      f"${amount(quota.max_cost_usd)}" if quota.max_cost_usd is not None else ""]
+            parts.append(f"{' / '.join(p for p in limits if p)} per {quota.period}")
         return "; ".join(parts) or "-"
 
     def save_model(self, request, obj, form, change):
         if not change:
+            # The only time the full key exists outside the client's hands. It waits server-side for the next page
+            # (never in a cookie: see the module docstring) and is deleted when shown.
+            if isinstance(request.session, CookieSessionStore):
+                raise PermissionDenied("API keys cannot be created while sessions are stored in cookies: the new "
+                                       "key would travel in one. Use a server-side SESSION_ENGINE.")
             full_key = apikey_assign_secret(api_key=obj)
             obj.save()
-            # The only time the full key exists outside the client's hands: it is not stored anywhere.
-            self.message_user(request, format_html(
-                "API key “{}” created. Copy it now, it will not be shown again: <code>{}</code>", obj.name, full_key,
-            ), messages.SUCCESS)
+            # Django's own "was added successfully" message follows; the key itself is in the page's banner.
+            request.session[NEW_KEY_SESSION] = {"name": obj.name, "key": full_key}
             return
         super().save_model(request, obj, form, change)
 
+    def _pop_new_key(self, request, extra_context):
+        """Take a just-created key out of the session for this page to show, once."""
+        extra_context = dict(extra_context or {})
+        new_key = request.session.pop(NEW_KEY_SESSION, None)
+        if new_key:
+            extra_context["new_key"] = new_key
+        return extra_context
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, self._pop_new_key(request, extra_context))
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if request.method == "GET":
+            extra_context = self._pop_new_key(request, extra_context)
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        revoke = path("<path:object_id>/revoke/", self.admin_site.admin_view(self.revoke_view),
+                      name="apikeys_apikey_revoke")
+        return [revoke, *super().get_urls()]
+
+    def revoke_view(self, request, object_id):
+        """The change page's Revoke button: a confirmation page (GET), then the revocation (POST, CSRF-checked)."""
+        api_key = get_object_or_404(APIKey, pk=object_id)
+        if not self.has_change_permission(request, api_key):
+            raise PermissionDenied
+        change_url = reverse("admin:apikeys_apikey_change", args=[api_key.pk])
+        if api_key.is_revoked:
+            self.message_user(request, f"API key “{api_key.name}” ({api_key.prefix}…) was already revoked at "
+                                       f"{short_time(api_key.revoked_at)} UTC.", messages.WARNING)
+            return redirect(change_url)
+        if request.method == "POST":
+            apikey_revoke(api_key=api_key)
+            who = request.user.get_username()
+            when = short_time(api_key.revoked_at)
+            self.log_change(request, api_key, "Revoked.")
+            self.message_user(request, f"API key “{api_key.name}” ({api_key.prefix}…) revoked by {who} at {when} "
+                                       f"UTC; it stops working within seconds.", messages.SUCCESS)
+            return redirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Revoke this API key?",
+            "opts": self.opts,
+            "original": api_key,
+            "api_key": api_key,
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/apikeys/apikey/revoke_confirmation.html", context)
+
     @admin.action(description="Revoke selected keys")
     def revoke_keys(self, request, queryset):
-        revoked = 0
+        revoked = []
         with transaction.atomic():
             for api_key in queryset.filter(revoked_at__isnull=True):
                 apikey_revoke(api_key=api_key)
-                revoked += 1
-        self.message_user(request, f"Revoked {revoked} key(s); they stop working within seconds.")
+                self.log_change(request, api_key, "Revoked.")
+                revoked.append(f"{api_key.prefix}…")
+        self.message_user(request, f"Revoked {len(revoked)} key(s) ({', '.join(revoked) or 'none'}); they stop "
+                                   f"working within seconds.")
+
+
+def short_time(value, empty="-") -> str:
+    return timezone.localtime(value, UTC).strftime("%Y-%m-%d %H:%M") if value else empty

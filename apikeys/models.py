@@ -19,22 +19,40 @@ def validate_name_list(value):
 
 
 class APIKey(models.Model):
-    name = models.CharField(max_length=200)
+    name = models.CharField("name", max_length=200, help_text="Who or what uses the key, e.g. alice-laptop.")
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="api_keys"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="api_keys",
+        verbose_name="owner", help_text="The user who sees this key's usage on the usage pages.",
     )
-    prefix = models.CharField(max_length=12, unique=True, editable=False)
-    hashed_key = models.CharField(max_length=64, editable=False)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    allowed_aliases = models.JSONField(default=list, blank=True, validators=[validate_name_list])
-    allowed_policies = models.JSONField(default=list, blank=True, validators=[validate_name_list])
-    default_policy = models.ForeignKey("routing.Policy", null=True, blank=True, on_delete=models.SET_NULL)
-    rpm_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    tpm_limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    max_concurrent = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    prefix = models.CharField("prefix", max_length=12, unique=True, editable=False,
+                              help_text="The key's first 12 characters: the only part ever shown again.")
+    hashed_key = models.CharField("key HMAC", max_length=64, editable=False,
+                                  help_text="HMAC-SHA256 of the full key, keyed by SECRET_KEY.")
+    created_at = models.DateTimeField("created", default=timezone.now, editable=False)
+    expires_at = models.DateTimeField("expires", null=True, blank=True,
+                                      help_text="After this the key gets 401 key_expired. Empty: never.")
+    revoked_at = models.DateTimeField("revoked", null=True, blank=True,
+                                      help_text="When the key was revoked; a revoked key gets 401.")
+    last_used_at = models.DateTimeField("last used", null=True, blank=True, editable=False)
+    allowed_aliases = models.JSONField(
+        "allowed aliases", default=list, blank=True, validators=[validate_name_list],
+        help_text="Aliases this key may call. None ticked: all.",
+    )
+    allowed_policies = models.JSONField(
+        "allowed policies", default=list, blank=True, validators=[validate_name_list],
+        help_text="Policies this key may ask for. None ticked: all.",
+    )
+    default_policy = models.ForeignKey(
+        "routing.Policy", null=True, blank=True, on_delete=models.SET_NULL, verbose_name="default policy",
+        help_text="Used when a request sends no X-RainyModel-Policy. Must be among the allowed policies.",
+    )
+    rpm_limit = models.PositiveIntegerField("requests per minute", null=True, blank=True,
+                                            validators=[MinValueValidator(1)], help_text="Empty: unlimited.")
+    tpm_limit = models.PositiveIntegerField("tokens per minute", null=True, blank=True,
+                                            validators=[MinValueValidator(1)], help_text="Empty: unlimited.")
+    max_concurrent = models.PositiveIntegerField("requests at once", null=True, blank=True,
+                                                 validators=[MinValueValidator(1)],
+                                                 help_text="Most requests in flight at the same time. Empty: unlimited.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -76,12 +94,16 @@ class APIKey(models.Model):
 
 
 class Quota(models.Model):
-    api_key = models.ForeignKey(APIKey, related_name="quotas", on_delete=models.CASCADE)
-    period = models.CharField(max_length=10, choices=[(p, p) for p in PERIODS])
-    max_requests = models.PositiveBigIntegerField(null=True, blank=True)
-    max_tokens = models.PositiveBigIntegerField(null=True, blank=True)
-    max_cost_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True,
-                                       validators=[MinValueValidator(0)])
+    api_key = models.ForeignKey(APIKey, related_name="quotas", on_delete=models.CASCADE, verbose_name="API key")
+    period = models.CharField("per", max_length=10, choices=[(p, p) for p in PERIODS],
+                              help_text="Calendar day or month, UTC.")
+    max_requests = models.PositiveBigIntegerField("requests", null=True, blank=True,
+                                                  help_text="Most requests per period. Empty: no limit.")
+    max_tokens = models.PositiveBigIntegerField("tokens", null=True, blank=True,
+                                                help_text="Most prompt + completion tokens per period. Empty: no limit.")
+    max_cost_usd = models.DecimalField("cost (USD)", max_digits=14, decimal_places=6, null=True, blank=True,
+                                       validators=[MinValueValidator(0)],
+                                       help_text="Most spend in US dollars per period. Empty: no limit.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["api_key", "period"], name="one_quota_per_period")]

@@ -3,9 +3,13 @@
 Every save here bumps the shared config version (routing/signals.py), so each worker serves the change within
 seconds. A provider's secret is never shown: only whether its environment variable is set in this process.
 ConfigVersion is internal bookkeeping and deliberately not registered.
+
+The list columns are chosen to fit a 1280 px screen with the key ones (secret set, enabled, breaker) first;
+templates/admin/base_site.html adds static/rainymodel/admin.css and the link to the usage pages.
 """
 
 import os
+import time
 
 from django import forms
 from django.contrib import admin, messages
@@ -19,6 +23,11 @@ from routing.models import TIERS, Alias, Policy, Provider, Route, RoutingSetting
 admin.site.site_header = "RainyModel administration"
 admin.site.site_title = "RainyModel administration"
 admin.site.index_title = "Providers, aliases, policies, keys and the request log"
+# "View site" leads to the site's landing page; the header's "Usage" link (templates/admin/base_site.html) to /usage/.
+admin.site.site_url = "/"
+# The navigation sidebar repeats the index and takes a quarter of a laptop screen from the tables; the breadcrumbs
+# and the index lead everywhere it did.
+admin.site.enable_nav_sidebar = False
 
 
 def secret_is_set(provider: Provider) -> bool | None:
@@ -28,9 +37,33 @@ def secret_is_set(provider: Provider) -> bool | None:
     return bool(os.environ.get(provider.api_key_env))
 
 
+def provider_breaker_text(provider: Provider, route_ids) -> str:
+    """The provider's own breaker, plus how many of its routes' breakers are not closed: a provider can read
+    "closed" while every route through it is out ("closed · 1 route open")."""
+    from rainymodel_site.shared_state import SharedStateUnavailable
+    from routing.proxy import breaker
+
+    text = breaker.breaker_text_sync(provider=provider.name)
+    if text.startswith("unknown") or not route_ids:
+        return text
+    try:
+        states = breaker.states_sync([breaker.route_key(route_id) for route_id in route_ids])
+    except SharedStateUnavailable:
+        return f"{text} · routes unknown"
+    now = time.time()
+    counts = {breaker.OPEN: 0, breaker.HALF_OPEN: 0}
+    for st in states.values():
+        current = breaker.status_at(st, now)
+        if current in counts:
+            counts[current] += 1
+    parts = [f"{n} route{'s' if n > 1 else ''} {'open' if status == breaker.OPEN else 'half-open'}"
+             for status, n in counts.items() if n]
+    return " · ".join([text, *parts])
+
+
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "tier", "base_url", "api_key_env", "secret_set", "enabled", "breaker"]
+    list_display = ["name", "tier", "kind", "enabled", "secret_set", "breaker", "base_url"]
     list_filter = ["tier", "kind", "enabled"]
     search_fields = ["name", "base_url"]
     readonly_fields = ["secret_status", "breaker"]
@@ -61,11 +94,14 @@ class ProviderAdmin(admin.ModelAdmin):
             return f"{obj.api_key_env} is set in this server's environment."
         return f"{obj.api_key_env} is NOT set in this server's environment: requests will be sent without a key."
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("routes")
+
     @admin.display(description="breaker")
     def breaker(self, obj):
-        from routing.proxy import breaker
-
-        return breaker.breaker_text_sync(provider=obj.name) if obj and obj.pk else "-"
+        if obj is None or obj.pk is None:
+            return "-"
+        return provider_breaker_text(obj, [route.pk for route in obj.routes.all()])
 
     @admin.action(description="Reset breaker (the provider's and its routes')")
     def reset_breakers(self, request, queryset):
@@ -98,8 +134,10 @@ class RouteInline(admin.TabularInline):
     model = Route
     extra = 1
     ordering = ["position", "id"]
-    fields = ["provider", "tier", "upstream_model", "position", "weight", "enabled", "context_window",
-              "supports_prefill", "input_price_per_mtok", "output_price_per_mtok", "breaker"]
+    # What an operator checks first (where it goes, is it on, is its breaker open) before how it is weighed and
+    # priced; the narrow inputs come from static/rainymodel/admin.css.
+    fields = ["provider", "upstream_model", "tier", "enabled", "breaker", "position", "weight", "context_window",
+              "input_price_per_mtok", "output_price_per_mtok", "supports_prefill"]
     readonly_fields = ["tier", "breaker"]
     autocomplete_fields = ["provider"]
 
@@ -117,6 +155,16 @@ class RouteInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("provider")
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # Four add/change/delete/view icons under every row's provider double the table's height; providers are
+        # edited on their own page.
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "provider":
+            widget = field.widget
+            widget.can_add_related = widget.can_change_related = widget.can_delete_related = False
+            widget.can_view_related = False
+        return field
 
 
 @admin.register(Alias)
