@@ -65,11 +65,14 @@ def _context(request, f: UsageFilter, **extra) -> dict:
 
 
 def _charts(series: reports.Series, bucket: str) -> dict:
+    requests = sum(sum(counts) for counts in series.requests.values())
+    # Requests that cost nothing (free and internal tiers, errors) are not "no requests".
+    no_cost = f"Cost was $0 for the {requests:,} request{'s' if requests != 1 else ''} in this period" \
+        if requests else charts.NO_REQUESTS
     return {
-        "requests_chart": charts.stacked_bars(series.buckets, series.requests, bucket=bucket,
-                                              fmt=lambda v: f"{v:,.0f}"),
-        "cost_chart": charts.stacked_bars(series.buckets, series.cost, bucket=bucket,
-                                          fmt=lambda v: f"${v:,.2f}" if v >= 1 or v == 0 else f"${v:,.4f}"),
+        "requests_chart": charts.stacked_bars(series.buckets, series.requests, bucket=bucket, unit="requests"),
+        "cost_chart": charts.stacked_bars(series.buckets, series.cost, bucket=bucket, unit="usd",
+                                          empty_message=no_cost),
     }
 
 
