@@ -190,6 +190,9 @@ def test_every_page_at_1280px_shows_its_key_columns(page, traffic, screenshot, w
     quota_row = page.locator(f'#log tbody tr[data-id="{rows["quota"]["id"]}"]')
     assert quota_row.locator('[data-col="error-code"]').inner_text() == "quota_exceeded"
     _visible(page, '#log thead th:has-text("Error code")')
+    # Every column fits at 1280 px: nothing of the log hides behind the sideways scroll.
+    assert page.evaluate("document.querySelector('#log').parentElement.scrollWidth") <= \
+        page.evaluate("document.querySelector('#log').parentElement.clientWidth")
     screenshot(page, f"log-{who}")
 
     # A click anywhere on the row (here: its status cell) opens the row's page.
