@@ -113,7 +113,9 @@ def test_a_plain_user_sees_only_their_own_keys_and_rows(page, traffic, screensho
 
 def test_overview_and_log_are_readable_on_a_phone(phone, traffic, screenshot):
     sign_in(phone, "staff", "staff-pass-123")
-    for url, name in (("/usage/?period=7d", "overview-phone"), ("/usage/log/", "log-phone")):
+    row = traffic.rows[0]["id"]
+    for url, name in (("/usage/?period=7d", "overview-phone"), ("/usage/log/", "log-phone"),
+                      (f"/usage/log/{row}/", "log-row-phone"), ("/", "landing-phone")):
         phone.goto(url)
         # Nothing but the scrollable tables may be wider than the screen.
         width = phone.evaluate("document.documentElement.scrollWidth")
