@@ -101,9 +101,11 @@ def explain_error(status: int, error_code: str) -> str:
         return ""
     general = STATUSES.get(status) or ("The request failed on the client side." if 400 <= status < 500
                                        else "The request failed on the server side." if status >= 500 else "")
-    if error_code:
+    if error_code and 400 <= status < 500:
         return f"{general} '{error_code}' is not one of RainyModel's own codes: it is the code of the upstream " \
                f"that refused the request, whose error was passed on to the client as it was.".strip()
+    if error_code:
+        return f"{general} '{error_code}' is not one of RainyModel's own codes.".strip()
     return general
 
 

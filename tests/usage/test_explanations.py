@@ -48,6 +48,7 @@ def test_every_attempt_outcome_the_proxy_records_is_explained():
     (429, "quota_exceeded", "The key's daily or monthly quota"),
     (400, "content_filter", "The request was refused as malformed or invalid. 'content_filter' is not one of"),
     (418, "", "The request failed on the client side."),
+    (502, "odd_gateway", "The upstreams failed to give a usable answer. 'odd_gateway' is not one of RainyModel's"),
     (200, "", ""),
 ])
 def test_explain_error(status, code, start):
