@@ -1,10 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from rainymodel_site import health
+from rainymodel_site import health, pages
 from usage import api as usage_api
 
 urlpatterns = [
+    path("", pages.home, name="home"),
+    path("favicon.ico", pages.favicon),
     path("health", health.health),
     path("health/ready", health.ready),
     path("admin/", admin.site.urls),
@@ -13,5 +15,8 @@ urlpatterns = [
     path("", include("usage.urls")),
 ]
 
-handler404 = "routing.proxy.errors.not_found_handler"
-handler500 = "routing.proxy.errors.server_error_handler"
+# JSON in the API's shape under /v1/, styled HTML pages everywhere else.
+handler400 = "rainymodel_site.pages.bad_request"
+handler403 = "rainymodel_site.pages.permission_denied"
+handler404 = "rainymodel_site.pages.not_found"
+handler500 = "rainymodel_site.pages.server_error"

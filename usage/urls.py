@@ -13,5 +13,6 @@ urlpatterns = [
     path("usage/keys/", views.keys, name="usage-keys"),
     path("usage/keys/<int:key_id>/", views.key_detail, name="usage-key"),
     path("usage/log/", views.request_log, name="usage-log"),
+    path("usage/log/<str:row_id>/", views.request_log_row, name="usage-log-row"),
     path("usage/log.csv", views.request_log_csv, name="usage-log-csv"),
 ]

@@ -1,5 +1,6 @@
-"""The usage pages: overview, breakdowns, keys, request log and CSV exports. Thin doors: each view parses the
-filters (usage.filters), asks usage.reports, and renders a template under templates/usage/.
+"""The usage pages: overview, breakdowns, keys, request log (and one row of it, explained) and CSV exports. Thin
+doors: each view parses the filters (usage.filters), asks usage.reports, and renders a template under
+templates/usage/.
 
 Staff see all traffic; any other signed-in user sees only the keys they own, and a URL naming someone else's key
 answers 404 — never their data.
@@ -17,7 +18,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from usage import charts, reports
+from usage import charts, explanations, reports
 from usage.filters import PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key, parse_filters, visible_key_ids
 
 LOG_CSV_COLUMNS = ("id", "created_at", "key_prefix", "key_name", "requested_model", "alias", "policy", "tier",
@@ -65,11 +66,14 @@ def _context(request, f: UsageFilter, **extra) -> dict:
 
 
 def _charts(series: reports.Series, bucket: str) -> dict:
+    requests = sum(sum(counts) for counts in series.requests.values())
+    # Requests that cost nothing (free and internal tiers, errors) are not "no requests".
+    no_cost = f"Cost was $0 for the {requests:,} request{'s' if requests != 1 else ''} in this period" \
+        if requests else charts.NO_REQUESTS
     return {
-        "requests_chart": charts.stacked_bars(series.buckets, series.requests, bucket=bucket,
-                                              fmt=lambda v: f"{v:,.0f}"),
-        "cost_chart": charts.stacked_bars(series.buckets, series.cost, bucket=bucket,
-                                          fmt=lambda v: f"${v:,.2f}" if v >= 1 or v == 0 else f"${v:,.4f}"),
+        "requests_chart": charts.stacked_bars(series.buckets, series.requests, bucket=bucket, unit="requests"),
+        "cost_chart": charts.stacked_bars(series.buckets, series.cost, bucket=bucket, unit="usd",
+                                          empty_message=no_cost),
     }
 
 
@@ -177,6 +181,26 @@ def request_log(request):
         older_qs=urlencode([*f.query_items(), ("before", cursor(rows[-1]))]) if page["has_older"] else "",
         newer_qs=urlencode([*f.query_items(), ("after", cursor(rows[0]))]) if page["has_newer"] else "",
     ))
+
+
+@login_required
+def request_log_row(request, row_id: str):
+    """One request-log row explained: what was asked, how it was routed, each attempt, and why it failed."""
+    from apikeys.models import APIKey
+    from usage.models import RequestLog
+
+    row = get_object_or_404(RequestLog, pk=row_id)
+    visible = visible_key_ids(request.user)
+    if visible is not None and row.api_key_id not in visible:
+        raise Http404("No such request")
+    api_key = APIKey.objects.filter(pk=row.api_key_id).first() if row.api_key_id else None
+    attempts = [{**attempt, "explanation": explanations.explain_outcome(str(attempt.get("outcome") or ""))}
+                for attempt in (row.attempts if isinstance(row.attempts, list) else []) if isinstance(attempt, dict)]
+    back = request.GET.copy()
+    return render(request, "usage/log_row.html", {
+        "page": "log", "qs": back.urlencode(), "row": row, "api_key": api_key, "attempts": attempts,
+        "explanation": explanations.explain_error(row.status, row.error_code), "is_staff": request.user.is_staff,
+    })
 
 
 class _Echo:

@@ -4,6 +4,7 @@ log's filters and pagination, CSV exports, and clear 400s for bad parameters."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 
@@ -170,3 +171,124 @@ def test_pages_render_for_a_user_with_no_keys_and_no_traffic(client, users):
     client.force_login(users[2])
     for url in ("/usage/", "/usage/breakdown/?by=key", "/usage/keys/", "/usage/log/"):
         assert client.get(url).status_code == 200
+
+
+# The request log's rows open a page that explains the call.
+
+def _explained_rows(api_key, now):
+    """Rows as the proxy logs them for a refused request (400, 403, 429) and a call whose routes all failed."""
+    from tests.usage.conftest import make_row
+
+    rows = {
+        "bad_body": make_row(created_at=now, api_key=api_key, alias="", policy="", tier="", status=400,
+                             error_code="invalid_type", prompt_tokens=0, completion_tokens=0),
+        "forbidden": make_row(created_at=now, api_key=api_key, alias="rainymodel/code", tier="", status=403,
+                              error_code="model_not_allowed", prompt_tokens=0, completion_tokens=0),
+        "quota": make_row(created_at=now, api_key=api_key, tier="", status=429, error_code="quota_exceeded",
+                          prompt_tokens=0, completion_tokens=0),
+        "failed": make_row(created_at=now, api_key=api_key, tier="", status=502, error_code="all_upstreams_failed",
+                           prompt_tokens=0, completion_tokens=0),
+        "answered": make_row(created_at=now, api_key=api_key, tier="premium", fallback=True, latency_ms=1234,
+                             prompt_tokens=1000, completion_tokens=500),
+    }
+    for row in rows.values():
+        row["provider"] = row["upstream_model"] = "" if row["status"] >= 400 else row["provider"]
+    rows["failed"]["attempts"] = [
+        {"provider": "hf", "upstream_model": "llama-70b", "outcome": "http_502", "status": 502, "ms": 40},
+        {"provider": "openrouter", "upstream_model": "gpt-4o-mini", "outcome": "timeout", "status": None,
+         "ms": 30000, "detail": "read timeout"},
+    ]
+    rows["answered"]["attempts"] = [
+        {"provider": "hf", "upstream_model": "llama-70b", "outcome": "http_429", "status": 429, "ms": 12},
+        {"provider": "openrouter", "upstream_model": "gpt-4o-mini", "outcome": "ok", "status": 200, "ms": 1200},
+    ]
+    return rows
+
+
+@pytest.fixture
+def explained(traffic):
+    from django.utils import timezone
+
+    from tests.usage.conftest import write
+
+    rows = _explained_rows(traffic.alice_keys[0], timezone.now())
+    write(list(rows.values()))
+    return rows
+
+
+def test_the_request_log_shows_the_error_code_and_links_every_row_to_its_page(client, traffic, explained):
+    client.force_login(traffic.staff)
+    body = client.get("/usage/log/?period=24h").content.decode()
+    assert '<th scope="col">Error code</th>' in body
+    row = re.search(rf'<tr data-id="{explained["quota"]["id"]}".*?</tr>', body, re.S).group(0)
+    assert '<td data-col="error-code"><code>quota_exceeded</code></td>' in row
+    ids = re.findall(r'<tr data-id="([^"]+)"', body)
+    links = re.findall(r'class="row-link" href="/usage/log/([^/]+)/\?', body)
+    assert ids and links == ids
+
+
+@pytest.mark.parametrize(("name", "status", "code", "words"), [
+    ("bad_body", 400, "invalid_type", "'messages' a non-empty list"),
+    ("forbidden", 403, "model_not_allowed", "restricted to other aliases"),
+    ("quota", 429, "quota_exceeded", "quota (requests, tokens or cost) was used up"),
+    ("failed", 502, "all_upstreams_failed", "Every route in the chain was tried and failed"),
+])
+def test_a_failed_row_explains_itself(client, traffic, explained, name, status, code, words):
+    client.force_login(traffic.alice)
+    response = client.get(f"/usage/log/{explained[name]['id']}/")
+    assert response.status_code == 200
+    body = html.unescape(response.content.decode())
+    assert f'data-field="status">{status}<' in body
+    assert f'data-field="error-code">{code}<' in body
+    assert words in body
+    assert "alice-laptop" in body
+
+
+def test_a_row_page_shows_route_figures_and_each_attempt_with_its_outcome(client, traffic, explained):
+    client.force_login(traffic.staff)
+    body = client.get(f"/usage/log/{explained['answered']['id']}/?period=24h").content.decode()
+    assert 'data-field="alias">rainymodel/auto<' in body
+    assert 'data-field="policy">auto<' in body
+    assert "openrouter / gpt-4o-mini" in body
+    assert 'data-field="latency">1.23 s<' in body
+    assert 'data-field="tokens">1,500 (1,000 in · 500 out)' in body
+    assert 'data-field="cost">$0.000450<' in body  # 1000 × $0.15/M + 500 × $0.60/M
+    assert "the upstream was rate-limiting: HTTP 429" in body and ">answered<" in body
+    assert 'href="/usage/log/?period=24h"' in body  # back to the log with the same filters
+    failed = client.get(f"/usage/log/{explained['failed']['id']}/").content.decode()
+    assert "upstream gateway error: HTTP 502 (retried)" in failed
+    assert "no answer within the route&#x27;s timeout (moved on)" in failed and "read timeout" in failed
+
+
+def test_a_plain_user_gets_404_for_a_row_of_someone_elses_key(client, traffic):
+    bobs = next(r for r in traffic.rows if r["api_key_id"] == traffic.bob_key.id)
+    master = next(r for r in traffic.rows if r["key_prefix"] == "master")
+    anonymous = next(r for r in traffic.rows if r["key_prefix"] == "")
+    client.force_login(traffic.alice)
+    for row in (bobs, master, anonymous):
+        response = client.get(f"/usage/log/{row['id']}/")
+        assert response.status_code == 404
+        assert row["id"].encode() not in response.content
+    assert client.get("/usage/log/no-such-request/").status_code == 404
+    client.force_login(traffic.staff)
+    for row in (bobs, master, anonymous):
+        assert client.get(f"/usage/log/{row['id']}/").status_code == 200
+
+
+def test_a_row_page_needs_sign_in(client, traffic):
+    response = client.get(f"/usage/log/{traffic.rows[0]['id']}/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_a_period_whose_requests_cost_nothing_says_so(client, traffic):
+    from django.utils import timezone
+
+    from tests.usage.conftest import make_row, write
+
+    client.force_login(traffic.alice)
+    write([make_row(created_at=timezone.now(), api_key=traffic.alice_keys[1], tier="free") for _ in range(3)])
+    body = client.get(f"/usage/keys/{traffic.alice_keys[1].id}/?period=24h&tier=free").content.decode()
+    requests = client.get(f"/usage/keys/{traffic.alice_keys[1].id}/?period=24h&tier=free").context["totals"].requests
+    assert requests >= 3
+    assert f"Cost was $0 for the {requests:,} requests in this period" in body
+    assert "No requests in this period" not in body
