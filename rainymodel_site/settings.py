@@ -131,7 +131,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 elif _db["ENGINE"] == "django.db.backends.postgresql":
-    _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": envint("RAINYMODEL_DB_POOL_SIZE", 10)}}
+    # connect_timeout: a database that accepts connections but never answers must not hold a thread for ever
+    # (/health/ready reports it within a second and recovers once a connection can be made again).
+    _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": envint("RAINYMODEL_DB_POOL_SIZE", 10)},
+                      "connect_timeout": 5}
 DATABASES = {"default": _db}
 
 REDIS_URL = envstr("REDIS_URL")
