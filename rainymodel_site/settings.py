@@ -185,6 +185,10 @@ RAINYMODEL_SNAPSHOT_POLL_S = envfloat("RAINYMODEL_SNAPSHOT_POLL_S", 0.5)
 # Failed authentications allowed per client IP per minute before a 429.
 RAINYMODEL_AUTH_FAILURES_PER_MIN = envint("RAINYMODEL_AUTH_FAILURES_PER_MIN", 30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RAINYMODEL_MAX_BODY_BYTES
+# Failed sign-ins to the admin and usage pages allowed per client IP and per username (django-ratelimit rates:
+# count/period), before the sign-in form refuses with 429 until the window ends (rainymodel_site/login.py).
+RAINYMODEL_LOGIN_FAILURES_PER_IP = envstr("RAINYMODEL_LOGIN_FAILURES_PER_IP", "10/10m")
+RAINYMODEL_LOGIN_FAILURES_PER_USERNAME = envstr("RAINYMODEL_LOGIN_FAILURES_PER_USERNAME", "20/h")
 
 LOGGING = {
     "version": 1,
