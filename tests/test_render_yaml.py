@@ -59,7 +59,8 @@ def test_web_service_environment_serves_the_domain_over_https_behind_renders_pro
     assert env["ALLOWED_HOSTS"]["value"] == "rm.orcest.ai"
     assert env["CSRF_TRUSTED_ORIGINS"]["value"] == "https://rm.orcest.ai"
     assert env["RAINYMODEL_HTTPS"]["value"] == "true"
-    assert env["FORWARDED_ALLOW_IPS"]["value"] == "*"
+    # Never "*": uvicorn would then take the left-most X-Forwarded-For entry, which the client chooses.
+    assert env["FORWARDED_ALLOW_IPS"]["value"] == "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
     assert int(env["WEB_CONCURRENCY"]["value"]) >= 1
     assert env["SECRET_KEY"] == {"key": "SECRET_KEY", "generateValue": True}
 

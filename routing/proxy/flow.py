@@ -31,7 +31,7 @@ from routing.proxy.errors import ApiError, api_error_response
 from routing.proxy.middleware import request_id_of
 from routing.proxy.relay import AttemptUsage, Relay, StreamState, is_valid_first_event
 from routing.proxy.upstream import AttemptFailed, complete, open_stream
-from routing.proxy.validation import validate_chat_completion
+from routing.proxy.validation import client_ip, validate_chat_completion
 from routing.snapshot import AliasInfo, KeyInfo, PolicyInfo, RouteInfo
 from usage import writer
 
@@ -85,7 +85,7 @@ class Call:
             started=now,
             created_at=datetime.now(timezone.utc),
             deadline=now + settings.RAINYMODEL_DEADLINE_S,
-            client_ip=request.META.get("REMOTE_ADDR") or None,
+            client_ip=client_ip(request.META.get("REMOTE_ADDR")),
             user_agent=request.headers.get("user-agent", "")[:300],
         )
 

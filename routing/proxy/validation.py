@@ -16,6 +16,7 @@ OpenAI's codes and `param` paths anyway, and it would cost more per request than
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -249,6 +250,19 @@ FIELD_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "user": check_string,
     "metadata": check_object,
 }
+
+
+def client_ip(remote_addr: str | None) -> str | None:
+    """The client address as logged and rate-limited: REMOTE_ADDR, which the ASGI server set from the peer or,
+    for a trusted proxy (FORWARDED_ALLOW_IPS), from X-Forwarded-For. A trusted proxy can still pass on whatever the
+    client wrote there, so anything that is not an IP address is dropped: a PostgreSQL `inet` column would refuse
+    the call's log row."""
+    if not remote_addr:
+        return None
+    try:
+        return str(ipaddress.ip_address(remote_addr))
+    except ValueError:
+        return None
 
 
 def _missing(param: str) -> InvalidRequest:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from routing.proxy.validation import InvalidRequest, validate_chat_completion
+from routing.proxy.validation import InvalidRequest, client_ip, validate_chat_completion
 
 USER = {"role": "user", "content": "hi"}
 
@@ -149,3 +149,11 @@ def test_a_full_valid_request_passes_and_unknown_fields_pass_through():
 
 def test_null_optional_fields_are_accepted():
     validate_chat_completion(body(max_tokens=None, stream=None, stop=None, tools=None, temperature=None))
+
+
+@pytest.mark.parametrize("remote_addr,logged", [
+    ("203.0.113.9", "203.0.113.9"), ("::1", "::1"), ("2001:DB8::1", "2001:db8::1"),
+    ("not-an-address", None), ("203.0.113.9, 10.0.0.1", None), ("", None), (None, None),
+])
+def test_client_ip_is_an_address_or_nothing(remote_addr, logged):
+    assert client_ip(remote_addr) == logged
