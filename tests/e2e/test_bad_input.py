@@ -89,7 +89,7 @@ def test_odd_bodies_never_produce_a_500_and_are_all_logged(key, proxy):
     assert len(proxy.logs(len(weird))) == len(weird)
 
 
-@pytest.mark.parametrize("raw_value", [b"5000.0", b'"5000"', b"1e30", b"true"])
+@pytest.mark.parametrize("raw_value", [b"5000.0", b'"5000"', b"1e30", b"true", b"1" + b"0" * 30])
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
 def test_a_non_integer_max_tokens_is_invalid_type_not_a_way_around_the_tpm_estimate(field, raw_value, proxy,
                                                                                     fake_upstream, make_routing,
