@@ -1,6 +1,15 @@
 """Liveness and readiness. `/health` touches neither database nor cache (a load balancer may call it often);
-`/health/ready` checks both, the config snapshot, and reports breaker state per provider."""
+`/health/ready` checks both, the config snapshot, and reports breaker state per provider.
 
+`/health/ready` answers within READY_BUDGET_S whatever the database or Redis do: the checks run in a worker thread,
+and a check still running at the deadline is reported as timed out (the thread finishes on its own; at most one
+check runs at a time per process, so a hung database cannot pile up threads). Anonymous callers learn only
+`status`; the checks (which name backends, errors and providers) go to staff signed in to the admin and to
+callers presenting the master key (`Authorization: Bearer $RAINYMODEL_MASTER_KEY`).
+"""
+
+import asyncio
+import hmac
 import time
 
 from django.conf import settings
@@ -8,6 +17,13 @@ from django.db import connection
 from django.http import JsonResponse
 
 from rainymodel_site.threads import run_blocking
+
+# The whole answer, checks and authorization, stays under a second.
+READY_BUDGET_S = 0.8
+STAFF_CHECK_BUDGET_S = 0.15
+
+# The readiness check under way in this process, and the event loop it belongs to.
+_in_flight: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None
 
 
 async def health(request):
@@ -54,6 +70,52 @@ def _readiness() -> tuple[dict, bool]:
     return checks, ready
 
 
+async def _bounded_readiness(budget: float) -> tuple[dict, bool]:
+    """`_readiness()` in a thread, or a timeout report when it takes longer than `budget` seconds. A check that
+    outlives its caller's budget is joined by the next caller instead of starting another thread."""
+    global _in_flight
+    loop = asyncio.get_running_loop()
+    if _in_flight is None or _in_flight[0] is not loop or _in_flight[1].done():
+        _in_flight = (loop, asyncio.ensure_future(run_blocking(_readiness)))
+    try:
+        return await asyncio.wait_for(asyncio.shield(_in_flight[1]), budget)
+    except TimeoutError:
+        # Most often a database (or Redis) that accepts connections but does not answer.
+        return {"timeout": True, "error": f"the readiness checks took longer than {budget} s"}, False
+
+
+def _has_master_key(request) -> bool:
+    master = settings.RAINYMODEL_MASTER_KEY
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return bool(master) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
+                                                                               master.encode())
+
+
+def _is_staff(request) -> bool:
+    user = request.user  # reads the session and the user from the database
+    return bool(user.is_active and user.is_staff)
+
+
+async def _may_see_details(request) -> bool:
+    if _has_master_key(request):
+        return True
+    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        return False  # no session: no database lookup at all
+    try:
+        # Not Django's `auser()`: that runs in the one thread all sync code shares, which a hung database would
+        # block for every later request. A thread of our own may hang alone.
+        return await asyncio.wait_for(run_blocking(_is_staff, request), STAFF_CHECK_BUDGET_S)
+    except Exception:  # timeout or a database error: treat as anonymous
+        return False
+
+
 async def ready(request):
-    checks, ok = await run_blocking(_readiness)
-    return JsonResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
+    started = time.monotonic()
+    details = await _may_see_details(request)
+    remaining = READY_BUDGET_S - (time.monotonic() - started)
+    checks, ok = await _bounded_readiness(max(remaining, 0.1))
+    body = {"status": "ready" if ok else "not_ready"}
+    if details:
+        body["checks"] = checks
+    return JsonResponse(body, status=200 if ok else 503)

@@ -31,6 +31,7 @@ from routing.proxy.errors import ApiError, api_error_response
 from routing.proxy.middleware import request_id_of
 from routing.proxy.relay import AttemptUsage, Relay, StreamState, is_valid_first_event
 from routing.proxy.upstream import AttemptFailed, complete, open_stream
+from routing.proxy.validation import client_ip, validate_chat_completion
 from routing.snapshot import AliasInfo, KeyInfo, PolicyInfo, RouteInfo
 from usage import writer
 
@@ -84,7 +85,7 @@ class Call:
             started=now,
             created_at=datetime.now(timezone.utc),
             deadline=now + settings.RAINYMODEL_DEADLINE_S,
-            client_ip=request.META.get("REMOTE_ADDR") or None,
+            client_ip=client_ip(request.META.get("REMOTE_ADDR")),
             user_agent=request.headers.get("user-agent", "")[:300],
         )
 
@@ -320,7 +321,7 @@ def _limit_error(exceeded) -> ApiError:
 
 
 def parse_body(request) -> dict:
-    """The request body as a dict with a string `model` and a non-empty list `messages`, or ApiError 400/413."""
+    """The request body as a dict that passed `validate_chat_completion`, or ApiError 400/413."""
     try:
         raw = request.body
     except RawPostDataException:
@@ -335,23 +336,7 @@ def parse_body(request) -> dict:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
-    if "model" not in payload:
-        raise ApiError(400, "missing_required_parameter", "Missing required parameter: 'model'.", param="model")
-    if not isinstance(payload["model"], str) or not payload["model"].strip():
-        raise ApiError(400, "invalid_type", "'model' must be a non-empty string.", param="model")
-    if "messages" not in payload:
-        raise ApiError(400, "missing_required_parameter", "Missing required parameter: 'messages'.",
-                       param="messages")
-    messages = payload["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "invalid_type", "'messages' must be a non-empty array.", param="messages")
-    if not all(isinstance(m, dict) for m in messages):
-        raise ApiError(400, "invalid_type", "Each entry of 'messages' must be an object.", param="messages")
-    if "stream" in payload and payload["stream"] is not None and not isinstance(payload["stream"], bool):
-        raise ApiError(400, "invalid_type", "'stream' must be a boolean.", param="stream")
-    options = payload.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise ApiError(400, "invalid_type", "'stream_options' must be an object.", param="stream_options")
+    validate_chat_completion(payload)
     return payload
 
 

@@ -31,7 +31,7 @@ def post_raw(proxy, key, content: bytes, content_type="application/json"):
     (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', "invalid_type", "model"),
     (b'{"model": "rainymodel/auto", "messages": []}', "invalid_type", "messages"),
     (b'{"model": "rainymodel/auto", "messages": "hi"}', "invalid_type", "messages"),
-    (b'{"model": "rainymodel/auto", "messages": ["hi"]}', "invalid_type", "messages"),
+    (b'{"model": "rainymodel/auto", "messages": ["hi"]}', "invalid_type", "messages[0]"),
     (b'{"model": "rainymodel/auto", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
      "invalid_type", "stream"),
     (b'{"model": "rainymodel/auto", "messages": [{"role": "user", "content": "x"}], "stream_options": 3}',
@@ -87,3 +87,57 @@ def test_odd_bodies_never_produce_a_500_and_are_all_logged(key, proxy):
         assert r.headers["content-type"].startswith("application/json")
     # Each of them is logged, whatever it contained (PostgreSQL refuses NUL characters in text).
     assert len(proxy.logs(len(weird))) == len(weird)
+
+
+@pytest.mark.parametrize("raw_value", [b"5000.0", b'"5000"', b"1e30", b"true", b"1" + b"0" * 30])
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_a_non_integer_max_tokens_is_invalid_type_not_a_way_around_the_tpm_estimate(field, raw_value, proxy,
+                                                                                    fake_upstream, make_routing,
+                                                                                    api_key):
+    # With a tpm limit of 100, an integer max_tokens of 5000 is refused before any upstream call; the same number
+    # spelled as a decimal, a string or a boolean must not slip past the estimate to the upstream.
+    make_routing(upstream(fake_upstream))
+    _, limited = api_key(tpm_limit=100)
+    proxy.reload()
+    body = (b'{"model": "rainymodel/auto", "messages": [{"role": "user", "content": "x"}], "'
+            + field.encode() + b'": ' + raw_value + b"}")
+    r = post_raw(proxy, limited, body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["param"], error["type"]) == ("invalid_type", field, "invalid_request_error")
+    assert fake_upstream.requests.chat() == []
+    assert [(row.status, row.error_code) for row in proxy.logs(1)] == [(400, "invalid_type")]
+
+
+@pytest.mark.parametrize("extra,code,param", [
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                   {"role": "bot", "content": "c"}]}, "invalid_value", "messages[2].role"),
+    ({"temperature": 3}, "decimal_above_max_value", "temperature"),
+    ({"top_p": "high"}, "invalid_type", "top_p"),
+    ({"n": 0}, "integer_below_min_value", "n"),
+    ({"stop": ["1", "2", "3", "4", "5"]}, "array_above_max_length", "stop"),
+    ({"tools": [{"type": "function", "function": {}}]}, "missing_required_parameter", "tools[0].function.name"),
+    ({"response_format": {"type": "yaml"}}, "invalid_value", "response_format.type"),
+    ({"stream": True, "stream_options": {"include_usage": 1}}, "invalid_type", "stream_options.include_usage"),
+])
+def test_the_openai_sdk_sees_a_400_with_openais_code_and_param(extra, code, param, key, proxy, fake_upstream):
+    import openai
+
+    client = proxy.openai(key)
+    request = dict({"model": "rainymodel/auto", "messages": [{"role": "user", "content": "hi"}]}, **extra)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**request)
+    assert caught.value.status_code == 400
+    assert (caught.value.code, caught.value.param) == (code, param)
+    assert fake_upstream.requests.chat() == []
+    assert [(row.status, row.error_code) for row in proxy.logs(1)] == [(400, code)]
+
+
+def test_unknown_fields_and_valid_optional_ones_still_reach_the_upstream(key, proxy, fake_upstream):
+    client = proxy.openai(key)
+    answer = client.chat.completions.create(
+        model="rainymodel/auto", messages=[{"role": "developer", "content": "brief"}, {"role": "user", "content": "hi"}],
+        max_tokens=50, temperature=0.2, stop=["\n"], seed=7, extra_body={"future_field": {"x": [1]}})
+    assert answer.choices[0].message.content
+    sent = fake_upstream.requests.chat()[-1].body
+    assert sent["future_field"] == {"x": [1]} and sent["max_tokens"] == 50 and sent["stop"] == ["\n"]

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.fakes.routing_config import upstream
+from tests.fakes.server import MASTER_KEY_HEADERS
 from tests.fakes.upstream import FakeUpstream, ok, status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -258,7 +259,7 @@ def test_ready_reports_open_breakers_and_admin_reset_closes_them(
     route_id = str(routing.routes[0].id)
 
     for server in cluster.servers:
-        ready = httpx.get(server.url + "/health/ready", timeout=10).json()
+        ready = httpx.get(server.url + "/health/ready", headers=MASTER_KEY_HEADERS, timeout=10).json()
         route = ready["checks"]["breakers"]["routes"][route_id]
         assert route["state"] == "open" and route["last_reason"] == "http_502"
         assert ready["checks"]["breakers"]["providers"]["primary"]["state"] == "closed"

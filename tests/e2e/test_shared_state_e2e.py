@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.fakes.routing_config import upstream
+from tests.fakes.server import MASTER_KEY_HEADERS
 from tests.fakes.upstream import FakeUpstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -131,7 +132,7 @@ class TcpRelay:
 
 
 def ready(server) -> tuple[int, dict]:
-    response = httpx.get(server.url + "/health/ready", timeout=10)
+    response = httpx.get(server.url + "/health/ready", headers=MASTER_KEY_HEADERS, timeout=10)
     return response.status_code, response.json()
 
 

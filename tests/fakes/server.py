@@ -24,6 +24,10 @@ import httpx
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
+# Every server process has this master key unless the test gives another: `/health/ready` shows its checks only to
+# staff and to the master key.
+MASTER_KEY = "rm-master-key-of-the-test-servers-00000000000"
+MASTER_KEY_HEADERS = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
 def free_port() -> int:
@@ -89,6 +93,7 @@ class RainyModelServer:
         merged["RAINYMODEL_LOG_FLUSH_S"] = "0.05"
         merged["RAINYMODEL_SNAPSHOT_POLL_S"] = "0.2"
         merged["PYTHONUNBUFFERED"] = "1"
+        merged.setdefault("RAINYMODEL_MASTER_KEY", MASTER_KEY)
         merged.update(env or {})
         self.env = merged
         self.process: subprocess.Popen | None = None

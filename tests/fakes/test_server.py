@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from tests.fakes.server import RainyModelServer, ServerFailed, database_url_for
+from tests.fakes.server import MASTER_KEY_HEADERS, RainyModelServer, ServerFailed, database_url_for
 
 
 def test_database_url_for_sqlite_and_postgres():
@@ -20,7 +20,7 @@ def test_server_starts_on_the_test_database_and_stops_gracefully(rainymodel_serv
     make_routing(upstream(fake_upstream))
     server = rainymodel_server()
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
-    ready = httpx.get(server.url + "/health/ready").json()
+    ready = httpx.get(server.url + "/health/ready", headers=MASTER_KEY_HEADERS).json()
     assert ready["checks"]["database"]["ok"] is True
     assert server.rss_bytes() > 10_000_000
     assert server.stop() is True
