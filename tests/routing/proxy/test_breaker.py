@@ -572,6 +572,21 @@ async def test_a_success_from_another_key_ends_the_run(store):
     assert (await breaker.usable_routes([r1], KEY_C))[0] == [r1]
 
 
+async def test_a_key_alone_can_keep_the_route_only_until_another_key_shows_up(store):
+    p = make_provider(failures=1, cooldown=0.3)
+    r1 = make_route(1, p)
+    await breaker.usable_routes([r1], KEY_A)
+    await breaker.record_failure(r1, "http_500", key=KEY_A)  # alone on the route: open for everyone
+    assert (await breaker.usable_routes([r1], KEY_B))[0] == []  # B is kept out, but now counts as using it
+    await asyncio.sleep(0.35)
+    forget_seen()
+    assert await breaker.try_acquire(r1, KEY_A)  # A wins the probe (route and its own key breaker)...
+    await breaker.record_failure(r1, "http_500", key=KEY_A)  # ...and fails it: A's problem, not the route's
+    forget_seen()
+    assert (await breaker.usable_routes([r1], KEY_B))[0] == [r1]
+    assert (await breaker.usable_routes([r1], KEY_A))[0] == []
+
+
 async def test_concurrent_failures_are_all_counted(store):
     """Compare-and-set: failures recorded at the same moment by many callers all count (a plain read-modify-write
     loses most of them)."""
