@@ -282,7 +282,8 @@ class RedisState:
         """Write `values` ({key: (value, ttl)}) only if every key of `expected` ({key: value or None for
         missing}) still holds that value, in one Lua script (atomic in Redis); True when written."""
         keys, args = _cas_arguments(expected, values)
-        return bool(await self._wrap(self._client().eval(_CAS_SCRIPT, len(keys), *keys, *args)))
+        script = self._client().register_script(_CAS_SCRIPT)  # EVALSHA, loading the script when Redis lacks it
+        return bool(await self._wrap(script(keys=keys, args=args)))
 
     async def delete(self, *keys):
         if keys:
