@@ -85,6 +85,19 @@ class MemoryState:
             self._data[PREFIX + key] = (value, expires)
             return value
 
+    def compare_and_set_sync(self, expected, values):
+        """Write `values` ({key: (value, ttl)}) only if every key of `expected` ({key: value or None for
+        missing}) still holds that value; True when written."""
+        now = time.monotonic()
+        with self._lock:
+            for key, value in expected.items():
+                item = self._live(PREFIX + key, now)
+                if (None if item is None else item[0]) != value:
+                    return False
+            for key, (value, ttl) in values.items():
+                self._data[PREFIX + key] = (value, None if ttl is None else now + ttl)
+            return True
+
     def ttl_sync(self, key):
         now = time.monotonic()
         with self._lock:
@@ -97,6 +110,12 @@ class MemoryState:
         with self._lock:
             for key in keys:
                 self._data.pop(PREFIX + key, None)
+
+    def delete_prefix_sync(self, prefix):
+        """Delete every key that starts with `prefix` (admin actions; never on the request path)."""
+        with self._lock:
+            for key in [k for k in self._data if k.startswith(PREFIX + prefix)]:
+                del self._data[key]
 
     def ping_sync(self):
         return True
@@ -122,6 +141,9 @@ class MemoryState:
 
     async def ttl(self, key):
         return self.ttl_sync(key)
+
+    async def compare_and_set(self, expected, values):
+        return self.compare_and_set_sync(expected, values)
 
     async def delete(self, *keys):
         self.delete_sync(*keys)
@@ -215,6 +237,13 @@ class RedisState:
         if keys:
             self._wrap_sync(self._sync.delete, *[PREFIX + k for k in keys])
 
+    def delete_prefix_sync(self, prefix):
+        """Delete every key that starts with `prefix` (a SCAN: admin actions only, never on the request path)."""
+        pattern = PREFIX + _glob_escape(prefix) + "*"
+        keys = self._wrap_sync(lambda: list(self._sync.scan_iter(pattern, count=1000)))
+        if keys:
+            self._wrap_sync(self._sync.delete, *keys)
+
     def ping_sync(self):
         return bool(self._wrap_sync(self._sync.ping))
 
@@ -249,9 +278,54 @@ class RedisState:
         ms = await self._wrap(self._client().pttl(PREFIX + key))
         return None if ms is None or ms < 0 else ms / 1000
 
+    async def compare_and_set(self, expected, values):
+        """Write `values` ({key: (value, ttl)}) only if every key of `expected` ({key: value or None for
+        missing}) still holds that value, in one Lua script (atomic in Redis); True when written."""
+        keys, args = _cas_arguments(expected, values)
+        script = self._client().register_script(_CAS_SCRIPT)  # EVALSHA, loading the script when Redis lacks it
+        return bool(await self._wrap(script(keys=keys, args=args)))
+
     async def delete(self, *keys):
         if keys:
             await self._wrap(self._client().delete(*[PREFIX + k for k in keys]))
+
+
+# KEYS: the expected keys, then the written keys. ARGV: the number of expected keys; per expected key "0" (must be
+# missing) or "1" and the value; per written key the value and its ttl in ms (0: none).
+_CAS_SCRIPT = """
+local n = tonumber(ARGV[1])
+local a = 2
+for i = 1, n do
+  local current = redis.call('GET', KEYS[i])
+  if ARGV[a] == '0' then
+    if current then return 0 end
+    a = a + 1
+  else
+    if current ~= ARGV[a + 1] then return 0 end
+    a = a + 2
+  end
+end
+for i = n + 1, #KEYS do
+  local ttl = tonumber(ARGV[a + 1])
+  if ttl > 0 then redis.call('SET', KEYS[i], ARGV[a], 'PX', ttl) else redis.call('SET', KEYS[i], ARGV[a]) end
+  a = a + 2
+end
+return 1
+"""
+
+
+def _cas_arguments(expected, values):
+    keys = [PREFIX + k for k in expected] + [PREFIX + k for k in values]
+    args = [len(expected)]
+    for value in expected.values():
+        args += ["0"] if value is None else ["1", str(value)]
+    for value, ttl in values.values():
+        args += [value, _ms(ttl) or 0]
+    return keys, args
+
+
+def _glob_escape(text):
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _ms(ttl):

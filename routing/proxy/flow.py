@@ -281,7 +281,7 @@ async def _serve(call: Call, request) -> HttpResponse:
     call.policy = resolve_policy(snap, request.headers.get("x-rainymodel-policy"), call.key, call.alias)
     call.prompt_estimate = outcomes.estimate_tokens(len(request.body))
     await _admit(call, payload)
-    chain, retry_after = await breaker.usable_routes(build_chain(call.alias, call.policy))
+    chain, retry_after = await breaker.usable_routes(build_chain(call.alias, call.policy), call.key)
     if not chain:
         wait = max(1, int(retry_after + 0.999)) if retry_after else 1
         raise ApiError(503, "no_available_route",
@@ -360,7 +360,7 @@ async def run_chain(call: Call, chain: list[RouteInfo], attempt):
     context_failure: AttemptFailed | None = None
     while queue and time.monotonic() < call.deadline:
         route = queue.pop(0)
-        if not await breaker.try_acquire(route):
+        if not await breaker.try_acquire(route, call.key):
             continue
         retries = 0
         while True:
@@ -372,7 +372,7 @@ async def run_chain(call: Call, chain: list[RouteInfo], attempt):
                 call.record_attempt(route, decision.reason, failed.status, started=started,
                                     detail=failed.detail or None)
                 if decision.counts_against_breaker:
-                    await breaker.record_failure(route, decision.reason, decision.cooldown)
+                    await breaker.record_failure(route, decision.reason, decision.cooldown, key=call.key)
                 if decision.action == outcomes.RETURN:
                     raise UpstreamClientError(failed) from None
                 if decision.action == outcomes.CONTEXT:
@@ -386,11 +386,11 @@ async def run_chain(call: Call, chain: list[RouteInfo], attempt):
                         retries += 1
                         # A half-open probe gets one attempt: its failure re-opened the breaker, and another
                         # worker's failures may have opened it meanwhile.
-                        if await breaker.try_acquire(route):
+                        if await breaker.try_acquire(route, call.key):
                             continue
                 break
             call.record_attempt(route, "ok", 200, started=started)
-            await breaker.record_success(route)
+            await breaker.record_success(route, call.key)
             return route, result
     if context_failure is not None:
         raise UpstreamClientError(context_failure)
@@ -445,7 +445,7 @@ async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResp
     call.ttft_ms = call.latency_ms = call.elapsed_ms()
     remaining = chain[chain.index(route) + 1:] if route in chain else []
     relay = Relay(state=state, payload=payload, remaining_routes=remaining, deadline=call.deadline,
-                  record_attempt=call.record_attempt, usages=call.usages)
+                  record_attempt=call.record_attempt, usages=call.usages, key=call.key)
     response = StreamingHttpResponse(_relay_and_log(call, relay, stream, first), content_type="text/event-stream")
     for name, value in call.headers().items():
         response[name] = value

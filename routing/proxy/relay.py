@@ -21,7 +21,7 @@ from routing.proxy import breaker, outcomes
 from routing.proxy.errors import error_body
 from routing.proxy.sse import DONE, DONE_EVENT, event
 from routing.proxy.upstream import AttemptFailed, StreamBroken, UpstreamStream, open_stream
-from routing.snapshot import RouteInfo
+from routing.snapshot import KeyInfo, RouteInfo
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,14 @@ class Relay:
     """Relays one upstream stream (and its continuations) to the client as SSE bytes."""
 
     def __init__(self, *, state: StreamState, payload: dict, remaining_routes: list[RouteInfo], deadline: float,
-                 record_attempt, usages: list[AttemptUsage]):
+                 record_attempt, usages: list[AttemptUsage], key: KeyInfo | None = None):
         self.state = state
         self.payload = payload
         self.remaining = remaining_routes
         self.deadline = deadline
         self.record_attempt = record_attempt
         self.usages = usages
+        self.key = key  # whose request this is: breaker failures are attributed to it
         self.interrupted_reason: str | None = None
 
     async def run(self, stream: UpstreamStream, first_events: list[bytes]) -> AsyncIterator[bytes]:
@@ -97,7 +98,7 @@ class Relay:
         except StreamBroken as broken:
             reason = broken.reason
             self.record_attempt(stream.route, outcomes.STREAM_INTERRUPTED, 200, detail=reason, replace_last=True)
-            await breaker.record_failure(stream.route, outcomes.STREAM_INTERRUPTED)
+            await breaker.record_failure(stream.route, outcomes.STREAM_INTERRUPTED, key=self.key)
         async for chunk in self._continue(reason):
             yield chunk
 
@@ -201,7 +202,7 @@ class Relay:
         """Try the remaining routes to finish the answer; else end with `stream_interrupted`."""
         while self.remaining and self.state.can_continue and time.monotonic() < self.deadline:
             route = self.remaining.pop(0)
-            if not await breaker.try_acquire(route):
+            if not await breaker.try_acquire(route, self.key):
                 continue
             modes = ["prefill", "restart"] if route.supports_prefill and self.state.delivered_chars else ["restart"]
             for mode in modes:
@@ -215,7 +216,8 @@ class Relay:
                 except AttemptFailed as failed:
                     self.record_attempt(route, failed.decision.reason, failed.status, started=started)
                     if failed.decision.counts_against_breaker:
-                        await breaker.record_failure(route, failed.decision.reason, failed.decision.cooldown)
+                        await breaker.record_failure(route, failed.decision.reason, failed.decision.cooldown,
+                                                     key=self.key)
                     if mode == "prefill" and failed.status in (400, 422):
                         continue  # the route rejects prefills: restart there instead
                     break
@@ -226,7 +228,7 @@ class Relay:
                     skip = 0 if mode == "prefill" else len(delivered)
                     async for chunk in self._relay_one(stream, first, usage, skip_chars=skip):
                         yield chunk
-                    await breaker.record_success(route)
+                    await breaker.record_success(route, self.key)
                     return
                 except SpliceMismatch:
                     await stream.close()
@@ -235,7 +237,7 @@ class Relay:
                 except StreamBroken as broken:
                     self.record_attempt(route, outcomes.STREAM_INTERRUPTED, 200, detail=broken.reason,
                                         replace_last=True)
-                    await breaker.record_failure(route, outcomes.STREAM_INTERRUPTED)
+                    await breaker.record_failure(route, outcomes.STREAM_INTERRUPTED, key=self.key)
                     break
         self.interrupted_reason = original_reason
         yield self.interruption_event(original_reason)

@@ -6,6 +6,10 @@ Every scenario runs twice:
 - `single`: one process on SQLite with the in-process store (REDIS_URL blanked for the server).
 
 Cooldowns are short (about a second) so the suite stays quick; the 429 case waits its full 7 s.
+
+The last scenarios tell keys apart (docs/shared-state.md, "One key cannot switch off a shared upstream"): one
+key's poison requests must not move another key's traffic to premium, while an outage seen by two keys, or by the
+only key there is, still opens the breaker within `breaker_failures`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pytest
 
 from tests.fakes.routing_config import upstream
 from tests.fakes.server import MASTER_KEY_HEADERS
-from tests.fakes.upstream import FakeUpstream, ok, status
+from tests.fakes.upstream import Behaviour, FakeUpstream, ok, status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,26 +56,27 @@ class Cluster:
         self._turn = itertools.cycle(range(len(servers)))
         self._lock = threading.Lock()
 
-    def chat(self, server: int | None = None, timeout: float = 15.0) -> httpx.Response:
+    def chat(self, server: int | None = None, timeout: float = 15.0, key: str | None = None,
+             body: dict | None = None) -> httpx.Response:
         if server is None:
             with self._lock:
                 server = next(self._turn)
-        return httpx.post(self.servers[server].url + "/v1/chat/completions", json=CHAT, timeout=timeout,
-                          headers={"Authorization": f"Bearer {self.key}"})
+        return httpx.post(self.servers[server].url + "/v1/chat/completions", json=body or CHAT, timeout=timeout,
+                          headers={"Authorization": f"Bearer {key or self.key}"})
 
 
 @pytest.fixture
 def start_cluster(mode, rainymodel_server, api_key):
-    """`start_cluster()` after the routing is in the database: the server processes of this mode, ready."""
+    """`start_cluster(env=None)` after the routing is in the database: the server processes of this mode, ready."""
 
-    def start() -> Cluster:
+    def start(env: dict[str, str] | None = None) -> Cluster:
         _, key = api_key()
         if mode == "shared":
             # Started side by side: each takes a couple of seconds to boot.
             with ThreadPoolExecutor(2) as pool:
-                servers = list(pool.map(lambda _: rainymodel_server(), range(2)))
+                servers = list(pool.map(lambda _: rainymodel_server(env=env), range(2)))
         else:
-            servers = [rainymodel_server(env={"REDIS_URL": ""})]
+            servers = [rainymodel_server(env={**(env or {}), "REDIS_URL": ""})]
         return Cluster(servers, key)
 
     return start
@@ -270,3 +275,100 @@ def test_ready_reports_open_breakers_and_admin_reset_closes_them(
     breaker.reset_sync(route_id=routing.routes[0].id)
     assert provider_of(cluster.chat(server=0)) == "primary"
     assert provider_of(cluster.chat(server=1)) == "primary"
+
+
+# --- one key cannot switch off a shared upstream -------------------------------------------------------------------
+
+POISON = "please crash the model"
+POISON_CHAT = {"model": "rainymodel/auto", "messages": [{"role": "user", "content": f"hello, {POISON}"}]}
+
+
+class PoisonedUpstream(FakeUpstream):
+    """A fake upstream that answers 500 to any request whose messages contain POISON, and as scripted otherwise:
+    the content of one customer's requests, not the upstream, is what fails."""
+
+    async def _perform(self, b: Behaviour, request, reader, writer) -> bool:
+        if POISON in str(request.messages):
+            b = status(500, message="The server had an error processing your request.")
+        return await super()._perform(b, request, reader, writer)
+
+
+@pytest.fixture
+def poisoned_upstream():
+    with PoisonedUpstream() as fake:
+        yield fake
+
+
+def test_one_keys_poison_requests_do_not_move_other_keys_to_premium(
+        poisoned_upstream, fallback_upstream, make_routing, start_cluster, api_key):
+    make_routing(*primary_and_fallback(poisoned_upstream, fallback_upstream, breaker_failures=2,
+                                       breaker_cooldown_s=30))
+    _, key_b = api_key(name="key-b")
+    cluster = start_cluster()
+    last = len(cluster.servers) - 1
+    assert provider_of(cluster.chat(server=last, key=key_b)) == "primary"  # B uses the free route
+
+    # A sends breaker_failures poison requests in a row, spread over the processes, then B asks through every
+    # process; three rounds. B keeps being served by the primary.
+    for _ in range(3):
+        for server in (0, last):
+            response = cluster.chat(server=server, body=POISON_CHAT)
+            assert provider_of(response) == "fallback"  # A's own answer comes from premium
+        for server in range(len(cluster.servers)):
+            response = cluster.chat(server=server, key=key_b)
+            assert provider_of(response) == "primary"
+            assert "x-rainymodel-fallback-reason" not in response.headers
+    # A's key breaker took the primary out for A alone after breaker_failures of its failures.
+    assert sum(POISON in str(r.messages) for r in poisoned_upstream.requests.chat()) == 2
+    response = cluster.chat(server=0)  # even A's plain requests skip the primary for the cooldown
+    assert provider_of(response) == "fallback" and "x-rainymodel-fallback-reason" not in response.headers
+
+    for server in cluster.servers:
+        ready = httpx.get(server.url + "/health/ready", headers=MASTER_KEY_HEADERS, timeout=10).json()
+        assert all(route["state"] == "closed" for route in ready["checks"]["breakers"]["routes"].values())
+
+
+def test_an_outage_seen_by_two_keys_opens_the_breaker_within_breaker_failures(
+        fake_upstream, fallback_upstream, make_routing, start_cluster, api_key):
+    make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=2, breaker_cooldown_s=30))
+    _, key_b = api_key(name="key-b")
+    _, key_c = api_key(name="key-c")
+    cluster = start_cluster()
+    last = len(cluster.servers) - 1
+    # Both keys use the free route, so neither is alone on it.
+    assert provider_of(cluster.chat(server=0)) == "primary"
+    assert provider_of(cluster.chat(server=last, key=key_b)) == "primary"
+    before = len(primary_hits(fake_upstream))
+
+    fake_upstream.default = status(500)
+    assert provider_of(cluster.chat(server=0)) == "fallback"
+    assert provider_of(cluster.chat(server=last, key=key_b)) == "fallback"
+    assert len(primary_hits(fake_upstream)) == before + 2  # breaker_failures reached, from two keys: open
+
+    for server, key in [(0, key_c), (last, None), (0, key_b)]:
+        response = cluster.chat(server=server, key=key)
+        assert provider_of(response) == "fallback"
+        assert "x-rainymodel-fallback-reason" not in response.headers  # the primary was not even tried
+    assert len(primary_hits(fake_upstream)) == before + 2
+
+
+def test_a_single_key_deployment_still_opens_the_breaker_on_an_outage(
+        fake_upstream, fallback_upstream, make_routing, start_cluster):
+    master = "rm-master-" + "x" * 32
+    routing = make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=2,
+                                                 breaker_cooldown_s=30))
+    cluster = start_cluster(env={"RAINYMODEL_MASTER_KEY": master})
+    last = len(cluster.servers) - 1
+    assert provider_of(cluster.chat(server=0, key=master)) == "primary"  # the master key counts as a key
+
+    fake_upstream.default = status(500)
+    assert provider_of(cluster.chat(server=0, key=master)) == "fallback"
+    assert provider_of(cluster.chat(server=last, key=master)) == "fallback"
+    hits = len(primary_hits(fake_upstream))
+
+    response = cluster.chat(server=last, key=master)
+    assert provider_of(response) == "fallback" and "x-rainymodel-fallback-reason" not in response.headers
+    assert len(primary_hits(fake_upstream)) == hits
+    for server in cluster.servers:  # open for everyone, not only for that key
+        ready = httpx.get(server.url + "/health/ready", headers=MASTER_KEY_HEADERS, timeout=10).json()
+        assert ready["checks"]["breakers"]["routes"][str(routing.routes[0].id)]["state"] == "open"

@@ -10,7 +10,7 @@ import pytest
 from rainymodel_site import shared_state
 from routing.proxy import breaker
 from routing.proxy.breaker import CLOSED, HALF_OPEN, OPEN, BreakerState
-from routing.snapshot import AliasInfo, ProviderInfo, RouteInfo, Snapshot
+from routing.snapshot import MASTER_KEY_INFO, AliasInfo, KeyInfo, ProviderInfo, RouteInfo, Snapshot
 
 NOW = 1_700_000_000.0
 ROUTE_PLAN = breaker.FailurePlan("route", threshold=3, cooldown_s=15.0, at_once=False)
@@ -149,6 +149,99 @@ def test_describe_reports_open_until_and_recent_failures():
     assert breaker.describe_text(BreakerState(), NOW) == "closed"
 
 
+# --- pure transitions: whose failure is it ------------------------------------------------------------------------
+
+def key_fail(st, key, others_active=True, now=NOW, reason="http_500", plan=ROUTE_PLAN):
+    return breaker.on_failure(st, reason=reason, now=now, plan=plan, key=key, others_active=others_active)
+
+
+def test_one_keys_failures_do_not_open_the_route_while_other_keys_use_it():
+    st = BreakerState()
+    for _ in range(10):
+        st = key_fail(st, "a")
+    assert breaker.status_at(st, NOW) == CLOSED
+    assert st.failures == 10 and st.keys == ("a",)
+
+
+def test_failures_from_two_keys_open_the_route_at_the_threshold():
+    st = key_fail(key_fail(BreakerState(), "a"), "a")
+    assert breaker.status_at(st, NOW) == CLOSED
+    st = key_fail(st, "b")
+    assert breaker.status_at(st, NOW) == OPEN and st.keys == ("a", "b")
+
+
+def test_two_keys_below_the_threshold_do_not_open():
+    st = key_fail(key_fail(BreakerState(), "a"), "b")
+    assert breaker.status_at(st, NOW) == CLOSED
+
+
+def test_the_only_active_key_opens_the_route_at_the_threshold():
+    """A single-tenant deployment (or an outage only one customer is around to see) still opens the breaker."""
+    st = BreakerState()
+    for _ in range(2):
+        st = key_fail(st, "a", others_active=False)
+    assert breaker.status_at(st, NOW) == CLOSED
+    st = key_fail(st, "a", others_active=False)
+    assert breaker.status_at(st, NOW) == OPEN
+
+
+def test_a_success_from_any_key_ends_the_run():
+    st = breaker.on_success(key_fail(key_fail(BreakerState(), "a"), "a"))
+    assert st.keys == () and st.failures == 0 and st.is_clean
+    st = key_fail(key_fail(st, "b"), "b")
+    assert breaker.status_at(st, NOW) == CLOSED  # the earlier failures of "a" no longer count
+
+
+def test_failed_probe_of_one_key_while_others_use_the_route_closes_it():
+    st = key_fail(key_fail(key_fail(BreakerState(), "a", others_active=False), "a", others_active=False),
+                  "a", others_active=False)
+    assert breaker.status_at(st, NOW) == OPEN
+    # Key "b" came back meanwhile; the probe is again one of "a"'s failing requests.
+    probed = key_fail(st, "a", others_active=True, now=NOW + 16)
+    assert breaker.status_at(probed, NOW + 16) == CLOSED and probed.open_until is None
+    # The run goes on: a failure of "b" is a second key, so the route opens for everyone.
+    assert breaker.status_at(key_fail(probed, "b", now=NOW + 17), NOW + 17) == OPEN
+
+
+def test_failed_probe_with_outage_evidence_reopens():
+    st = key_fail(key_fail(key_fail(BreakerState(), "a"), "b"), "a")
+    assert breaker.status_at(st, NOW) == OPEN
+    reopened = key_fail(st, "a", now=NOW + 16)
+    assert breaker.status_at(reopened, NOW + 16) == OPEN and reopened.open_until == NOW + 31
+
+
+def test_failures_the_content_cannot_cause_count_for_everyone():
+    provider_plan = breaker.plan_failure("connect_error", breaker_failures=1, breaker_cooldown_s=15,
+                                         credit_cooldown_s=600)
+    assert not provider_plan.attributed
+    assert breaker.status_at(key_fail(BreakerState(), "a", plan=provider_plan), NOW) == OPEN
+    long_429 = breaker.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=600,
+                                    retry_after=30)
+    assert breaker.status_at(key_fail(BreakerState(), "a", plan=long_429, reason="http_429"), NOW) == OPEN
+    assert ROUTE_PLAN.attributed
+
+
+def test_run_keys_are_bounded_and_survive_encoding():
+    st = BreakerState()
+    for i in range(9):
+        st = key_fail(st, str(i))
+    assert st.keys == tuple(str(i) for i in range(breaker.RUN_KEYS_KEPT))
+    assert breaker.decode(breaker.encode(st)) == st
+    assert breaker.describe(st, NOW)["failing_keys"] == breaker.RUN_KEYS_KEPT
+
+
+def test_activity_is_windowed_bounded_and_excludes_the_asking_key():
+    activity = {}
+    for i in range(12):
+        activity = breaker.mark_active(activity, f"k{i}", NOW + i)
+    assert len(activity) == breaker.ACTIVE_KEPT and "k11" in activity and "k0" not in activity
+    assert not breaker.others_active({"a": NOW}, "a", NOW)
+    assert breaker.others_active({"a": NOW, "b": NOW - 30}, "a", NOW)
+    assert not breaker.others_active({"a": NOW, "b": NOW - breaker.ACTIVE_WINDOW_S - 1}, "a", NOW)
+    assert breaker.mark_active({"b": NOW - breaker.ACTIVE_WINDOW_S - 1}, "a", NOW) == {"a": NOW}
+    assert breaker.decode_activity("not json") == {} and breaker.decode_activity(None) == {}
+
+
 # --- the shared store --------------------------------------------------------------------------------------------
 
 BACKENDS = ["memory"] + (["redis"] if os.environ.get("REDIS_URL") else [])
@@ -162,6 +255,7 @@ def store(request, monkeypatch):
     store.flush_sync()
     monkeypatch.setattr(shared_state, "_state", store)
     monkeypatch.setattr(breaker, "_seen", {})
+    monkeypatch.setattr(breaker, "_marked", {})
     monkeypatch.setattr(breaker, "_store_down", False)
     monkeypatch.setattr(breaker, "_store_retry_at", 0.0)
     yield store
@@ -186,6 +280,18 @@ def make_route(route_id, provider):
 def forget_seen():
     """What another worker knows: nothing but the shared store."""
     breaker._seen.clear()
+    breaker._marked.clear()
+
+
+def make_key(key_id):
+    return KeyInfo(
+        id=key_id, name=f"key-{key_id}", prefix=f"rm-{key_id}", hashed_key="", expires_at=None, revoked=False,
+        allowed_aliases=frozenset(), allowed_policies=frozenset(), default_policy=None, rpm_limit=None,
+        tpm_limit=None, max_concurrent=None, quotas=(),
+    )
+
+
+KEY_A, KEY_B, KEY_C = make_key(1), make_key(2), make_key(3)
 
 
 async def test_closed_routes_are_all_usable(store):
@@ -411,6 +517,132 @@ async def test_client_error_passed_by_mistake_is_ignored(store):
     await breaker.record_failure(r1, "http_400")
     forget_seen()
     assert (await breaker.usable_routes([r1]))[0] == [r1]
+
+
+# --- the shared store: whose failure is it -------------------------------------------------------------------------
+
+async def test_one_keys_failures_take_the_route_out_for_that_key_only(store):
+    p = make_provider(failures=2, cooldown=30)
+    r1, r2 = make_route(1, p), make_route(2, p)
+    assert (await breaker.usable_routes([r1, r2], KEY_B))[0] == [r1, r2]  # B uses the route
+    for _ in range(5):
+        await breaker.record_failure(r1, "http_500", key=KEY_A)
+    forget_seen()
+    assert (await breaker.usable_routes([r1, r2], KEY_B))[0] == [r1, r2]
+    assert await breaker.try_acquire(r1, KEY_B)
+    usable, retry_after = await breaker.usable_routes([r1, r2], KEY_A)
+    assert usable == [r2] and 29 < retry_after <= 30
+    assert not await breaker.try_acquire(r1, KEY_A)
+    route_state = breaker.states_sync([breaker.route_key(1)])[breaker.route_key(1)]
+    assert route_state.status == CLOSED and route_state.keys == ("1",)
+
+
+async def test_failures_of_two_keys_open_the_route_for_every_key(store):
+    p = make_provider(failures=2, cooldown=30)
+    r1 = make_route(1, p)
+    for key in (KEY_A, KEY_B, KEY_C):
+        await breaker.usable_routes([r1], key)
+    await breaker.record_failure(r1, "http_500", key=KEY_A)
+    await breaker.record_failure(r1, "timeout", key=KEY_B)
+    forget_seen()
+    assert (await breaker.usable_routes([r1], KEY_C))[0] == []
+    assert not await breaker.try_acquire(r1, KEY_C)
+
+
+async def test_the_only_key_using_a_route_opens_it_on_an_outage(store):
+    p = make_provider(failures=2, cooldown=30)
+    r1 = make_route(1, p)
+    await breaker.usable_routes([r1], MASTER_KEY_INFO)  # the master key counts as a key
+    await breaker.record_failure(r1, "http_503", key=MASTER_KEY_INFO)
+    await breaker.record_failure(r1, "http_503", key=MASTER_KEY_INFO)
+    forget_seen()
+    assert (await breaker.usable_routes([r1], KEY_B))[0] == []  # a key that shows up later is kept out too
+    st = breaker.states_sync([breaker.route_key(1)])[breaker.route_key(1)]
+    assert st.status == OPEN and st.keys == ("master",)
+
+
+async def test_a_success_from_another_key_ends_the_run(store):
+    p = make_provider(failures=2, cooldown=30)
+    r1 = make_route(1, p)
+    await breaker.usable_routes([r1], KEY_A)
+    await breaker.record_failure(r1, "http_500", key=KEY_A)
+    await breaker.record_success(r1, KEY_B)
+    await breaker.record_failure(r1, "http_500", key=KEY_B)  # two keys, but not in the same run
+    forget_seen()
+    assert (await breaker.usable_routes([r1], KEY_C))[0] == [r1]
+
+
+async def test_a_key_alone_can_keep_the_route_only_until_another_key_shows_up(store):
+    p = make_provider(failures=1, cooldown=0.3)
+    r1 = make_route(1, p)
+    await breaker.usable_routes([r1], KEY_A)
+    await breaker.record_failure(r1, "http_500", key=KEY_A)  # alone on the route: open for everyone
+    assert (await breaker.usable_routes([r1], KEY_B))[0] == []  # B is kept out, but now counts as using it
+    await asyncio.sleep(0.35)
+    forget_seen()
+    assert await breaker.try_acquire(r1, KEY_A)  # A wins the probe (route and its own key breaker)...
+    await breaker.record_failure(r1, "http_500", key=KEY_A)  # ...and fails it: A's problem, not the route's
+    forget_seen()
+    assert (await breaker.usable_routes([r1], KEY_B))[0] == [r1]
+    assert (await breaker.usable_routes([r1], KEY_A))[0] == []
+
+
+async def test_concurrent_failures_are_all_counted(store):
+    """Compare-and-set: failures recorded at the same moment by many callers all count (a plain read-modify-write
+    loses most of them)."""
+    p = make_provider(failures=1000, cooldown=30)
+    r1 = make_route(1, p)
+    await asyncio.gather(*(breaker.record_failure(r1, "http_500", key=key) for key in [KEY_A, KEY_B] * 10))
+    st = breaker.states_sync([breaker.route_key(1)])[breaker.route_key(1)]
+    assert st.failures == 20 and set(st.keys) == {"1", "2"}
+
+
+async def test_key_breaker_half_opens_with_one_probe_for_that_key(store):
+    p = make_provider(failures=1, cooldown=0.3)
+    r1 = make_route(1, p)
+    await breaker.usable_routes([r1], KEY_B)
+    await breaker.record_failure(r1, "http_500", key=KEY_A)
+    assert not await breaker.try_acquire(r1, KEY_A)
+    await asyncio.sleep(0.35)
+    forget_seen()
+    assert (await breaker.usable_routes([r1], KEY_A))[0] == [r1]
+    results = await asyncio.gather(*(breaker.try_acquire(r1, KEY_A) for _ in range(10)))
+    assert results.count(True) == 1
+    await breaker.record_success(r1, KEY_A)
+    forget_seen()
+    assert await breaker.try_acquire(r1, KEY_A) and await breaker.try_acquire(r1, KEY_A)
+
+
+async def test_activity_marks_are_throttled_per_process(store):
+    p = make_provider()
+    r1 = make_route(1, p)
+    await breaker.usable_routes([r1], KEY_A)
+    assert set(breaker.decode_activity(store.get_sync(breaker.activity_key(1)))) == {"1"}
+    store.delete_sync(breaker.activity_key(1))
+    await breaker.usable_routes([r1], KEY_A)
+    assert store.get_sync(breaker.activity_key(1)) is None  # marked a moment ago: no write
+    await breaker.usable_routes([r1], KEY_B)
+    assert set(breaker.decode_activity(store.get_sync(breaker.activity_key(1)))) == {"2"}
+
+
+async def test_reset_of_a_route_closes_every_keys_breaker_on_it(store):
+    p = make_provider(failures=1, cooldown=30)
+    r1, r11 = make_route(1, p), make_route(11, p)
+    await breaker.usable_routes([r1, r11], KEY_B)
+    await breaker.record_failure(r1, "http_500", key=KEY_A)
+    await breaker.record_failure(r11, "http_500", key=KEY_A)
+    assert (await breaker.usable_routes([r1, r11], KEY_A))[0] == []
+    breaker.reset_sync(route_id=1)
+    assert (await breaker.usable_routes([r1, r11], KEY_A))[0] == [r1]  # route 11's key breaker stays
+
+
+async def test_compare_and_set_writes_only_when_nothing_changed(store):
+    assert await store.compare_and_set({"x": None}, {"x": ("one", None), "y": ("two", 10)})
+    assert not await store.compare_and_set({"x": None}, {"x": ("three", None)})
+    assert not await store.compare_and_set({"x": "one", "y": "other"}, {"x": ("three", None)})
+    assert await store.compare_and_set({"x": "one", "y": "two"}, {"x": ("three", None)})
+    assert store.get_many_sync(["x", "y"]) == {"x": "three", "y": "two"}
+    assert 0 < store.ttl_sync("y") <= 10 and store.ttl_sync("x") is None
 
 
 # --- admin: breaker state shown and reset (routing/admin.py) ------------------------------------------------------
