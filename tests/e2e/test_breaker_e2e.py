@@ -370,5 +370,6 @@ def test_a_single_key_deployment_still_opens_the_breaker_on_an_outage(
     assert provider_of(response) == "fallback" and "x-rainymodel-fallback-reason" not in response.headers
     assert len(primary_hits(fake_upstream)) == hits
     for server in cluster.servers:  # open for everyone, not only for that key
-        ready = httpx.get(server.url + "/health/ready", headers=MASTER_KEY_HEADERS, timeout=10).json()
+        ready = httpx.get(server.url + "/health/ready", headers={"Authorization": f"Bearer {master}"},
+                          timeout=10).json()
         assert ready["checks"]["breakers"]["routes"][str(routing.routes[0].id)]["state"] == "open"
