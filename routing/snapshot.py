@@ -102,7 +102,7 @@ class KeyInfo:
     expires_at: datetime | None
     revoked: bool
     allowed_aliases: frozenset[str]
-    allowed_policies: frozenset[str]
+    allowed_policies: tuple[str, ...]  # lower-case, in the key's order: the first is its fallback default
     default_policy: str | None
     rpm_limit: int | None
     tpm_limit: int | None
@@ -121,7 +121,7 @@ class KeyInfo:
 
 MASTER_KEY_INFO = KeyInfo(
     id=None, name="master", prefix="master", hashed_key="", expires_at=None, revoked=False,
-    allowed_aliases=frozenset(), allowed_policies=frozenset(), default_policy=None, rpm_limit=None,
+    allowed_aliases=frozenset(), allowed_policies=(), default_policy=None, rpm_limit=None,
     tpm_limit=None, max_concurrent=None, quotas=(),
 )
 
@@ -194,7 +194,7 @@ def build_snapshot(version: int) -> Snapshot:
             keys[k.prefix] = KeyInfo(
                 id=k.id, name=k.name, prefix=k.prefix, hashed_key=k.hashed_key, expires_at=k.expires_at,
                 revoked=k.revoked_at is not None, allowed_aliases=frozenset(k.allowed_aliases or ()),
-                allowed_policies=frozenset(p.lower() for p in (k.allowed_policies or ())),
+                allowed_policies=tuple(dict.fromkeys(p.lower() for p in (k.allowed_policies or ()))),
                 default_policy=policy_names.get(k.default_policy_id), rpm_limit=k.rpm_limit,
                 tpm_limit=k.tpm_limit, max_concurrent=k.max_concurrent, quotas=tuple(quotas.get(k.id, ())),
                 owner_id=k.owner_id,
