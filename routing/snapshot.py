@@ -42,6 +42,16 @@ class ProviderInfo:
     breaker_failures: int
     breaker_cooldown_s: float
     credit_cooldown_s: float
+    api_key_env: str = ""  # the variable `api_key` is read from: its name may be shown, its value never
+
+    @property
+    def secret_unset(self) -> bool:
+        """It names a secret variable that this server's environment does not have (or has empty)."""
+        return bool(self.api_key_env) and not self.api_key
+
+    @property
+    def secret_unset_message(self) -> str:
+        return f"{self.name}: {self.api_key_env} is not set on the server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +158,7 @@ def build_snapshot(version: int) -> Snapshot:
         for p in Provider.objects.all():
             providers[p.name] = ProviderInfo(
                 name=p.name, kind=p.kind, tier=p.tier, base_url=p.base_url.rstrip("/"),
-                api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "",
+                api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "", api_key_env=p.api_key_env,
                 extra_headers=tuple((str(k), str(v)) for k, v in (p.extra_headers or {}).items()),
                 enabled=p.enabled, connect_timeout_s=p.connect_timeout_s,
                 first_token_timeout_s=p.first_token_timeout_s, idle_timeout_s=p.idle_timeout_s,
@@ -248,6 +258,7 @@ class _Holder:
         self.stop = threading.Event()
         self.shared_state_error: str | None = None
         self.last_check = 0.0
+        self.secrets_checked = False
 
 
 _holder = _Holder()
@@ -318,9 +329,22 @@ def _run_refresher(stop: threading.Event) -> None:
         connections.close_all()
 
 
+def warn_unset_secrets(snap: Snapshot) -> None:
+    """Log, once at startup, the enabled providers whose `api_key_env` names a variable this server lacks: their
+    calls go out without credentials and fail with 401/403, which is easy to miss until every route has failed."""
+    missing = [p.secret_unset_message for p in snap.providers.values() if p.enabled and p.secret_unset]
+    if missing:
+        log.warning("enabled providers without their secret, whose calls go out unauthenticated: %s",
+                    "; ".join(missing))
+
+
 def ensure_loaded() -> Snapshot:
-    """Build the first snapshot and start this process's refresher thread (idempotent)."""
+    """Build the first snapshot and start this process's refresher thread (idempotent). The first call in a
+    process also warns about providers whose secret variable is not set."""
     snap = current()
+    if not _holder.secrets_checked:
+        _holder.secrets_checked = True
+        warn_unset_secrets(snap)
     with _holder.lock:
         if _holder.thread is None or not _holder.thread.is_alive():
             _holder.stop = threading.Event()
