@@ -9,10 +9,12 @@ serving its last snapshot, logs it, and `/health/ready` reports it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -23,6 +25,9 @@ from rainymodel_site.shared_state import SharedStateUnavailable, state
 
 log = logging.getLogger(__name__)
 VERSION_KEY = "config:version"
+# An unknown API key triggers at most one version check per this many seconds per process (see `catch_up`).
+CATCH_UP_INTERVAL_S = 0.1
+CATCH_UP_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +264,10 @@ class _Holder:
         self.shared_state_error: str | None = None
         self.last_check = 0.0
         self.secrets_checked = False
+        self.catch_up_lock = threading.Lock()
+        self.catch_up: Future | None = None
+        self.catch_up_started = float("-inf")
+        self.catch_up_checks = 0
 
 
 _holder = _Holder()
@@ -313,6 +322,71 @@ def poll_once() -> None:
     snap = _holder.snapshot
     if snap is None or snap.version != version or _holder.stale:
         refresh()
+
+
+# One thread, so at most one check is ever in flight in this process; it closes its connections after each check
+# (back to the pool on PostgreSQL) so it holds none between the rare checks.
+_catch_up_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rainymodel-catch-up")
+
+
+def _catch_up_check() -> None:
+    try:
+        _holder.catch_up_checks += 1
+        poll_once()
+    except Exception:  # an unknown key is then refused as usual; the refresher keeps trying on its own
+        log.exception("config version check for an unknown API key failed")
+    finally:
+        connections.close_all()
+
+
+def _start_catch_up() -> tuple[Future | None, float]:
+    """(the check in flight or a new one, the monotonic time it started), or (None, seconds until one may start)."""
+    with _holder.catch_up_lock:
+        running = _holder.catch_up
+        if running is not None and not running.done():
+            return running, _holder.catch_up_started
+        now = time.monotonic()
+        wait = _holder.catch_up_started + CATCH_UP_INTERVAL_S - now
+        if wait > 0:
+            return None, wait
+        _holder.catch_up_started = now
+        _holder.catch_up = _catch_up_executor.submit(_catch_up_check)
+        return _holder.catch_up, now
+
+
+async def catch_up(seen: Snapshot) -> Snapshot | None:
+    """A request named an API key that `seen` does not hold: it may have been created a moment ago, before this
+    worker's poller noticed. Check the shared config version (rebuilding the snapshot if it moved) and return the
+    newer snapshot, or None when there is none and the key really is unknown.
+
+    A flood of unknown keys cannot turn into a flood of checks: one check is in flight at a time and at most one
+    starts per CATCH_UP_INTERVAL_S per process; callers share them. Each caller waits for a check that started
+    after it arrived (so it sees any key created before its request), at most about two intervals plus the check,
+    and never longer than CATCH_UP_TIMEOUT_S. Checks and rebuilds run on their own thread, never on the event
+    loop."""
+    arrived = time.monotonic()
+    deadline = arrived + CATCH_UP_TIMEOUT_S
+    while _newer(seen) is None:
+        check, when = _start_catch_up()  # when: the check's start time, or the seconds until one may start
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            if check is None:
+                await asyncio.sleep(min(when, remaining))
+                continue
+            # Shielded: a caller that goes away must not cancel a check other callers share.
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(check)), remaining)
+        except TimeoutError:
+            return None
+        if when >= arrived:
+            break
+    return _newer(seen)
+
+
+def _newer(seen: Snapshot) -> Snapshot | None:
+    snap = _holder.snapshot
+    return snap if snap is not None and snap is not seen else None
 
 
 def _run_refresher(stop: threading.Event) -> None:

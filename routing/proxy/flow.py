@@ -23,7 +23,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
 
 from apikeys import limits
-from apikeys.auth import KeyRejected, authenticate
+from apikeys.auth import KeyRejected, authenticate_request
 from routing import snapshot
 from routing.proxy import breaker, outcomes
 from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
@@ -300,7 +300,7 @@ async def _serve(call: Call, request) -> HttpResponse:
 async def _authenticate(call: Call, snap, request) -> KeyInfo:
     ip = call.client_ip or "unknown"
     try:
-        return authenticate(snap, request.headers)
+        return await authenticate_request(snap, request.headers)
     except KeyRejected as rejected:
         try:
             await limits.check_auth_failures(ip)
