@@ -42,10 +42,15 @@ def test_a_flood_of_unknown_keys_shares_a_few_checks():
     async def flood():
         return await asyncio.gather(*(snapshot.catch_up(seen) for _ in range(500)), return_exceptions=True)
 
+    started = time.monotonic()
     results = asyncio.run(flood())
+    elapsed = time.monotonic() - started
     assert results == [None] * 500
-    # Everyone arrives within one interval: the first check, then one that started after all of them arrived.
-    assert snapshot._holder.catch_up_checks - before <= 2
+    # At most one check per interval (plus the one that starts at once), however many callers: on an idle machine
+    # that is 2 checks for 500 callers (the first, then one that started after all of them had arrived).
+    checks = snapshot._holder.catch_up_checks - before
+    assert checks <= elapsed / snapshot.CATCH_UP_INTERVAL_S + 1, (checks, elapsed)
+    assert checks < 50
 
 
 def test_a_caller_does_not_settle_for_a_check_that_started_before_it_arrived():
