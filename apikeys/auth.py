@@ -65,7 +65,11 @@ def authenticate(snap: Snapshot, headers) -> KeyInfo:
 
 async def authenticate_request(snap: Snapshot, headers) -> KeyInfo:
     """`authenticate`, but a well-formed key missing from `snap` first gets one version check (`snapshot.catch_up`,
-    rate-limited per process), so a key works on its first request instead of after the next poll."""
+    rate-limited per process), so a key works on its first request instead of after the next poll.
+
+    The wait makes a 401 for an unknown prefix slower than one for a known prefix with a wrong secret. That tells a
+    prober only whether a prefix exists, which is no secret (the admin, `apikey list` and the log show prefixes);
+    the rest of the key is 31 random characters, and failed attempts are rate-limited per client IP."""
     try:
         return authenticate(snap, headers)
     except UnknownKey:

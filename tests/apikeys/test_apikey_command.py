@@ -1,7 +1,7 @@
 """`manage.py apikey create | list | revoke` (SPEC §9)."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -184,6 +184,6 @@ def test_revoke_of_a_mistyped_full_key_does_not_echo_it(db):
 
 def test_list_times_carry_their_utc_offset(db):
     apikey("create", "--name", "x", "--expires", "2099-01-01T12:00:00+02:00")
-    APIKey.objects.update(last_used_at=timezone.make_aware(timezone.datetime(2098, 5, 6, 7, 8), timezone.get_fixed_timezone(0)))
+    APIKey.objects.update(last_used_at=datetime(2098, 5, 6, 7, 8, tzinfo=UTC))
     line = apikey("list").splitlines()[1]
     assert "expires=2099-01-01T10:00+00:00" in line and line.endswith("2098-05-06T07:08+00:00")
