@@ -1,8 +1,9 @@
 """API-key authentication over the in-process snapshot: no database query on the request path.
 
-`authenticate(headers)` accepts `Authorization: Bearer <key>` or `api-key: <key>`, looks the key up by prefix in
-the snapshot and compares its HMAC in constant time. The master key (`RAINYMODEL_MASTER_KEY`) is compared in
-constant time too and has no limits.
+`authenticate(snap, headers)` accepts `Authorization: Bearer <key>` or `api-key: <key>`, looks the key up by prefix
+in the snapshot and compares its HMAC in constant time. The master key (`RAINYMODEL_MASTER_KEY`) is compared in
+constant time too and has no limits. `authenticate_request(snap, headers)` is the request path's form: a key the
+snapshot does not know yet (created a moment ago) gets one rate-limited version check before it is refused.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import hmac
 from django.conf import settings
 from django.utils import timezone
 
-from apikeys.keys import hash_key, key_prefix
+from apikeys.keys import hash_key, key_prefix, looks_like_key
+from routing import snapshot
 from routing.snapshot import MASTER_KEY_INFO, KeyInfo, Snapshot
 
 
@@ -23,6 +25,10 @@ class KeyRejected(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class UnknownKey(KeyRejected):
+    """A well-formed key whose prefix the snapshot does not hold: unknown, or newer than the snapshot."""
 
 
 def presented_key(headers) -> str | None:
@@ -48,8 +54,26 @@ def authenticate(snap: Snapshot, headers) -> KeyInfo:
     info = snap.keys_by_prefix.get(key_prefix(key))
     # Compute the HMAC even for an unknown prefix so timing does not tell which prefixes exist.
     digest = hash_key(key)
+    if info is None and looks_like_key(key):
+        raise UnknownKey("invalid_api_key", "Incorrect API key provided.")
     if info is None or not hmac.compare_digest(digest, info.hashed_key) or info.revoked:
         raise KeyRejected("invalid_api_key", "Incorrect API key provided.")
     if info.expires_at is not None and info.expires_at <= timezone.now():
         raise KeyRejected("key_expired", "This API key has expired.")
     return info
+
+
+async def authenticate_request(snap: Snapshot, headers) -> KeyInfo:
+    """`authenticate`, but a well-formed key missing from `snap` first gets one version check (`snapshot.catch_up`,
+    rate-limited per process), so a key works on its first request instead of after the next poll.
+
+    The wait makes a 401 for an unknown prefix slower than one for a known prefix with a wrong secret. That tells a
+    prober only whether a prefix exists, which is no secret (the admin, `apikey list` and the log show prefixes);
+    the rest of the key is 31 random characters, and failed attempts are rate-limited per client IP."""
+    try:
+        return authenticate(snap, headers)
+    except UnknownKey:
+        fresh = await snapshot.catch_up(snap)
+        if fresh is None:
+            raise
+        return authenticate(fresh, headers)

@@ -1,6 +1,7 @@
 """Actions that write API keys. Each returns what the caller needs and bumps the config version so every
 worker's snapshot sees the change within seconds."""
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -50,3 +51,14 @@ def apikey_revoke(*, api_key: APIKey) -> APIKey:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
     return api_key
+
+
+def apikey_owner_create(*, username: str):
+    """A plain user to own keys (`apikey create --create-user`): not staff, no usable password, so nobody can
+    sign in as them until an admin sets one; once signed in they see only their own keys' usage."""
+    User = get_user_model()
+    owner = User(**{User.USERNAME_FIELD: username}, is_staff=False, is_superuser=False)
+    owner.set_unusable_password()
+    owner.full_clean()
+    owner.save()
+    return owner

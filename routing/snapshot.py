@@ -9,10 +9,12 @@ serving its last snapshot, logs it, and `/health/ready` reports it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -23,6 +25,9 @@ from rainymodel_site.shared_state import SharedStateUnavailable, state
 
 log = logging.getLogger(__name__)
 VERSION_KEY = "config:version"
+# An unknown API key triggers at most one version check per this many seconds per process (see `catch_up`).
+CATCH_UP_INTERVAL_S = 0.1
+CATCH_UP_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,16 @@ class ProviderInfo:
     breaker_failures: int
     breaker_cooldown_s: float
     credit_cooldown_s: float
+    api_key_env: str = ""  # the variable `api_key` is read from: its name may be shown, its value never
+
+    @property
+    def secret_unset(self) -> bool:
+        """It names a secret variable that this server's environment does not have (or has empty)."""
+        return bool(self.api_key_env) and not self.api_key
+
+    @property
+    def secret_unset_message(self) -> str:
+        return f"{self.name}: {self.api_key_env} is not set on the server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +117,7 @@ class KeyInfo:
     expires_at: datetime | None
     revoked: bool
     allowed_aliases: frozenset[str]
-    allowed_policies: frozenset[str]
+    allowed_policies: tuple[str, ...]  # lower-case, in the key's order: the first is its fallback default
     default_policy: str | None
     rpm_limit: int | None
     tpm_limit: int | None
@@ -121,7 +136,7 @@ class KeyInfo:
 
 MASTER_KEY_INFO = KeyInfo(
     id=None, name="master", prefix="master", hashed_key="", expires_at=None, revoked=False,
-    allowed_aliases=frozenset(), allowed_policies=frozenset(), default_policy=None, rpm_limit=None,
+    allowed_aliases=frozenset(), allowed_policies=(), default_policy=None, rpm_limit=None,
     tpm_limit=None, max_concurrent=None, quotas=(),
 )
 
@@ -148,7 +163,7 @@ def build_snapshot(version: int) -> Snapshot:
         for p in Provider.objects.all():
             providers[p.name] = ProviderInfo(
                 name=p.name, kind=p.kind, tier=p.tier, base_url=p.base_url.rstrip("/"),
-                api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "",
+                api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "", api_key_env=p.api_key_env,
                 extra_headers=tuple((str(k), str(v)) for k, v in (p.extra_headers or {}).items()),
                 enabled=p.enabled, connect_timeout_s=p.connect_timeout_s,
                 first_token_timeout_s=p.first_token_timeout_s, idle_timeout_s=p.idle_timeout_s,
@@ -194,7 +209,7 @@ def build_snapshot(version: int) -> Snapshot:
             keys[k.prefix] = KeyInfo(
                 id=k.id, name=k.name, prefix=k.prefix, hashed_key=k.hashed_key, expires_at=k.expires_at,
                 revoked=k.revoked_at is not None, allowed_aliases=frozenset(k.allowed_aliases or ()),
-                allowed_policies=frozenset(p.lower() for p in (k.allowed_policies or ())),
+                allowed_policies=tuple(dict.fromkeys(p.lower() for p in (k.allowed_policies or ()))),
                 default_policy=policy_names.get(k.default_policy_id), rpm_limit=k.rpm_limit,
                 tpm_limit=k.tpm_limit, max_concurrent=k.max_concurrent, quotas=tuple(quotas.get(k.id, ())),
                 owner_id=k.owner_id,
@@ -248,6 +263,11 @@ class _Holder:
         self.stop = threading.Event()
         self.shared_state_error: str | None = None
         self.last_check = 0.0
+        self.secrets_checked = False
+        self.catch_up_lock = threading.Lock()
+        self.catch_up: Future | None = None
+        self.catch_up_started = float("-inf")
+        self.catch_up_checks = 0
 
 
 _holder = _Holder()
@@ -304,6 +324,71 @@ def poll_once() -> None:
         refresh()
 
 
+# One thread, so at most one check is ever in flight in this process; it closes its connections after each check
+# (back to the pool on PostgreSQL) so it holds none between the rare checks.
+_catch_up_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rainymodel-catch-up")
+
+
+def _catch_up_check() -> None:
+    try:
+        _holder.catch_up_checks += 1
+        poll_once()
+    except Exception:  # an unknown key is then refused as usual; the refresher keeps trying on its own
+        log.exception("config version check for an unknown API key failed")
+    finally:
+        connections.close_all()
+
+
+def _start_catch_up() -> tuple[Future | None, float]:
+    """(the check in flight or a new one, the monotonic time it started), or (None, seconds until one may start)."""
+    with _holder.catch_up_lock:
+        running = _holder.catch_up
+        if running is not None and not running.done():
+            return running, _holder.catch_up_started
+        now = time.monotonic()
+        wait = _holder.catch_up_started + CATCH_UP_INTERVAL_S - now
+        if wait > 0:
+            return None, wait
+        _holder.catch_up_started = now
+        _holder.catch_up = _catch_up_executor.submit(_catch_up_check)
+        return _holder.catch_up, now
+
+
+async def catch_up(seen: Snapshot) -> Snapshot | None:
+    """A request named an API key that `seen` does not hold: it may have been created a moment ago, before this
+    worker's poller noticed. Check the shared config version (rebuilding the snapshot if it moved) and return the
+    newer snapshot, or None when there is none and the key really is unknown.
+
+    A flood of unknown keys cannot turn into a flood of checks: one check is in flight at a time and at most one
+    starts per CATCH_UP_INTERVAL_S per process; callers share them. Each caller waits for a check that started
+    after it arrived (so it sees any key created before its request), at most about two intervals plus the check,
+    and never longer than CATCH_UP_TIMEOUT_S. Checks and rebuilds run on their own thread, never on the event
+    loop."""
+    arrived = time.monotonic()
+    deadline = arrived + CATCH_UP_TIMEOUT_S
+    while _newer(seen) is None:
+        check, when = _start_catch_up()  # when: the check's start time, or the seconds until one may start
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            if check is None:
+                await asyncio.sleep(min(when, remaining))
+                continue
+            # Shielded: a caller that goes away must not cancel a check other callers share.
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(check)), remaining)
+        except TimeoutError:
+            return None
+        if when >= arrived:
+            break
+    return _newer(seen)
+
+
+def _newer(seen: Snapshot) -> Snapshot | None:
+    snap = _holder.snapshot
+    return snap if snap is not None and snap is not seen else None
+
+
 def _run_refresher(stop: threading.Event) -> None:
     # The thread keeps its database connection between polls (opening one twice a second costs more CPU than the
     # poll itself, CPU the event loop then waits for); it is dropped after an error and on stop.
@@ -318,9 +403,22 @@ def _run_refresher(stop: threading.Event) -> None:
         connections.close_all()
 
 
+def warn_unset_secrets(snap: Snapshot) -> None:
+    """Log, once at startup, the enabled providers whose `api_key_env` names a variable this server lacks: their
+    calls go out without credentials and fail with 401/403, which is easy to miss until every route has failed."""
+    missing = [p.secret_unset_message for p in snap.providers.values() if p.enabled and p.secret_unset]
+    if missing:
+        log.warning("enabled providers without their secret, whose calls go out unauthenticated: %s",
+                    "; ".join(missing))
+
+
 def ensure_loaded() -> Snapshot:
-    """Build the first snapshot and start this process's refresher thread (idempotent)."""
+    """Build the first snapshot and start this process's refresher thread (idempotent). The first call in a
+    process also warns about providers whose secret variable is not set."""
     snap = current()
+    if not _holder.secrets_checked:
+        _holder.secrets_checked = True
+        warn_unset_secrets(snap)
     with _holder.lock:
         if _holder.thread is None or not _holder.thread.is_alive():
             _holder.stop = threading.Event()

@@ -34,25 +34,36 @@ def resolve_alias(snap: Snapshot, model: str, key: KeyInfo) -> AliasInfo:
 
 
 def resolve_policy(snap: Snapshot, header: str | None, key: KeyInfo, alias: AliasInfo) -> PolicyInfo:
-    """The `X-RainyModel-Policy` header (case-insensitive; `default` = the default policy), else the key's default,
-    else the alias's default, else the global default."""
+    """The policy of one request (SPEC §5.3): the `X-RainyModel-Policy` header (case-insensitive; the keyword
+    `default` means the global default policy), else the key's default, else (for a key limited to some policies)
+    the first of its allowed policies that exists, else the alias's default, else the global default."""
     requested = (header or "").strip().lower()
-    if requested and requested != "default":
+    if requested == "default":
+        name = (snap.default_policy or "").lower()
+    elif requested:
         name = requested
     else:
-        name = (key.default_policy or alias.default_policy or snap.default_policy or "").lower()
-        if requested == "default":
-            name = (snap.default_policy or "").lower()
+        first_allowed = next((p for p in key.allowed_policies if p in snap.policies), None)
+        name = (key.default_policy or first_allowed or alias.default_policy or snap.default_policy or "").lower()
     policy = snap.policies.get(name)
     if policy is None:
-        valid = ", ".join(sorted(p.name for p in snap.policies.values())) or "(none configured)"
-        shown = header.strip() if header else name
-        raise ApiError(400, "unknown_policy", f"Unknown policy '{shown}'. Valid policies: {valid}, default.",
+        raise ApiError(400, "unknown_policy", _unknown_policy_message(snap, header, name),
                        param="X-RainyModel-Policy")
     if key.allowed_policies and policy.name.lower() not in key.allowed_policies:
         raise ApiError(403, "policy_not_allowed", f"This API key may not use the policy '{policy.name}'.",
                        param="X-RainyModel-Policy")
     return policy
+
+
+def _unknown_policy_message(snap: Snapshot, header: str | None, name: str) -> str:
+    valid = ", ".join(sorted(p.name for p in snap.policies.values()))
+    names = f"Valid policies: {valid}." if valid else "No policies are configured."
+    keyword = "send 'default' (or no header) for the default policy"
+    if header and header.strip().lower() != "default":
+        return f"Unknown policy '{header.strip()}'. {names} The header is case-insensitive; {keyword}."
+    # Nothing usable was asked for: the configured defaults name no existing policy.
+    wanted = f"the default policy '{name}' does not exist" if name else "no default policy is configured"
+    return f"No policy to use: {wanted}. {names} Name one in the X-RainyModel-Policy header."
 
 
 def build_chain(alias: AliasInfo, policy: PolicyInfo, rng: random.Random | None = None) -> list[RouteInfo]:

@@ -23,7 +23,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
 
 from apikeys import limits
-from apikeys.auth import KeyRejected, authenticate
+from apikeys.auth import KeyRejected, authenticate_request
 from routing import snapshot
 from routing.proxy import breaker, outcomes
 from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
@@ -73,6 +73,8 @@ class Call:
     prompt_estimate: int = 0
     admission: object | None = None
     limit_headers: dict[str, str] = field(default_factory=dict)
+    considered: list[RouteInfo] = field(default_factory=list)  # the chain before breakers, for error messages
+    skipped: list[str] = field(default_factory=list)  # routes left out because their breaker was open
     finished: bool = False
 
     @classmethod
@@ -281,12 +283,16 @@ async def _serve(call: Call, request) -> HttpResponse:
     call.policy = resolve_policy(snap, request.headers.get("x-rainymodel-policy"), call.key, call.alias)
     call.prompt_estimate = outcomes.estimate_tokens(len(request.body))
     await _admit(call, payload)
-    chain, retry_after = await breaker.usable_routes(build_chain(call.alias, call.policy), call.key)
+    call.considered = build_chain(call.alias, call.policy)
+    chain, retry_after = await breaker.usable_routes(call.considered, call.key)
+    if len(chain) < len(call.considered):
+        kept = {id(route) for route in chain}
+        call.skipped = [route.label for route in call.considered if id(route) not in kept]
     if not chain:
         wait = max(1, int(retry_after + 0.999)) if retry_after else 1
         raise ApiError(503, "no_available_route",
-                       f"No route of '{call.alias.name}' is available under policy '{call.policy.name}' right now.",
-                       headers={"Retry-After": str(wait)})
+                       f"No route of '{call.alias.name}' is available under policy '{call.policy.name}' right now."
+                       f"{_failure_notes(call)}", headers={"Retry-After": str(wait)})
     if call.stream:
         return await _stream(call, chain, payload)
     return await _complete(call, chain, payload)
@@ -295,7 +301,7 @@ async def _serve(call: Call, request) -> HttpResponse:
 async def _authenticate(call: Call, snap, request) -> KeyInfo:
     ip = call.client_ip or "unknown"
     try:
-        return authenticate(snap, request.headers)
+        return await authenticate_request(snap, request.headers)
     except KeyRejected as rejected:
         try:
             await limits.check_auth_failures(ip)
@@ -361,6 +367,7 @@ async def run_chain(call: Call, chain: list[RouteInfo], attempt):
     while queue and time.monotonic() < call.deadline:
         route = queue.pop(0)
         if not await breaker.try_acquire(route, call.key):
+            call.skipped.append(route.label)
             continue
         retries = 0
         while True:
@@ -398,13 +405,24 @@ async def run_chain(call: Call, chain: list[RouteInfo], attempt):
 
 
 def _all_failed(call: Call) -> ApiError:
+    notes = _failure_notes(call)
     if not call.attempts:
-        return ApiError(503, "no_available_route", "No route was available to try (all are cooling down).",
-                        headers={"Retry-After": "1"})
+        return ApiError(503, "no_available_route",
+                        f"No route was available to try (all are cooling down).{notes}", headers={"Retry-After": "1"})
     reasons = ", ".join(f"{a['provider']}/{a['upstream_model']} ({a['outcome']})" for a in call.attempts)
     if all(a["outcome"] == outcomes.TIMEOUT for a in call.attempts):
-        return ApiError(504, "upstream_timeout", f"Every upstream timed out: {reasons}.")
-    return ApiError(502, "all_upstreams_failed", f"All upstream routes failed: {reasons}.")
+        return ApiError(504, "upstream_timeout", f"Every upstream timed out: {reasons}.{notes}")
+    return ApiError(502, "all_upstreams_failed", f"All upstream routes failed: {reasons}.{notes}")
+
+
+def _failure_notes(call: Call) -> str:
+    """What an operator can act on when no route answered: providers of the chain whose secret variable is not set
+    on this server, and routes skipped because their breaker was open. Names only, never URLs or secrets."""
+    providers = {route.provider.name: route.provider for route in call.considered}
+    notes = [f" {p.secret_unset_message}." for p in providers.values() if p.secret_unset]
+    if call.skipped:
+        notes.append(f" Skipped (breaker open): {', '.join(dict.fromkeys(call.skipped))}.")
+    return "".join(notes)
 
 
 async def _complete(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResponse:

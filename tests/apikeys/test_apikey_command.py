@@ -1,7 +1,7 @@
 """`manage.py apikey create | list | revoke` (SPEC §9)."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -55,6 +55,38 @@ def test_create_stores_every_option(routing_names):
     assert key.expires_at.isoformat() == "2099-01-01T10:00:00+00:00"
     quotas = {q.period: (q.max_requests, q.max_tokens, q.max_cost_usd) for q in key.quotas.all()}
     assert quotas == {"day": (1000, None, None), "month": (None, 2_000_000, Decimal("5"))}
+
+
+def test_missing_user_error_points_at_create_user_not_createsuperuser(db):
+    with pytest.raises(CommandError) as caught:
+        apikey("create", "--name", "x", "--user", "bob")
+    assert "--create-user" in str(caught.value) and "createsuperuser" not in str(caught.value)
+
+
+def test_create_user_makes_a_plain_owner_without_password(db):
+    output = apikey("create", "--name", "bob-laptop", "--user", "bob", "--create-user")
+    bob = get_user_model().objects.get(username="bob")
+    assert not bob.is_staff and not bob.is_superuser and not bob.has_usable_password()
+    assert APIKey.objects.get().owner == bob
+    assert "Created user 'bob'" in output and len(KEY.findall(output)) == 1
+
+
+def test_create_user_uses_an_existing_user(db):
+    ada = get_user_model().objects.create_user("ada", password="pw")
+    output = apikey("create", "--name", "x", "--user", "ada", "--create-user")
+    assert APIKey.objects.get().owner == ada and "Created user" not in output
+    assert get_user_model().objects.count() == 1 and get_user_model().objects.get().check_password("pw")
+
+
+def test_create_user_is_rolled_back_when_the_key_is_refused(routing_names):
+    with pytest.raises(CommandError, match="allowed_policies"):
+        apikey("create", "--name", "x", "--user", "bob", "--create-user", "--policies", "cheap")
+    assert not get_user_model().objects.filter(username="bob").exists() and not APIKey.objects.exists()
+
+
+def test_create_user_without_user_is_refused(db):
+    with pytest.raises(CommandError, match="--create-user needs --user"):
+        apikey("create", "--name", "x", "--create-user")
 
 
 def test_an_expiry_without_zone_is_utc(db):
@@ -129,8 +161,29 @@ def test_revoke_refuses_a_full_key_whose_secret_does_not_match(db):
     assert not APIKey.objects.get().is_revoked
 
 
-@pytest.mark.parametrize("value, message", [("rm-doesnotexist", "no API key matches 'rm-doesnotex'"),
-                                            ("abc", "is not a key or key prefix")])
-def test_revoke_refuses_unknown_keys(db, value, message):
-    with pytest.raises(CommandError, match=message):
+@pytest.mark.parametrize("value, message", [
+    ("rm-doesnotexist", "no API key matches 'rm-doesnotexist': keys are looked up by their first 12 characters "
+                        "and no key has the prefix 'rm-doesnotex'; nothing was revoked"),
+    ("rm-abcdefghi", "no API key has the prefix 'rm-abcdefghi'; nothing was revoked"),
+    ("abc", "is not a key or key prefix"),
+])
+def test_revoke_refuses_unknown_keys_saying_what_was_looked_up(db, value, message):
+    with pytest.raises(CommandError) as caught:
         apikey("revoke", value)
+    assert message in str(caught.value)
+
+
+def test_revoke_of_a_mistyped_full_key_does_not_echo_it(db):
+    full_key = KEY.findall(apikey("create", "--name", "x"))[0]
+    wrong = full_key[:-1] + ("x" if full_key[-1] != "x" else "y")
+    with pytest.raises(CommandError) as caught:
+        apikey("revoke", wrong)
+    message = str(caught.value)
+    assert f"a key has its prefix '{full_key[:12]}' but the rest differs" in message and wrong not in message
+
+
+def test_list_times_carry_their_utc_offset(db):
+    apikey("create", "--name", "x", "--expires", "2099-01-01T12:00:00+02:00")
+    APIKey.objects.update(last_used_at=datetime(2098, 5, 6, 7, 8, tzinfo=UTC))
+    line = apikey("list").splitlines()[1]
+    assert "expires=2099-01-01T10:00+00:00" in line and line.endswith("2098-05-06T07:08+00:00")

@@ -60,6 +60,21 @@ def test_unknown_policy_lists_the_valid_ones(key, proxy):
     assert error["code"] == "unknown_policy" and "auto" in error["message"] and "premium" in error["message"]
 
 
+def test_unknown_policy_names_the_default_keyword_apart_from_real_policies(key, proxy):
+    error = proxy.post(key, chat(), headers={"X-RainyModel-Policy": "Cheapest"}).json()["error"]
+    assert "Valid policies: auto, free, premium." in error["message"]
+    assert "send 'default' (or no header) for the default policy" in error["message"]
+
+
+def test_key_limited_to_policies_without_a_default_uses_its_first_allowed_one(fake_upstream, make_routing, api_key,
+                                                                               proxy):
+    make_routing(upstream(fake_upstream, tier="premium"))
+    _, limited = api_key(allowed_policies=["premium", "auto"])
+    r = proxy.post(limited, chat())
+    assert r.status_code == 200 and r.headers["x-rainymodel-policy"] == "premium"
+    assert proxy.post(limited, chat(), headers={"X-RainyModel-Policy": "AUTO"}).headers["x-rainymodel-policy"] == "auto"
+
+
 def test_missing_and_unknown_keys_are_401(key, proxy):
     for headers in ({}, {"Authorization": "Bearer rm-unknown0000000000000000000000000000"},
                     {"Authorization": "Basic abc"}, {"Authorization": f"Bearer {key}x"}):

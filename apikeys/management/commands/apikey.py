@@ -12,11 +12,12 @@ from decimal import Decimal, InvalidOperation
 from django.contrib.auth import get_user_model
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.utils import timezone
 
-from apikeys.keys import KEY_PREFIX, PREFIX_LENGTH, key_prefix, verify_key
+from apikeys.keys import KEY_PREFIX, PREFIX_LENGTH, key_prefix, looks_like_key, verify_key
 from apikeys.models import PERIODS, APIKey
-from apikeys.services import apikey_create, apikey_revoke
+from apikeys.services import apikey_create, apikey_owner_create, apikey_revoke
 from routing.models import Policy
 
 QUOTA_SYNTAX = re.compile(r"^(requests|tokens|cost):([^/\s]+)/(\w+)$")
@@ -80,12 +81,31 @@ def describe_errors(exc: ValidationError) -> str:
     )
 
 
+def utc_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with its offset, e.g. 2026-12-31T18:00+00:00: no reader has to guess the zone."""
+    return moment.astimezone(UTC).isoformat(timespec="minutes")
+
+
 def status(api_key: APIKey) -> str:
     if api_key.is_revoked:
         return "revoked"
     if api_key.is_expired():
         return "expired"
     return "active"
+
+
+def no_match(key: str, prefix_exists: bool) -> str:
+    """Why `revoke` found nothing, naming what was looked up: keys are found by their prefix (first
+    PREFIX_LENGTH characters). Something shaped like a whole key is not echoed, in case it is a real one."""
+    prefix = key_prefix(key)
+    if len(key) == PREFIX_LENGTH:
+        return f"no API key has the prefix {prefix!r}; nothing was revoked (see `apikey list`)"
+    given = "the key given" if looks_like_key(key) else repr(key)
+    if prefix_exists:
+        return (f"no API key matches {given}: a key has its prefix {prefix!r} but the rest differs; nothing was "
+                f"revoked (see `apikey list`)")
+    return (f"no API key matches {given}: keys are looked up by their first {PREFIX_LENGTH} characters and no key "
+            f"has the prefix {prefix!r}; nothing was revoked (see `apikey list`)")
 
 
 class Command(BaseCommand):
@@ -96,6 +116,9 @@ class Command(BaseCommand):
         create = actions.add_parser("create", help="Create a key and print it (once).")
         create.add_argument("--name", required=True, help="What the key is for, e.g. my-laptop.")
         create.add_argument("--user", help="Username of the key's owner (sees its usage when signed in).")
+        create.add_argument("--create-user", action="store_true",
+                            help="Create the --user if missing: a plain owner (not staff) without a password, "
+                                 "who can sign in once an admin sets one.")
         create.add_argument("--rpm", help="Requests per minute.")
         create.add_argument("--tpm", help="Tokens per minute.")
         create.add_argument("--max-concurrent", help="Requests in flight at once.")
@@ -114,15 +137,26 @@ class Command(BaseCommand):
 
     # --- create ---------------------------------------------------------------------------------------------
 
-    def handle_create(self, *, name, user, rpm, tpm, max_concurrent, aliases, policies, default_policy, expires,
-                      quota, **_):
+    @transaction.atomic  # a user made by --create-user is rolled back when the key is refused
+    def handle_create(self, *, name, user, create_user, rpm, tpm, max_concurrent, aliases, policies, default_policy,
+                      expires, quota, **_):
         if not name.strip():
             raise CommandError("--name must not be empty")
+        if create_user and not user:
+            raise CommandError("--create-user needs --user USERNAME")
         owner = None
+        created_owner = False
         if user:
             owner = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: user}).first()
+            if owner is None and create_user:
+                try:
+                    owner = apikey_owner_create(username=user)
+                except ValidationError as exc:
+                    raise CommandError(f"--user {user!r}: user not created: {describe_errors(exc)}") from None
+                created_owner = True
             if owner is None:
-                raise CommandError(f"--user {user!r}: no such user (create one with `manage.py createsuperuser`)")
+                raise CommandError(f"--user {user!r}: no such user; add --create-user to create it as a plain "
+                                   f"owner (no staff access, no password until an admin sets one)")
         policy = None
         if default_policy:
             policy = Policy.objects.filter(name__iexact=default_policy).first()
@@ -144,6 +178,9 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError(f"key not created: {describe_errors(exc)}") from None
+        if created_owner:
+            self.stdout.write(f"Created user {user!r} (not staff, no password: set one in the admin to let them "
+                              f"sign in and see their usage).")
         self.stdout.write(f"Created API key {api_key.name!r} (prefix {api_key.prefix}).")
         self.stdout.write("This is the only time the full key is shown; store it now:")
         self.stdout.write(full_key)
@@ -156,7 +193,7 @@ class Command(BaseCommand):
             rows.append((
                 api_key.prefix, api_key.name, api_key.owner.get_username() if api_key.owner else "-",
                 status(api_key), self._limits(api_key),
-                api_key.last_used_at.strftime("%Y-%m-%d %H:%M") if api_key.last_used_at else "never",
+                utc_time(api_key.last_used_at) if api_key.last_used_at else "never",
             ))
         if len(rows) == 1:
             self.stdout.write("No API keys yet. Create one: python manage.py apikey create --name NAME")
@@ -183,7 +220,7 @@ class Command(BaseCommand):
         if api_key.allowed_policies:
             parts.append(f"policies={','.join(api_key.allowed_policies)}")
         if api_key.expires_at:
-            parts.append(f"expires={api_key.expires_at:%Y-%m-%d %H:%M}")
+            parts.append(f"expires={utc_time(api_key.expires_at)}")
         return " ".join(parts) or "unlimited"
 
     # --- revoke ---------------------------------------------------------------------------------------------
@@ -196,10 +233,10 @@ class Command(BaseCommand):
         api_key = APIKey.objects.filter(prefix=key_prefix(key)).first()
         # A full key must match its stored HMAC, so a typo cannot revoke some other key that shares the prefix.
         if api_key is None or (len(key) > PREFIX_LENGTH and not verify_key(key, api_key.hashed_key)):
-            raise CommandError(f"no API key matches {key_prefix(key)!r} (see `apikey list`)")
+            raise CommandError(no_match(key, prefix_exists=api_key is not None))
         if api_key.is_revoked:
             self.stdout.write(f"Key {api_key.prefix} ({api_key.name}) was already revoked at "
-                              f"{api_key.revoked_at:%Y-%m-%d %H:%M} UTC.")
+                              f"{utc_time(api_key.revoked_at)}.")
             return
         apikey_revoke(api_key=api_key)
         self.stdout.write(f"Revoked key {api_key.prefix} ({api_key.name}); it stops working within seconds.")

@@ -94,9 +94,40 @@ def test_unknown_policy_lists_valid_names():
     assert "auto" in err.value.message and "premium" in err.value.message
 
 
+def test_unknown_policy_lists_real_policies_and_the_default_keyword_apart():
+    with pytest.raises(ApiError) as err:
+        resolve_policy(snap([alias()]), "Cheap", key(), alias())
+    assert err.value.message == ("Unknown policy 'Cheap'. Valid policies: auto, free, premium. The header is "
+                                 "case-insensitive; send 'default' (or no header) for the default policy.")
+
+
+def test_missing_default_policy_says_so_instead_of_naming_an_empty_policy():
+    with pytest.raises(ApiError) as err:
+        resolve_policy(snap([alias()], policies=(PREMIUM_FIRST, FREE_ONLY)), None, key(), alias())
+    assert err.value.code == "unknown_policy"
+    assert err.value.message.startswith("No policy to use: no default policy is configured. Valid policies: free, "
+                                        "premium.")
+
+
+def test_key_limited_to_policies_without_default_uses_its_first_allowed_policy():
+    s = snap([alias()])
+    assert resolve_policy(s, None, key(allowed_policies=("premium", "free")), alias()).name == "premium"
+    assert resolve_policy(s, None, key(allowed_policies=("free", "premium")), alias(default_policy="premium")
+                          ).name == "free"
+    # The key's own default still comes first, and a header still wins.
+    assert resolve_policy(s, None, key(allowed_policies=("free", "premium"), default_policy="premium"),
+                          alias()).name == "premium"
+    assert resolve_policy(s, "FREE", key(allowed_policies=("premium", "free")), alias()).name == "free"
+
+
+def test_first_allowed_policy_skips_names_that_no_longer_exist():
+    s = snap([alias()])
+    assert resolve_policy(s, None, key(allowed_policies=("gone", "free")), alias()).name == "free"
+
+
 def test_policy_not_allowed_for_key_is_403():
     with pytest.raises(ApiError) as err:
-        resolve_policy(snap([alias()]), "premium", key(allowed_policies=frozenset({"free"})), alias())
+        resolve_policy(snap([alias()]), "premium", key(allowed_policies=("free",)), alias())
     assert (err.value.status, err.value.code) == (403, "policy_not_allowed")
 
 
