@@ -21,8 +21,8 @@ limit_request_field_size = 8190
 # Open connections per worker; one more gets a 503 and is closed before anything is read.
 worker_connections = 1000
 
-# Seconds an idle kept-alive connection stays open. Longer than the idle timeout of the proxy in front (Render's
-# is 60 s), so the proxy never reuses a connection we are closing at that moment.
+# Seconds an idle kept-alive connection stays open. Longer than the idle timeout of the load balancer in front
+# (commonly 60 s), so it never reuses a connection we are closing at that moment.
 keepalive = 75
 
 # SIGTERM: in-flight calls get this long to finish, then each worker flushes its buffered request-log rows.
