@@ -292,7 +292,8 @@ def http10(port, key, cap):
     head = data.split(b"\r\n\r\n", 1)[0].lower()
     framing = ("content-length" if b"content-length:" in head else
                "chunked (invalid for HTTP/1.0)" if b"transfer-encoding: chunked" in head else "close-delimited")
-    return status_of(bytearray(data)) or "closed", time.monotonic() - started, f"HTTP/1.0 request; answer framed by {framing}"
+    seconds = time.monotonic() - started
+    return status_of(bytearray(data)) or "closed", seconds, f"HTTP/1.0 request; answer framed by {framing}"
 
 
 ATTACKS = [big_body_without_key, huge_content_length, chunked_over_limit, huge_header, many_headers, slow_header,

@@ -127,8 +127,7 @@ class ApiHandler(ASGIHandler):
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise BodyRefused(ApiError(413, "request_too_large",
-                                               f"The request body is larger than {limit} bytes."))
+                    raise BodyRefused(too_large())
                 if chunk:
                     if getattr(body_file, "_rolled", False):
                         await sync_to_async(body_file.write, thread_sensitive=False)(chunk)
@@ -150,8 +149,7 @@ class ApiHandler(ASGIHandler):
         response = await flow.reject_early(request, error.status, error.code, error.message)
         for name, value in error.headers.items():
             response[name] = value
-        if "CONTENT_LENGTH" in request.META and request.META["CONTENT_LENGTH"] not in ("", "0") or \
-                "transfer-encoding" in request.headers:
+        if announces_body(request):
             response["Connection"] = "close"
         await self.send_response(response, send)
 
@@ -189,11 +187,7 @@ async def refuse_before_body(request):
         request.get_host()
     except DisallowedHost:
         return ApiError(400, "invalid_host", "The Host header is not allowed here.")
-    try:
-        announced = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        announced = 0
-    if announced > 0 or "transfer-encoding" in request.headers or _serves(request, unknown_endpoint):
+    if announces_body(request) or _serves(request, unknown_endpoint):
         try:
             authenticate(snapshot.current(), request.headers)
         except KeyRejected as rejected:
@@ -205,10 +199,27 @@ async def refuse_before_body(request):
                                 headers=dict(exceeded.headers))
             await limits.record_auth_failure(ip)
             return ApiError(401, rejected.code, rejected.message)
-    if announced > settings.RAINYMODEL_MAX_BODY_BYTES:
-        return ApiError(413, "request_too_large",
-                        f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
+    if announced_length(request) > settings.RAINYMODEL_MAX_BODY_BYTES:
+        return too_large()
     return None
+
+
+def announced_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def announces_body(request) -> bool:
+    return announced_length(request) > 0 or "transfer-encoding" in request.headers
+
+
+def too_large():
+    from routing.proxy.errors import ApiError
+
+    return ApiError(413, "request_too_large",
+                    f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
 
 
 def _serves(request, unknown_endpoint) -> bool:

@@ -241,7 +241,7 @@ def test_connections_beyond_the_cap_are_refused_and_the_server_stays_usable(serv
     assert httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
-# --- HTTP/1.0 ----------------------------------------------------------------------------------------------------------
+# --- HTTP/1.0 ---------------------------------------------------------------------------------------------------------
 
 def test_an_http_1_0_client_gets_a_content_length_not_a_chunked_body(serve):
     server, key = serve()
