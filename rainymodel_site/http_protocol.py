@@ -124,6 +124,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_head_deadline()
         if self.transport.is_closing():
             return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request refused while the previous answer is still being written: no bytes of ours
+            # in the middle of that answer, just the close.
+            self.transport.close()
+            return
         body = ('{"error": {"message": "%s", "type": "invalid_request_error", "param": null, "code": "%s"}}'
                 % (message, code)).encode()
         self.transport.write(
