@@ -3,7 +3,9 @@ needs no flags (`gunicorn rainymodel_site.asgi:application`). The limits here ar
 one worker; docs/security.md measures each of them and docs/operations.md explains them.
 
 uvicorn_worker's UvicornWorker ignores `limit_request_*` and `worker_connections`; `RainyModelWorker`
-(rainymodel_site/http_protocol.py) is the same worker with them applied to the HTTP parser.
+(rainymodel_site/http_protocol.py) is the same worker with them applied to the HTTP parser. Do not pass
+`-k uvicorn_worker.UvicornWorker` (or any `--worker-class`) on the command line: it replaces this worker class and
+every limit below silently stops applying.
 """
 
 import os
