@@ -19,6 +19,8 @@ $(VENV)/.installed: requirements.txt
 .secret_key:
 	@$(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 
+# The server's limits (header size and count, header-read deadline, connections per worker) come with the HTTP
+# protocol class; the same limits apply in production through gunicorn.conf.py. See docs/security.md.
 run: install .secret_key
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py routing load-defaults
@@ -27,7 +29,8 @@ run: install .secret_key
 	@echo "Create an API key:   $(PY) manage.py apikey create --name my-laptop"
 	@echo "Create an admin:     $(PY) manage.py createsuperuser"
 	@echo
-	$(VENV)/bin/uvicorn rainymodel_site.asgi:application --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-access-log
+	$(VENV)/bin/uvicorn rainymodel_site.asgi:application --host $(HOST) --port $(PORT) --loop uvloop \
+		--http rainymodel_site.http_protocol:LimitedHttpToolsProtocol --timeout-keep-alive 5 --no-access-log
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -9,12 +9,21 @@ The API (`/v1/`) is served by `ApiHandler`: the same Django URLs and views, with
 hop into Django's single thread for sync code (Django's MiddlewareMixin runs every process_request/_response
 through `sync_to_async(thread_sensitive=True)`), which serialises the whole worker behind one thread; the API
 path is API-key authenticated and makes no database query, so it needs none of them.
+
+`ApiHandler` is also the API's edge against hostile clients: before a single byte of the body is read it refuses
+a disallowed Host (400), a missing or wrong key (401; 429 past the per-IP failed-authentication limit, on every
+endpoint) and a `Content-Length` over RAINYMODEL_MAX_BODY_BYTES (413); it then reads the body under that limit
+(a chunked body stops being read the moment it passes it: 413) and within RAINYMODEL_BODY_TIMEOUT_S (408).
+Each refusal of a chat-completions call keeps its one RequestLog row. Limits that apply before a request exists
+(header size, header read time, connections) are the HTTP server's: rainymodel_site/http_protocol.py.
 Nothing else belongs in this module.
 """
 
 import asyncio
+import io
 import logging
 import os
+import tempfile
 from contextlib import closing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rainymodel_site.settings")
@@ -22,10 +31,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rainymodel_site.settings")
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
-from django.core.exceptions import RequestAborted  # noqa: E402
+from asgiref.sync import sync_to_async  # noqa: E402
+from django.core.exceptions import DisallowedHost, RequestAborted  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
-from django.urls import set_script_prefix  # noqa: E402
+from django.urls import resolve, set_script_prefix  # noqa: E402
 
 from rainymodel_site.threads import run_blocking  # noqa: E402
 
@@ -46,18 +56,29 @@ class ApiHandler(ASGIHandler):
         self._middleware_chain = convert_exception_to_response(RequestIdMiddleware(view_chain))
 
     async def handle(self, scope, receive, send):
-        """ASGIHandler.handle without request_started/request_finished (database connection bookkeeping)."""
+        """ASGIHandler.handle without request_started/request_finished (database connection bookkeeping), with
+        the edge's checks before the body is read (see the module docstring)."""
+        set_script_prefix(get_script_prefix(scope))
+        # The request is made from the head alone, so the checks below can run before the body is read; the body
+        # becomes its stream once read (ASGIRequest reads the body from exactly that attribute).
+        request, error_response = self.create_request(scope, io.BytesIO())
+        if request is None:
+            await self.send_response(error_response, send)
+            return
+        refusal = await refuse_before_body(request)
+        if refusal is not None:
+            await self.send_refusal(request, refusal, send)
+            return
         try:
             body_file = await self.read_body(receive)
-        except RequestAborted:
+        except BodyRefused as refused:
+            await self.send_refusal(request, refused.error, send)
             return
+        except RequestAborted:
+            await log_disconnect(request)
+            return
+        request._stream = body_file
         with closing(body_file):
-            set_script_prefix(get_script_prefix(scope))
-            request, error_response = self.create_request(scope, body_file)
-            if request is None:
-                await self.send_response(error_response, send)
-                return
-
             class RequestProcessed(Exception):
                 pass
 
@@ -81,6 +102,140 @@ class ApiHandler(ASGIHandler):
                 on_close = getattr(response, "on_close", None)
                 if on_close is not None:
                     await on_close()
+
+    async def read_body(self, receive):
+        """Django's read_body (spooled to disk past FILE_UPLOAD_MAX_MEMORY_SIZE), refusing a body that passes
+        RAINYMODEL_MAX_BODY_BYTES as soon as it does (413) or that is not complete within
+        RAINYMODEL_BODY_TIMEOUT_S (408). Raises BodyRefused, or RequestAborted when the client goes away."""
+        from routing.proxy.errors import ApiError
+
+        limit = settings.RAINYMODEL_MAX_BODY_BYTES
+        deadline = asyncio.get_running_loop().time() + settings.RAINYMODEL_BODY_TIMEOUT_S
+        body_file = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b")
+        size = 0
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyRefused(ApiError(
+                        408, "request_timeout",
+                        f"The request body did not arrive within {settings.RAINYMODEL_BODY_TIMEOUT_S:g} s.")) from None
+                if message["type"] == "http.disconnect":
+                    raise RequestAborted()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BodyRefused(too_large())
+                if chunk:
+                    if getattr(body_file, "_rolled", False):
+                        await sync_to_async(body_file.write, thread_sensitive=False)(chunk)
+                    else:
+                        body_file.write(chunk)
+                if not message.get("more_body", False):
+                    break
+        except BaseException:
+            body_file.close()
+            raise
+        body_file.seek(0)
+        return body_file
+
+    async def send_refusal(self, request, error, send):
+        """Answer a request refused at the edge (logged like any rejected call) and, when its body was not read,
+        close the connection rather than read what the client is still sending."""
+        from routing.proxy import flow
+
+        response = await flow.reject_early(request, error.status, error.code, error.message)
+        for name, value in error.headers.items():
+            response[name] = value
+        if announces_body(request):
+            response["Connection"] = "close"
+        await self.send_response(response, send)
+
+    async def send_response(self, response, send):
+        """Django's send_response, plus Content-Length on every non-streamed answer: HTTP/1.0 clients cannot read
+        chunked bodies, and uvicorn chunks any answer that does not say its length."""
+        if not response.streaming and not response.has_header("Content-Length"):
+            response["Content-Length"] = str(len(response.content))
+        await super().send_response(response, send)
+
+
+class BodyRefused(Exception):
+    """The body broke a limit while it was being read; `error` is the answer."""
+
+    def __init__(self, error):
+        super().__init__(error.message)
+        self.error = error
+
+
+async def refuse_before_body(request):
+    """The error (an ApiError) for a request that must not have its body read, else None. In order: a Host outside
+    ALLOWED_HOSTS; a missing or wrong key (with the per-IP limit on failed authentication); a Content-Length over
+    RAINYMODEL_MAX_BODY_BYTES.
+
+    The key is checked for every request that carries a body, and for every other request to an endpoint and
+    method that exists: a bodiless request to an unknown URL or with a method the view does not serve still gets
+    the view's own 404/405, as before this check existed."""
+    from apikeys import limits
+    from apikeys.auth import KeyRejected, authenticate_request
+    from routing import snapshot
+    from routing.proxy.api import unknown_endpoint
+    from routing.proxy.errors import ApiError
+
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return ApiError(400, "invalid_host", "The Host header is not allowed here.")
+    if announces_body(request) or _serves(request, unknown_endpoint):
+        try:
+            await authenticate_request(snapshot.current(), request.headers)  # a brand-new key works at once
+        except KeyRejected as rejected:
+            ip = request.META.get("REMOTE_ADDR") or "unknown"
+            try:
+                await limits.check_auth_failures(ip)
+            except limits.LimitExceeded as exceeded:
+                return ApiError(429, exceeded.code, exceeded.message, type=exceeded.type,
+                                headers=dict(exceeded.headers))
+            await limits.record_auth_failure(ip)
+            return ApiError(401, rejected.code, rejected.message)
+    if announced_length(request) > settings.RAINYMODEL_MAX_BODY_BYTES:
+        return too_large()
+    return None
+
+
+def announced_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def announces_body(request) -> bool:
+    return announced_length(request) > 0 or "transfer-encoding" in request.headers
+
+
+def too_large():
+    from routing.proxy.errors import ApiError
+
+    return ApiError(413, "request_too_large",
+                    f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
+
+
+def _serves(request, unknown_endpoint) -> bool:
+    """Whether the request names an endpoint and a method it serves (function views: any method)."""
+    view = resolve(request.path_info).func
+    if view is unknown_endpoint:
+        return False
+    view_class = getattr(view, "view_class", None)
+    return view_class is None or hasattr(view_class, request.method.lower())
+
+
+async def log_disconnect(request):
+    """A client gone while sending its body: a chat-completions call still gets its row (499)."""
+    from routing.proxy import flow
+
+    await flow.reject_early(request, 499, "client_disconnected", "The client closed the connection.")
 
 
 django_application = get_asgi_application()

@@ -178,6 +178,7 @@ RATELIMIT_IP_META_KEY = "REMOTE_ADDR"
 # RainyModel's own settings (SPEC §2).
 RAINYMODEL_MASTER_KEY = envstr("RAINYMODEL_MASTER_KEY")
 RAINYMODEL_MAX_BODY_BYTES = envint("RAINYMODEL_MAX_BODY_BYTES", 10 * 1024 * 1024)
+RAINYMODEL_BODY_TIMEOUT_S = envfloat("RAINYMODEL_BODY_TIMEOUT_S", 30.0)  # whole body, from the end of the headers
 RAINYMODEL_LOG_FLUSH_S = envfloat("RAINYMODEL_LOG_FLUSH_S", 1.0)
 RAINYMODEL_DEADLINE_S = envfloat("RAINYMODEL_DEADLINE_S", 300.0)
 # How often each worker checks the shared config version (admin saves reach every worker within 2 s).
