@@ -80,14 +80,6 @@ QUOTA_GRACE_S = 3600  # counters outlive their period this long, for requests ad
 CONCURRENCY_RETRY_AFTER_S = 1.0
 METRICS = ("requests", "tokens", "cost")
 
-# RequestLog error codes of calls refused before the limits were checked (or by them): those never counted as a
-# quota request, so a rebuild must not count them either. Tokens and cost of such rows are 0 anyway.
-NOT_ADMITTED_CODES = (
-    "invalid_api_key", "key_expired", "invalid_json", "missing_required_parameter", "invalid_type",
-    "request_too_large", "model_not_found", "model_not_allowed", "unknown_policy", "policy_not_allowed",
-    "rate_limit_exceeded", "quota_exceeded",
-)
-
 PERIOD_WORDS = {"day": "daily", "month": "monthly"}
 
 
@@ -209,13 +201,16 @@ def _store_failed(what: str, exc: Exception) -> None:
 
 def usage_from_log_sync(key_id: int, start: datetime, end: datetime) -> dict[str, float]:
     """A key's usage in [start, end) according to RequestLog: admitted requests, tokens, cost. Blocking (database);
-    call it from a thread, never from the event loop."""
+    call it from a thread, never from the event loop.
+
+    "Admitted" is `RequestLog.admitted`, set by the request path once `admit()` let the call through: the same
+    fact the live counter counts and the usage pages show (through the rollups' `admitted`), kept in one place."""
     from django.db.models import Count, F, Q, Sum
 
     from usage.models import RequestLog
 
     totals = RequestLog.objects.filter(api_key_id=key_id, created_at__gte=start, created_at__lt=end).aggregate(
-        requests=Count("id", filter=~Q(error_code__in=NOT_ADMITTED_CODES)),
+        requests=Count("id", filter=Q(admitted=True)),
         tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
         cost=Sum("cost_usd"),
     )

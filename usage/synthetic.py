@@ -24,6 +24,9 @@ FAILURES = ((429, "rate_limit_exceeded", 0.025), (502, "upstream_error", 0.015),
             (401, "invalid_api_key", 0.006), (400, "invalid_request", 0.006), (499, "client_disconnected", 0.005))
 
 
+NOT_ADMITTED = {"rate_limit_exceeded", "invalid_api_key", "invalid_request"}
+
+
 @dataclass(frozen=True)
 class SyntheticRoute:
     alias: str
@@ -133,6 +136,9 @@ class Generator:
             "upstream_model": route.upstream_model,
             "status": status,
             "error_code": error_code,
+            # Refused by authentication, validation or the limits: never counted against a quota (as live).
+            "admitted": error_code not in NOT_ADMITTED,
+            "synthetic": True,
             "stream": stream,
             "latency_ms": int(r.lognormvariate(math.log(LATENCY_MEDIAN[route.tier]), 0.6)),
             "ttft_ms": None,

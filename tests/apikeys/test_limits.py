@@ -61,12 +61,12 @@ class ExplodingState:
         raise AssertionError(f"shared state touched: {name}")
 
 
-def log_row(key_id, *, status=200, error_code="", prompt=0, completion=0, cost=0.0, created_at=None):
+def log_row(key_id, *, status=200, error_code="", prompt=0, completion=0, cost=0.0, created_at=None, admitted=True):
     from usage.models import RequestLog
 
     return RequestLog.objects.create(
         id=uuid.uuid4().hex, created_at=created_at or datetime.now(UTC), api_key_id=key_id, status=status,
-        error_code=error_code, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost,
+        error_code=error_code, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, admitted=admitted,
     )
 
 
@@ -251,8 +251,8 @@ async def test_a_lost_quota_counter_is_rebuilt_from_the_request_log(store, trans
     await asyncio.to_thread(log_row, key.id, prompt=400, completion=300, cost=0.25)
     await asyncio.to_thread(log_row, key.id, prompt=100, completion=250, cost=0.5)
     # Rows that never counted against the quota (refused before or by the limits), and other periods and keys:
-    await asyncio.to_thread(log_row, key.id, status=429, error_code="quota_exceeded")
-    await asyncio.to_thread(log_row, key.id, status=401, error_code="invalid_api_key")
+    await asyncio.to_thread(log_row, key.id, status=429, error_code="quota_exceeded", admitted=False)
+    await asyncio.to_thread(log_row, key.id, status=401, error_code="invalid_api_key", admitted=False)
     await asyncio.to_thread(log_row, key.id, prompt=5000, created_at=datetime.now(UTC) - timedelta(days=2))
     await asyncio.to_thread(log_row, key.id + 1, prompt=5000)
     with pytest.raises(limits.LimitExceeded) as refused:  # 1,050 tokens used according to the log
