@@ -68,3 +68,24 @@ def test_a_3_ms_request_reads_3_to_5_ms_not_27(db, admin_client):
     assert 2 <= totals.ttft_p50 < 3
     page = response.content.decode()
     assert 'data-figure="latency-p50">4 ms<' in page
+
+
+def test_a_quota_429_through_the_server_shows_the_quota_not_the_rpm_allowance(fake_upstream, make_routing, api_key,
+                                                                              proxy):  # noqa: F811
+    import re
+
+    make_routing(upstream(fake_upstream))
+    _, key = api_key(rpm_limit=5, quotas=[("day", "max_requests", 2)])
+    client = proxy.openai(key)
+    for _ in range(2):
+        client.chat.completions.create(model="rainymodel/auto", messages=chat()["messages"])
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="rainymodel/auto", messages=chat()["messages"])
+    headers = refused.value.response.headers
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("2", "0")
+    reset = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?([\d.]+)s", headers["x-ratelimit-reset-requests"])
+    hours, minutes, seconds = reset.groups()
+    to_midnight = 86400 - (datetime.now(UTC) - datetime.now(UTC).replace(hour=0, minute=0, second=0)).total_seconds()
+    assert abs(int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds) - to_midnight) < 5
+    if to_midnight >= 3600:  # "It resets in 11h46m (UTC day boundary)", not "706m11s"
+        assert re.search(r"resets in \d+h\d+m \(UTC day", refused.value.message), refused.value.message
