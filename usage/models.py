@@ -29,7 +29,7 @@ ROLLUP_MEASURES = ("requests", "admitted", "errors", "fallbacks", "prompt_tokens
 class RequestLog(models.Model):
     id = models.CharField("request id", primary_key=True, max_length=64,
                           help_text="The x-request-id the client was given.")
-    created_at = models.DateTimeField("received at", default=timezone.now)
+    created_at = models.DateTimeField("created at", default=timezone.now, help_text="When the request arrived.")
     api_key = models.ForeignKey("apikeys.APIKey", null=True, blank=True, on_delete=models.SET_NULL,
                                 db_constraint=False, related_name="+", verbose_name="API key")
     key_prefix = models.CharField("key prefix", max_length=16, blank=True,
@@ -50,7 +50,7 @@ class RequestLog(models.Model):
     synthetic = models.BooleanField(
         "synthetic", default=False,
         help_text="Written by `manage.py usage generate` for demos and benchmarks, not by real traffic.")
-    stream = models.BooleanField("streamed", default=False)
+    stream = models.BooleanField("stream", default=False, help_text="The client asked for a streamed answer.")
     latency_ms = models.PositiveIntegerField("latency (ms)", default=0,
                                              help_text="From receipt of the request to the end of the answer.")
     ttft_ms = models.PositiveIntegerField("time to first token (ms)", null=True, blank=True,
