@@ -80,14 +80,6 @@ QUOTA_GRACE_S = 3600  # counters outlive their period this long, for requests ad
 CONCURRENCY_RETRY_AFTER_S = 1.0
 METRICS = ("requests", "tokens", "cost")
 
-# RequestLog error codes of calls refused before the limits were checked (or by them): those never counted as a
-# quota request, so a rebuild must not count them either. Tokens and cost of such rows are 0 anyway.
-NOT_ADMITTED_CODES = (
-    "invalid_api_key", "key_expired", "invalid_json", "missing_required_parameter", "invalid_type",
-    "request_too_large", "model_not_found", "model_not_allowed", "unknown_policy", "policy_not_allowed",
-    "rate_limit_exceeded", "quota_exceeded",
-)
-
 PERIOD_WORDS = {"day": "daily", "month": "monthly"}
 
 
@@ -209,13 +201,16 @@ def _store_failed(what: str, exc: Exception) -> None:
 
 def usage_from_log_sync(key_id: int, start: datetime, end: datetime) -> dict[str, float]:
     """A key's usage in [start, end) according to RequestLog: admitted requests, tokens, cost. Blocking (database);
-    call it from a thread, never from the event loop."""
+    call it from a thread, never from the event loop.
+
+    "Admitted" is `RequestLog.admitted`, set by the request path once `admit()` let the call through: the same
+    fact the live counter counts and the usage pages show (through the rollups' `admitted`), kept in one place."""
     from django.db.models import Count, F, Q, Sum
 
     from usage.models import RequestLog
 
     totals = RequestLog.objects.filter(api_key_id=key_id, created_at__gte=start, created_at__lt=end).aggregate(
-        requests=Count("id", filter=~Q(error_code__in=NOT_ADMITTED_CODES)),
+        requests=Count("id", filter=Q(admitted=True)),
         tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
         cost=Sum("cost_usd"),
     )
@@ -287,12 +282,25 @@ async def _add_to_quota_counter(store, counter: str, amount: float, ttl: float) 
 # --- headers ------------------------------------------------------------------------------------------------------
 
 def _duration(seconds: float) -> str:
-    """OpenAI's reset format: "1s", "6m0s", "0.5s"."""
+    """OpenAI's `x-ratelimit-reset-*` format (Go's duration format): "0.5s", "1s", "6m0s", "1h2m3s"."""
     seconds = max(0.0, seconds)
-    if seconds >= 60:
-        minutes, rest = divmod(seconds, 60)
-        return f"{int(minutes)}m{round(rest):d}s"
-    return f"{round(seconds, 3):g}s"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
+
+
+def _wait_words(seconds: float) -> str:
+    """How long to wait, for people reading an error message: "45s", "6m0s", "11h46m", "3d4h"."""
+    seconds = max(0.0, seconds)
+    if seconds < 3600:
+        return _duration(seconds)
+    minutes = round(seconds / 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    return f"{days}d{hours}h" if days else f"{hours}h{minutes}m"
 
 
 @dataclass
@@ -325,6 +333,18 @@ def _headers(key: KeyInfo, seen: _Seen) -> dict[str, str]:
         headers[f"x-ratelimit-limit-{kind}"] = str(int(limit))
         headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(limit - used)))
         headers[f"x-ratelimit-reset-{kind}"] = _duration(reset)
+    return headers
+
+
+def _refusal_headers(headers: dict[str, str], kind: str, limit: float | None, reset: float,
+                     remaining: float = 0) -> dict[str, str]:
+    """`headers` with the `kind` ("requests"/"tokens") triple replaced by the limit that refused the request, so
+    a 429 never advertises an allowance the key cannot use (a quota 429 showing the full rpm allowance)."""
+    headers = dict(headers)
+    if limit is not None:
+        headers[f"x-ratelimit-limit-{kind}"] = str(int(limit))
+    headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(remaining)))
+    headers[f"x-ratelimit-reset-{kind}"] = _duration(reset)
     return headers
 
 
@@ -397,8 +417,10 @@ async def _admit(store, admission: Admission, seen: _Seen, estimate: int) -> Non
                            f"{key.tpm_limit} tokens per minute.")
             else:
                 message = (f"Rate limit reached: {seen.tpm_used} of {key.tpm_limit} tokens per minute used; this "
-                           f"request needs about {estimate} more. Try again in {_duration(seen.tpm_reset)}.")
-            raise LimitExceeded("rate_limit_exceeded", "tokens", message, seen.tpm_reset, _headers(key, seen),
+                           f"request needs about {estimate} more. Try again in {_wait_words(seen.tpm_reset)}.")
+            raise LimitExceeded("rate_limit_exceeded", "tokens", message, seen.tpm_reset,
+                                _refusal_headers(_headers(key, seen), "tokens", key.tpm_limit, seen.tpm_reset,
+                                                 key.tpm_limit - seen.tpm_used),
                                 retry_useless=estimate > key.tpm_limit)
 
     taken: list = []  # what to give back if a later check refuses
@@ -420,8 +442,8 @@ async def _admit(store, admission: Admission, seen: _Seen, estimate: int) -> Non
                 raise LimitExceeded(
                     "rate_limit_exceeded", "requests",
                     f"Rate limit reached: {key.rpm_limit} requests per minute. "
-                    f"Try again in {_duration(seen.rpm_reset)}.",
-                    seen.rpm_reset, _headers(key, seen))
+                    f"Try again in {_wait_words(seen.rpm_reset)}.",
+                    seen.rpm_reset, _refusal_headers(_headers(key, seen), "requests", key.rpm_limit, seen.rpm_reset))
             taken.append(("rpm", rpm_key))
         if key.tpm_limit:
             seen.tpm_reset = await store.ttl(tpm_key) if seen.tpm_used else 0
@@ -447,7 +469,8 @@ async def _admit(store, admission: Admission, seen: _Seen, estimate: int) -> Non
                 raise LimitExceeded(
                     "rate_limit_exceeded", "requests",
                     f"Too many concurrent requests: this key allows {key.max_concurrent} at a time.",
-                    CONCURRENCY_RETRY_AFTER_S, _headers(key, seen))
+                    CONCURRENCY_RETRY_AFTER_S,
+                    _refusal_headers(_headers(key, seen), "requests", None, CONCURRENCY_RETRY_AFTER_S))
     except LimitExceeded:
         await _give_back(store, taken)
         raise
@@ -473,8 +496,10 @@ def _quota_exceeded(key: KeyInfo, period: str, metric: str, maximum: float, to_e
     return LimitExceeded(
         "quota_exceeded", "insufficient_quota",
         f"You exceeded this key's {PERIOD_WORDS.get(period, period)} quota of {what}. "
-        f"It resets in {_duration(to_end)} (UTC {period} boundary).",
-        to_end, _headers(key, seen), retry_useless=True)
+        f"It resets in {_wait_words(to_end)} (UTC {period} boundary).",
+        to_end, _refusal_headers(_headers(key, seen), "tokens" if metric == "tokens" else "requests",
+                                 None if metric == "cost" else maximum, to_end),
+        retry_useless=True)
 
 
 async def settle(admission: Admission, *, tokens: int, cost_usd: float) -> None:
@@ -545,8 +570,8 @@ async def check_auth_failures(client_ip: str) -> None:
         return
     raise LimitExceeded(
         "rate_limit_exceeded", "requests",
-        f"Too many failed authentication attempts from your address. Try again in {_duration(reset)}.",
-        reset)
+        f"Too many failed authentication attempts from your address. Try again in {_wait_words(reset)}.",
+        reset, _refusal_headers({}, "requests", limit, reset))
 
 
 async def record_auth_failure(client_ip: str) -> None:

@@ -10,8 +10,10 @@ from django.db import models
 from django.utils import timezone
 
 # Upper edges (ms, exclusive) of the latency / time-to-first-token histogram buckets kept in the rollup. The last
-# bucket is open-ended. Percentiles read from these are exact to within one bucket (see usage/reports.py).
-LATENCY_BUCKET_EDGES_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 20000, 60000)
+# bucket is open-ended. Log-spaced from 1 ms, so a 3 ms answer reads as 3 ms and a 40 s one within ~25%; percentiles
+# read from these are exact to within one bucket (see usage/reports.py).
+LATENCY_BUCKET_EDGES_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000,
+                           3000, 5000, 7500, 10000, 20000, 60000)
 LATENCY_BUCKETS = len(LATENCY_BUCKET_EDGES_MS) + 1
 LATENCY_FIELDS = tuple(f"lat_{i}" for i in range(LATENCY_BUCKETS))
 TTFT_FIELDS = tuple(f"ttft_{i}" for i in range(LATENCY_BUCKETS))
@@ -20,35 +22,49 @@ TTFT_FIELDS = tuple(f"ttft_{i}" for i in range(LATENCY_BUCKETS))
 ROLLUP_DIMENSIONS = ("hour", "api_key_id", "key_prefix", "alias", "policy", "tier", "provider", "upstream_model",
                      "status_class")
 # The additive measures; every one of them is summed when rows are merged.
-ROLLUP_MEASURES = ("requests", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd", "ttft_count",
-                   *LATENCY_FIELDS, *TTFT_FIELDS)
+ROLLUP_MEASURES = ("requests", "admitted", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd",
+                   "ttft_count", *LATENCY_FIELDS, *TTFT_FIELDS)
 
 
 class RequestLog(models.Model):
-    id = models.CharField(primary_key=True, max_length=64)  # the x-request-id
-    created_at = models.DateTimeField(default=timezone.now)
+    id = models.CharField("request id", primary_key=True, max_length=64,
+                          help_text="The x-request-id the client was given.")
+    created_at = models.DateTimeField("created at", default=timezone.now, help_text="When the request arrived.")
     api_key = models.ForeignKey("apikeys.APIKey", null=True, blank=True, on_delete=models.SET_NULL,
-                                db_constraint=False, related_name="+")
-    key_prefix = models.CharField(max_length=16, blank=True)  # "master" for the master key, "" when unauthenticated
-    requested_model = models.CharField(max_length=200, blank=True)
-    alias = models.CharField(max_length=200, blank=True)
-    policy = models.CharField(max_length=50, blank=True)
-    tier = models.CharField(max_length=20, blank=True)
-    provider = models.CharField(max_length=100, blank=True)
-    upstream_model = models.CharField(max_length=200, blank=True)
-    status = models.PositiveSmallIntegerField()
-    error_code = models.CharField(max_length=64, blank=True)
-    stream = models.BooleanField(default=False)
-    latency_ms = models.PositiveIntegerField(default=0)
-    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    usage_estimated = models.BooleanField(default=False)
-    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
-    attempts = models.JSONField(default=list)
-    fallback = models.BooleanField(default=False)  # answered by other than the first route tried
-    client_ip = models.GenericIPAddressField(null=True, blank=True)
-    user_agent = models.CharField(max_length=300, blank=True)
+                                db_constraint=False, related_name="+", verbose_name="API key")
+    key_prefix = models.CharField("key prefix", max_length=16, blank=True,
+                                  help_text='"master" for the master key, empty when authentication failed.')
+    requested_model = models.CharField("requested model", max_length=200, blank=True,
+                                       help_text="The model name the client sent.")
+    alias = models.CharField("alias", max_length=200, blank=True)
+    policy = models.CharField("policy", max_length=50, blank=True)
+    tier = models.CharField("tier", max_length=20, blank=True, help_text="Tier of the route that answered.")
+    provider = models.CharField("provider", max_length=100, blank=True)
+    upstream_model = models.CharField("upstream model", max_length=200, blank=True)
+    status = models.PositiveSmallIntegerField("HTTP status")
+    error_code = models.CharField("error code", max_length=64, blank=True)
+    admitted = models.BooleanField(
+        "admitted", default=False,
+        help_text="The call passed authentication, validation and the limits (rate limits, quotas); only admitted "
+                  "calls count against a quota.")
+    synthetic = models.BooleanField(
+        "synthetic", default=False,
+        help_text="Written by `manage.py usage generate` for demos and benchmarks, not by real traffic.")
+    stream = models.BooleanField("stream", default=False, help_text="The client asked for a streamed answer.")
+    latency_ms = models.PositiveIntegerField("latency (ms)", default=0,
+                                             help_text="From receipt of the request to the end of the answer.")
+    ttft_ms = models.PositiveIntegerField("time to first token (ms)", null=True, blank=True,
+                                          help_text="Streams only.")
+    prompt_tokens = models.PositiveIntegerField("prompt tokens", default=0)
+    completion_tokens = models.PositiveIntegerField("completion tokens", default=0)
+    usage_estimated = models.BooleanField("usage estimated", default=False,
+                                          help_text="The upstream reported no usage; tokens were estimated.")
+    cost_usd = models.DecimalField("cost (USD)", max_digits=14, decimal_places=8, default=0)
+    attempts = models.JSONField("upstream attempts", default=list)
+    fallback = models.BooleanField("fallback", default=False,
+                                   help_text="Answered by other than the first route tried.")
+    client_ip = models.GenericIPAddressField("client IP", null=True, blank=True)
+    user_agent = models.CharField("user agent", max_length=300, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -74,24 +90,28 @@ class UsageRollup(models.Model):
     `api_key_id` is 0 for rows without a key (the master key, told apart by `key_prefix` "master", and failed
     authentications), because NULLs never conflict in a unique constraint and the upsert relies on conflicts.
     `lat_<i>` / `ttft_<i>` count requests whose latency / time to first token fell in bucket i of
-    LATENCY_BUCKET_EDGES_MS; `ttft_count` is how many requests had a TTFT at all.
+    LATENCY_BUCKET_EDGES_MS; `ttft_count` is how many requests had a TTFT at all; `admitted` how many passed the
+    limits (RequestLog.admitted), which is what a quota counts.
     """
 
-    api_key_id = models.BigIntegerField(default=0)
-    key_prefix = models.CharField(max_length=16, blank=True)
-    alias = models.CharField(max_length=200, blank=True)
-    policy = models.CharField(max_length=50, blank=True)
-    tier = models.CharField(max_length=20, blank=True)
-    provider = models.CharField(max_length=100, blank=True)
-    upstream_model = models.CharField(max_length=200, blank=True)
-    status_class = models.PositiveSmallIntegerField()  # status // 100: 2, 4 or 5
-    requests = models.BigIntegerField(default=0)
-    errors = models.BigIntegerField(default=0)  # status >= 400
-    fallbacks = models.BigIntegerField(default=0)
-    prompt_tokens = models.BigIntegerField(default=0)
-    completion_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0)
-    ttft_count = models.BigIntegerField(default=0)
+    api_key_id = models.BigIntegerField("API key id", default=0, help_text="0 for the master key and failed "
+                                        "authentications.")
+    key_prefix = models.CharField("key prefix", max_length=16, blank=True)
+    alias = models.CharField("alias", max_length=200, blank=True)
+    policy = models.CharField("policy", max_length=50, blank=True)
+    tier = models.CharField("tier", max_length=20, blank=True)
+    provider = models.CharField("provider", max_length=100, blank=True)
+    upstream_model = models.CharField("upstream model", max_length=200, blank=True)
+    status_class = models.PositiveSmallIntegerField("status class", help_text="HTTP status // 100: 2, 4 or 5.")
+    requests = models.BigIntegerField("requests", default=0)
+    admitted = models.BigIntegerField("admitted requests", default=0,
+                                      help_text="Requests that passed the limits: what quotas count.")
+    errors = models.BigIntegerField("errors", default=0, help_text="Requests answered with status >= 400.")
+    fallbacks = models.BigIntegerField("fallbacks", default=0)
+    prompt_tokens = models.BigIntegerField("prompt tokens", default=0)
+    completion_tokens = models.BigIntegerField("completion tokens", default=0)
+    cost_usd = models.DecimalField("cost (USD)", max_digits=18, decimal_places=8, default=0)
+    ttft_count = models.BigIntegerField("requests with a first token", default=0)
 
     class Meta:
         abstract = True
@@ -100,7 +120,7 @@ class UsageRollup(models.Model):
 class UsageHourly(UsageRollup):
     """The rollup per UTC hour: what partial days, hourly charts and today's quotas read."""
 
-    hour = models.DateTimeField()
+    hour = models.DateTimeField("hour (UTC)")
 
     class Meta:
         verbose_name = "hourly usage rollup"
@@ -115,7 +135,7 @@ class UsageDaily(UsageRollup):
     """The same rollup per UTC day (`day` is its midnight): whole days of long periods read this, ~20x fewer
     rows than the hourly table. Maintained alongside UsageHourly by usage.rollups."""
 
-    day = models.DateTimeField()
+    day = models.DateTimeField("day (UTC midnight)")
 
     class Meta:
         verbose_name = "daily usage rollup"
@@ -127,7 +147,14 @@ class UsageDaily(UsageRollup):
 
 
 # The histogram columns are written out by a loop rather than by hand: 32 identical counters, one per bucket.
+def _bucket_label(i: int) -> str:
+    lower = LATENCY_BUCKET_EDGES_MS[i - 1] if i else 0
+    return f"{lower}-{LATENCY_BUCKET_EDGES_MS[i]} ms" if i < len(LATENCY_BUCKET_EDGES_MS) else f">= {lower} ms"
+
+
 for _model in (UsageHourly, UsageDaily):
-    for _name in (*LATENCY_FIELDS, *TTFT_FIELDS):
-        _model.add_to_class(_name, models.BigIntegerField(default=0))
-del _model, _name
+    for _i in range(LATENCY_BUCKETS):
+        _model.add_to_class(LATENCY_FIELDS[_i], models.BigIntegerField(f"latency {_bucket_label(_i)}", default=0))
+        _model.add_to_class(TTFT_FIELDS[_i], models.BigIntegerField(f"time to first token {_bucket_label(_i)}",
+                                                                    default=0))
+del _model, _i

@@ -60,6 +60,7 @@ class Figures:
     """The figures every page shows for a set of rows."""
 
     requests: int = 0
+    admitted: int = 0  # requests that passed the limits: what quotas count
     errors: int = 0
     fallbacks: int = 0
     prompt_tokens: int = 0
@@ -71,7 +72,7 @@ class Figures:
     @classmethod
     def from_sums(cls, sums: dict) -> Figures:
         return cls(
-            requests=sums.get("requests") or 0, errors=sums.get("errors") or 0,
+            requests=sums.get("requests") or 0, admitted=sums.get("admitted") or 0, errors=sums.get("errors") or 0,
             fallbacks=sums.get("fallbacks") or 0, prompt_tokens=sums.get("prompt_tokens") or 0,
             completion_tokens=sums.get("completion_tokens") or 0,
             cost_usd=Decimal(str(sums.get("cost_usd") or 0)),
@@ -81,6 +82,7 @@ class Figures:
 
     def add(self, other: Figures) -> None:
         self.requests += other.requests
+        self.admitted += other.admitted
         self.errors += other.errors
         self.fallbacks += other.fallbacks
         self.prompt_tokens += other.prompt_tokens
@@ -365,7 +367,10 @@ def period_start(period: str, now: datetime) -> datetime:
 
 
 def quota_usage(api_key, now: datetime) -> list[dict]:
-    """For each of the key's quotas: what it allows this period, what has been used, and the share used."""
+    """For each of the key's quotas: what it allows this period, what has been used, and the share used.
+
+    Requests are the *admitted* ones (RequestLog.admitted, summed in the rollups), exactly what the limiter counts:
+    calls refused by authentication, validation or the limits themselves never use up a quota."""
     from usage.filters import Period, ceil_hour
 
     result = []
@@ -376,7 +381,7 @@ def quota_usage(api_key, now: datetime) -> list[dict]:
         used = totals(window)
         limits = []
         for label, limit, value in (
-            ("requests", quota.max_requests, used.requests),
+            ("requests", quota.max_requests, used.admitted),
             ("tokens", quota.max_tokens, used.total_tokens),
             ("cost (USD)", quota.max_cost_usd, used.cost_usd),
         ):

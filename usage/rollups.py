@@ -53,6 +53,7 @@ def summarise(rows: list[dict]) -> dict[tuple, dict]:
             sums = groups[dims] = dict.fromkeys(ROLLUP_MEASURES, 0)
             sums["cost_usd"] = Decimal(0)
         sums["requests"] += 1
+        sums["admitted"] += bool(row.get("admitted"))
         sums["errors"] += int(row["status"]) >= 400
         sums["fallbacks"] += bool(row.get("fallback"))
         sums["prompt_tokens"] += row.get("prompt_tokens") or 0
@@ -80,7 +81,7 @@ def by_day(hourly: dict[tuple, dict]) -> dict[tuple, dict]:
     return daily
 
 
-# Groups per INSERT statement: 41 parameters each stays well inside SQLite's 32766 and PostgreSQL's 65535.
+# Groups per INSERT statement: 64 parameters each stays well inside SQLite's 32766 and PostgreSQL's 65535.
 GROUPS_PER_STATEMENT = 300
 
 
@@ -118,13 +119,18 @@ def _params(groups: dict[tuple, dict]) -> list[list]:
     return params
 
 
-def add_to_rollups(rows: list[dict]) -> None:
+def add_to_rollups(rows: list[dict], *, sign: int = 1) -> None:
     """Count `rows` (the dicts being inserted into RequestLog, `api_key_id` for the key) into the hourly and
-    daily rollups. Call inside the transaction that inserts the rows.
+    daily rollups. Call inside the transaction that inserts the rows. `sign=-1` takes rows that are being deleted
+    back out (`usage remove-generated`); rollup rows left at zero requests are then the caller's to delete.
     """
     if not rows:
         return
     hourly = summarise(rows)
+    if sign != 1:
+        for sums in hourly.values():
+            for measure in sums:
+                sums[measure] *= sign
     with connection.cursor() as cursor:
         _upsert(cursor, UsageHourly, "hour", _params(hourly))
         _upsert(cursor, UsageDaily, "day", _params(by_day(hourly)))

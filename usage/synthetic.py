@@ -21,7 +21,11 @@ LATENCY_MEDIAN = {"free": 1800, "internal": 900, "premium": 1400}
 TTFT_MEDIAN = {"free": 600, "internal": 250, "premium": 450}
 # (status, error_code, share) of outcomes other than success.
 FAILURES = ((429, "rate_limit_exceeded", 0.025), (502, "upstream_error", 0.015), (504, "upstream_timeout", 0.008),
-            (401, "invalid_api_key", 0.006), (400, "invalid_request", 0.006), (499, "client_disconnected", 0.005))
+            (401, "invalid_api_key", 0.006), (400, "missing_required_parameter", 0.006), (499, "client_disconnected", 0.005))
+
+
+# The failures above that are refused before or by the limits (the rest were admitted, then failed upstream).
+NOT_ADMITTED = {"rate_limit_exceeded", "invalid_api_key", "missing_required_parameter"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,9 @@ class Generator:
             "upstream_model": route.upstream_model,
             "status": status,
             "error_code": error_code,
+            # Refused by authentication, validation or the limits: never counted against a quota (as live).
+            "admitted": error_code not in NOT_ADMITTED,
+            "synthetic": True,
             "stream": stream,
             "latency_ms": int(r.lognormvariate(math.log(LATENCY_MEDIAN[route.tier]), 0.6)),
             "ttft_ms": None,

@@ -9,9 +9,12 @@ answers 404 — never their data.
 from __future__ import annotations
 
 import csv
+import io
 from datetime import datetime
+from decimal import Decimal
 from urllib.parse import urlencode
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -109,6 +112,30 @@ def breakdown(request):
         request, f, page="breakdown", by=by, breakdowns=list(reports.BREAKDOWNS), table=table, total=total))
 
 
+# --- CSV exports ---------------------------------------------------------------------------------------------------
+
+# A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV injection"); model names, user
+# agents and key names are chosen by clients.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_FLUSH_CHARS = 64 * 1024  # send the export in pieces of about this size
+
+
+def csv_cell(value) -> str | int | bool:
+    """One CSV cell: text that a spreadsheet would run as a formula gets OWASP's leading single quote; numbers are
+    written as plain decimals ("0.00000087", never "8.7E-7" or "0E-8"); None is empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    if isinstance(value, Decimal):
+        text = format(value.normalize(), "f")
+        return "0" if text in ("-0", "0.0") else text
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _breakdown_csv(table: list[dict], by: str) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="usage-by-{by}.csv"'
@@ -116,7 +143,8 @@ def _breakdown_csv(table: list[dict], by: str) -> HttpResponse:
     writer.writerow(BREAKDOWN_CSV_COLUMNS)
     for row in table:
         figures = row["figures"].as_json()
-        writer.writerow([row["label"], *(figures[c] if figures[c] is not None else "" for c in BREAKDOWN_CSV_COLUMNS[1:])])
+        figures["cost_usd"] = round(row["figures"].cost_usd, 8)  # the exact Decimal, not as_json's float
+        writer.writerow([csv_cell(row["label"]), *(csv_cell(figures[c]) for c in BREAKDOWN_CSV_COLUMNS[1:])])
     return response
 
 
@@ -203,37 +231,63 @@ def request_log_row(request, row_id: str):
     })
 
 
-class _Echo:
-    """A file-like object whose write returns the line, so csv.writer can feed a streaming response."""
+def _log_csv_pieces(f: UsageFilter):
+    """The request-log export as pieces of CSV text (blocking: database). The rows come from a server-side cursor
+    inside a transaction: outside one, Django asks PostgreSQL for a WITH HOLD cursor, which computes the whole
+    result before the first row. Only `_stream_from_one_thread` drives this, so the cursor's connection is only
+    ever used from one thread."""
+    from django.db import transaction
 
-    def write(self, value):
-        return value
-
-
-def _log_csv_lines(f: UsageFilter):
     from apikeys.models import APIKey
 
-    writer = csv.writer(_Echo())
-    yield writer.writerow(LOG_CSV_COLUMNS)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(LOG_CSV_COLUMNS)
+    yield buffer.getvalue()  # the first byte goes out before the query has even started
+    buffer.seek(0)
+    buffer.truncate()
     keys = APIKey.objects.all() if f.visible_key_ids is None else APIKey.objects.filter(id__in=f.visible_key_ids)
     names = dict(keys.values_list("id", "name"))
     name_at = LOG_CSV_COLUMNS.index("key_name")
     rows = reports.log_rows(f).values_list(*(c for c in LOG_CSV_COLUMNS if c != "key_name"), "api_key_id")
-    for row in rows.iterator(chunk_size=2000):
-        *values, key_id = row
-        values.insert(name_at, names.get(key_id, ""))
-        values[1] = values[1].isoformat()
-        yield writer.writerow(values)
+    with transaction.atomic():
+        for row in rows.iterator(chunk_size=2000):
+            *values, key_id = row
+            values.insert(name_at, names.get(key_id, ""))
+            writer.writerow([csv_cell(v) for v in values])
+            if buffer.tell() >= CSV_FLUSH_CHARS:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue()
+
+
+async def _stream_from_one_thread(pieces):
+    """Relay a blocking generator piece by piece as an async iterator, each `next()` in a thread.
+
+    `thread_sensitive=True` runs every step on the thread Django's ASGI handler gives this request (and under a
+    sync server or the test client, on the caller's thread): the one thread that holds the transaction and the
+    server-side cursor. A plain sync iterator would be read whole into memory by Django under ASGI
+    (`StreamingHttpResponse.__aiter__`) before the first byte went out."""
+    step = sync_to_async(next, thread_sensitive=True)
+    try:
+        while (piece := await step(pieces, None)) is not None:
+            yield piece
+    finally:  # also when the client goes away: end the transaction and free the cursor on their own thread
+        await sync_to_async(pieces.close, thread_sensitive=True)()
 
 
 @login_required
 def request_log_csv(request):
-    """The filtered request log as CSV, streamed row by row so an export of millions of rows needs no memory."""
+    """The filtered request log as CSV, streamed as it is read, so an export of millions of rows needs neither
+    memory nor a wait for the first byte."""
     try:
         f = _filters(request)
     except FilterError as error:
         return _bad_request(request, error)
-    response = StreamingHttpResponse(_log_csv_lines(f), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(_stream_from_one_thread(_log_csv_pieces(f)),
+                                     content_type="text/csv; charset=utf-8")
     stamp = f"{f.period.start:%Y%m%dT%H}-{f.period.end:%Y%m%dT%H}"
     response["Content-Disposition"] = f'attachment; filename="requests-{stamp}.csv"'
     return response

@@ -191,6 +191,7 @@ class Call:
             "upstream_model": route.upstream_model if route else "",
             "status": status,
             "error_code": error_code,
+            "admitted": self.admission is not None,  # passed the limits: what quotas count (apikeys.limits)
             "stream": self.stream,
             "latency_ms": self.elapsed_ms(),
             "ttft_ms": self.ttft_ms,

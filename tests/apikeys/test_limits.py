@@ -61,12 +61,12 @@ class ExplodingState:
         raise AssertionError(f"shared state touched: {name}")
 
 
-def log_row(key_id, *, status=200, error_code="", prompt=0, completion=0, cost=0.0, created_at=None):
+def log_row(key_id, *, status=200, error_code="", prompt=0, completion=0, cost=0.0, created_at=None, admitted=True):
     from usage.models import RequestLog
 
     return RequestLog.objects.create(
         id=uuid.uuid4().hex, created_at=created_at or datetime.now(UTC), api_key_id=key_id, status=status,
-        error_code=error_code, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost,
+        error_code=error_code, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, admitted=admitted,
     )
 
 
@@ -251,8 +251,8 @@ async def test_a_lost_quota_counter_is_rebuilt_from_the_request_log(store, trans
     await asyncio.to_thread(log_row, key.id, prompt=400, completion=300, cost=0.25)
     await asyncio.to_thread(log_row, key.id, prompt=100, completion=250, cost=0.5)
     # Rows that never counted against the quota (refused before or by the limits), and other periods and keys:
-    await asyncio.to_thread(log_row, key.id, status=429, error_code="quota_exceeded")
-    await asyncio.to_thread(log_row, key.id, status=401, error_code="invalid_api_key")
+    await asyncio.to_thread(log_row, key.id, status=429, error_code="quota_exceeded", admitted=False)
+    await asyncio.to_thread(log_row, key.id, status=401, error_code="invalid_api_key", admitted=False)
     await asyncio.to_thread(log_row, key.id, prompt=5000, created_at=datetime.now(UTC) - timedelta(days=2))
     await asyncio.to_thread(log_row, key.id + 1, prompt=5000)
     with pytest.raises(limits.LimitExceeded) as refused:  # 1,050 tokens used according to the log
@@ -417,3 +417,105 @@ def test_the_admin_key_page_shows_usage_against_quotas(transactional_db, admin_c
     text = page.content.decode()
     assert "Usage now" in text and "tokens this day" in text and "312 of 1000" in text
     assert "requests this minute" in text and "0 of 60" in text
+
+
+# --- what a 429 says: the headers of the limit that refused it, and readable waits ---------------------------------
+
+def _reset_seconds(value: str) -> float:
+    """Parse OpenAI's reset format ("0.5s", "6m0s", "11h46m11s") back into seconds."""
+    import re
+
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", value)
+    assert match and value, value
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+
+
+@pytest.mark.parametrize("seconds, header, words", [
+    (0.5, "0.5s", "0.5s"), (1, "1s", "1s"), (360, "6m0s", "6m0s"), (3723, "1h2m3s", "1h2m"),
+    (706 * 60 + 11, "11h46m11s", "11h46m"), (29 * 86400 + 3 * 3600 + 59, "699h0m59s", "29d3h"),
+])
+def test_resets_read_in_openais_format_in_headers_and_in_hours_in_messages(seconds, header, words):
+    assert limits._duration(seconds) == header
+    assert limits._wait_words(seconds) == words
+
+
+async def test_a_request_quota_429_carries_the_quotas_headers_not_the_rpm_allowance(store, transactional_db):
+    key = make_key(rpm_limit=5, quotas=[day_quota(requests=3)])
+    for _ in range(3):
+        await limits.admit(key, estimated_tokens=1)
+    with pytest.raises(limits.LimitExceeded) as refused:
+        await limits.admit(key, estimated_tokens=1)
+    headers = refused.value.headers
+    _, end = limits.period_bounds("day", datetime.now(UTC))
+    to_end = (end - datetime.now(UTC)).total_seconds()
+    assert headers["x-ratelimit-limit-requests"] == "3"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert abs(_reset_seconds(headers["x-ratelimit-reset-requests"]) - to_end) < 5
+    if to_end >= 3600:
+        assert "h" in refused.value.message.split("resets in ")[1].split(" ")[0]
+
+
+async def test_a_token_quota_429_resets_at_the_period_boundary(store, transactional_db):
+    key = make_key(rpm_limit=5, quotas=[day_quota(tokens=100)])
+    await limits.settle(await limits.admit(key, estimated_tokens=1), tokens=150, cost_usd=0)
+    with pytest.raises(limits.LimitExceeded) as refused:
+        await limits.admit(key, estimated_tokens=1)
+    headers = refused.value.headers
+    to_end = (limits.period_bounds("day", datetime.now(UTC))[1] - datetime.now(UTC)).total_seconds()
+    assert (headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"]) == ("100", "0")
+    assert abs(_reset_seconds(headers["x-ratelimit-reset-tokens"]) - to_end) < 5
+    assert headers["x-ratelimit-limit-requests"] == "5"  # the rpm figures stay what they are: true, just not why
+
+
+async def test_a_cost_quota_429_says_no_request_remains_until_the_period_ends(store, transactional_db):
+    key = make_key(rpm_limit=5, quotas=[day_quota(cost=0.01)])
+    await limits.settle(await limits.admit(key, estimated_tokens=1), tokens=10, cost_usd=0.02)
+    with pytest.raises(limits.LimitExceeded) as refused:
+        await limits.admit(key, estimated_tokens=1)
+    headers = refused.value.headers
+    to_end = (limits.period_bounds("day", datetime.now(UTC))[1] - datetime.now(UTC)).total_seconds()
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert abs(_reset_seconds(headers["x-ratelimit-reset-requests"]) - to_end) < 5
+
+
+async def test_an_rpm_429_carries_remaining_zero_and_the_windows_reset(store):
+    key = make_key(rpm_limit=2)
+    for _ in range(2):
+        await limits.admit(key, estimated_tokens=1)
+    with pytest.raises(limits.LimitExceeded) as refused:
+        await limits.admit(key, estimated_tokens=1)
+    headers = refused.value.headers
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("2", "0")
+    assert 0 < _reset_seconds(headers["x-ratelimit-reset-requests"]) <= 60
+
+
+async def test_a_concurrency_429_says_no_request_remains_for_a_second(store):
+    key = make_key(rpm_limit=10, max_concurrent=1)
+    await limits.admit(key, estimated_tokens=1)
+    with pytest.raises(limits.LimitExceeded) as refused:
+        await limits.admit(key, estimated_tokens=1)
+    headers = refused.value.headers
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"] == "1s"
+
+
+async def test_a_tpm_429_carries_the_token_limits_figures(store):
+    key = make_key(rpm_limit=10, tpm_limit=100)
+    await limits.settle(await limits.admit(key, estimated_tokens=1), tokens=90, cost_usd=0)
+    with pytest.raises(limits.LimitExceeded) as refused:
+        await limits.admit(key, estimated_tokens=20)
+    headers = refused.value.headers
+    assert (headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"]) == ("100", "10")
+    assert 0 < _reset_seconds(headers["x-ratelimit-reset-tokens"]) <= 60
+
+
+async def test_a_failed_authentication_429_carries_the_per_ip_limit(store, settings):
+    settings.RAINYMODEL_AUTH_FAILURES_PER_MIN = 2
+    for _ in range(2):
+        await limits.record_auth_failure("10.0.0.9")
+    with pytest.raises(limits.LimitExceeded) as refused:
+        await limits.check_auth_failures("10.0.0.9")
+    headers = refused.value.headers
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("2", "0")
+    assert 0 < _reset_seconds(headers["x-ratelimit-reset-requests"]) <= 60

@@ -4,7 +4,8 @@
         .venv/bin/python -m tests.usage.bench_pages [--repeat 7]
 
 Uses Django's test client in-process (full middleware, view, queries and template rendering; no network), as a
-staff user and as a plain user who owns one key, and prints the median and worst warm time per page.
+staff user and as a plain user who owns one key (every page, as each), and prints the median and worst warm time
+per page. The CSV exports are timed through a real server by tests/usage/bench_csv.py.
 """
 
 from __future__ import annotations
@@ -55,14 +56,14 @@ def main() -> None:
         ("staff", "/usage/?period=30d&tier=premium&errors=1"),
         ("staff", "/usage/breakdown/?by=alias&period=30d"), ("staff", "/usage/breakdown/?by=provider&period=30d"),
         ("staff", "/usage/breakdown/?by=key&period=30d"), ("staff", "/usage/breakdown/?by=policy&period=30d"),
+        ("staff", "/usage/breakdown/?by=tier&period=30d"),
         ("staff", "/usage/keys/?period=30d"), ("staff", f"/usage/keys/{busiest}/?period=30d"),
         ("staff", "/usage/log/?period=30d"), ("staff", "/usage/log/?period=30d&errors=1"),
         ("staff", "/usage/log/?period=30d&provider=openrouter&status=429"),
         ("staff", f"/usage/log/?period=30d&key={busiest}"),
-        ("plain", "/usage/?period=30d"), ("plain", "/usage/breakdown/?by=alias&period=30d"),
-        ("plain", f"/usage/keys/{busiest}/?period=30d"), ("plain", "/usage/log/?period=30d"),
-        ("plain", "/usage/log/?period=30d&errors=1"),
     ]
+    # Every page again as the plain user, who sees only the key they own.
+    pages += [("plain", url) for who, url in list(pages) if who == "staff"]
     clients = {"staff": Client(), "plain": Client()}
     clients["staff"].force_login(staff)
     clients["plain"].force_login(plain)

@@ -26,7 +26,7 @@ ROUTES = {  # tier -> (provider, model, input $/Mtok, output $/Mtok)
 
 def make_row(*, created_at, api_key=None, alias="rainymodel/auto", policy="auto", tier="free", status=200,
              prompt_tokens=100, completion_tokens=50, latency_ms=800, ttft_ms=None, fallback=False,
-             error_code="", key_prefix=None) -> dict:
+             error_code="", key_prefix=None, admitted=True) -> dict:
     provider, model, price_in, price_out = ROUTES.get(tier, ("", "", Decimal(0), Decimal(0)))
     cost = (prompt_tokens * price_in + completion_tokens * price_out) / Decimal(1_000_000)
     return {
@@ -34,7 +34,8 @@ def make_row(*, created_at, api_key=None, alias="rainymodel/auto", policy="auto"
         "api_key_id": api_key.id if api_key else None,
         "key_prefix": key_prefix if key_prefix is not None else (api_key.prefix if api_key else ""),
         "requested_model": alias, "alias": alias, "policy": policy, "tier": tier, "provider": provider,
-        "upstream_model": model, "status": status, "error_code": error_code, "stream": ttft_ms is not None,
+        "upstream_model": model, "status": status, "error_code": error_code, "admitted": admitted,
+        "stream": ttft_ms is not None,
         "latency_ms": latency_ms, "ttft_ms": ttft_ms, "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens, "usage_estimated": False,
         "cost_usd": cost.quantize(Decimal("0.00000001")), "attempts": [], "fallback": fallback,

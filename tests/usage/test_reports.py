@@ -190,10 +190,12 @@ def test_quota_consumption_counts_the_current_utc_day_and_month(client, traffic)
 
 
 def test_percentile_interpolates_inside_the_bucket_that_holds_the_rank():
-    histogram = [0] * 16
-    histogram[2] = 10  # ten requests between 100 and 200 ms
-    assert percentile(histogram, 0.5) == pytest.approx(150)
-    assert percentile(histogram, 1.0) == pytest.approx(200)
-    assert percentile([0] * 16, 0.5) is None
-    histogram = [0] * 15 + [4]  # all in the open-ended last bucket
+    from usage.models import LATENCY_BUCKET_EDGES_MS, LATENCY_BUCKETS
+
+    histogram = [0] * LATENCY_BUCKETS
+    histogram[LATENCY_BUCKET_EDGES_MS.index(100) + 1] = 10  # ten requests between 100 and 150 ms
+    assert percentile(histogram, 0.5) == pytest.approx(125)
+    assert percentile(histogram, 1.0) == pytest.approx(150)
+    assert percentile([0] * LATENCY_BUCKETS, 0.5) is None
+    histogram = [0] * (LATENCY_BUCKETS - 1) + [4]  # all in the open-ended last bucket
     assert percentile(histogram, 0.95) == 60000

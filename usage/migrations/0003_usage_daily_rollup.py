@@ -8,7 +8,12 @@ def fill_daily_from_hourly(apps, schema_editor):
     from django.db.models import Sum
     from django.db.models.functions import TruncDay
 
-    from usage.models import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+    # Frozen here as they were when this migration was written: the models' lists grow later (0005 adds buckets
+    # and `admitted`), and a migration must not reach for fields its historical models do not have yet.
+    ROLLUP_DIMENSIONS = ("hour", "api_key_id", "key_prefix", "alias", "policy", "tier", "provider", "upstream_model",
+                         "status_class")
+    ROLLUP_MEASURES = ("requests", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd",
+                       "ttft_count", *(f"lat_{i}" for i in range(16)), *(f"ttft_{i}" for i in range(16)))
 
     hourly = apps.get_model("usage", "UsageHourly")
     daily = apps.get_model("usage", "UsageDaily")
