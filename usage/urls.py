@@ -6,7 +6,6 @@ from django.urls import path
 from usage import views
 
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("usage/", views.overview, name="usage-overview"),
     path("usage/breakdown/", views.breakdown, name="usage-breakdown"),
