@@ -17,9 +17,18 @@ ERROR_CODES = {
     # the request body (400, 413)
     "invalid_json": "The request body was not a JSON object, so it could not be read.",
     "missing_required_parameter": "A required field ('model' or 'messages') was missing from the request body.",
-    "invalid_type": "A field had the wrong type: 'model' must be a non-empty string, 'messages' a non-empty list "
-                    "of objects, 'stream' a boolean, 'stream_options' an object.",
+    "invalid_type": "A field had the wrong type (e.g. 'model' not a string, 'messages' not a list of objects, "
+                    "'max_tokens' not a whole number); the error's param names the field.",
     "request_too_large": "The request body was larger than the server accepts.",
+    "request_timeout": "The request body did not arrive in time (RAINYMODEL_BODY_TIMEOUT_S), so the server stopped "
+                       "waiting for it.",
+    "invalid_value": "A field had a value OpenAI's API does not accept (e.g. an unknown message role or "
+                     "response_format type); the error's param names the field.",
+    "integer_below_min_value": "A whole-number field (e.g. max_tokens or n) was below its smallest allowed value.",
+    "integer_above_max_value": "A whole-number field (e.g. n or top_logprobs) was above its largest allowed value.",
+    "decimal_below_min_value": "A number field (e.g. temperature or a penalty) was below its smallest allowed value.",
+    "decimal_above_max_value": "A number field (e.g. temperature or top_p) was above its largest allowed value.",
+    "array_above_max_length": "A list field (e.g. stop) had more entries than allowed.",
     "invalid_host": "The request named a Host this server does not answer for (ALLOWED_HOSTS).",
     "method_not_allowed": "The endpoint does not accept this HTTP method.",
     "unsupported_media_type": "The request body was not sent as application/json.",

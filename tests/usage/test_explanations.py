@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # Where codes are born: ApiError(status, "code", …), KeyRejected("code", …), LimitExceeded("code", …),
 # call.finish(status, "code"), reject_early(request, status, "code", …).
 CODE_SITES = re.compile(r'(?:ApiError\(\s*\d{3},|KeyRejected\(|LimitExceeded\(\s*|finish\(\s*\d{3},|'
-                        r'reject_early\(\s*request,\s*\d{3},)\s*"([a-z_]+)"')
+                        r'reject_early\(\s*request,\s*\d{3},|InvalidRequest\(|\n\s*\d{3},)\s*"([a-z_]+)"')
 
 
 def _codes_in_source() -> set[str]:
     codes = set()
-    for folder in ("routing", "apikeys"):
+    for folder in ("routing", "apikeys", "rainymodel_site"):
         for path in (ROOT / folder).rglob("*.py"):
             codes.update(CODE_SITES.findall(path.read_text()))
     return codes
@@ -29,7 +29,7 @@ def _codes_in_source() -> set[str]:
 def test_the_source_scan_finds_the_codes_it_should():
     codes = _codes_in_source()
     assert {"invalid_api_key", "quota_exceeded", "model_not_allowed", "all_upstreams_failed",
-            "client_disconnected", "invalid_host"} <= codes
+            "client_disconnected", "invalid_host", "request_timeout", "integer_below_min_value"} <= codes
 
 
 def test_every_code_the_proxy_logs_is_explained():
