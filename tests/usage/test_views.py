@@ -232,7 +232,7 @@ def test_the_request_log_shows_the_error_code_and_links_every_row_to_its_page(cl
 
 
 @pytest.mark.parametrize(("name", "status", "code", "words"), [
-    ("bad_body", 400, "invalid_type", "'messages' a non-empty list"),
+    ("bad_body", 400, "invalid_type", "'messages' not a list of objects"),
     ("forbidden", 403, "model_not_allowed", "restricted to other aliases"),
     ("quota", 429, "quota_exceeded", "quota (requests, tokens or cost) was used up"),
     ("failed", 502, "all_upstreams_failed", "Every route in the chain was tried and failed"),
