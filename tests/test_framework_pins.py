@@ -1,7 +1,7 @@
 """Framework code we copy or lean on is pinned: this fails when the installed Django or adrf changes it.
 
 `rainymodel_site.asgi.ApiHandler.handle` is a copy of Django's `ASGIHandler.handle` (without the request signals)
-that also calls other ASGIHandler internals, and `routing.proxy.api.ApiView.async_dispatch` is a copy of adrf's
+that also calls other ASGIHandler internals and sets the body of an ASGIRequest after it was made, and `routing.proxy.api.ApiView.async_dispatch` is a copy of adrf's
 `APIView.async_dispatch` (with `initial()` inline). When this test fails after an upgrade, read the upstream diff,
 carry what matters into our copies, then record the new fingerprints below (the failure message prints them).
 """
@@ -11,7 +11,7 @@ import inspect
 from importlib.metadata import version
 
 from adrf.views import APIView
-from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
 # (version, sha256 of the source, first 16 hex digits) of each upstream function our copies follow or call.
 PINNED = {
@@ -22,13 +22,14 @@ PINNED = {
         "ASGIHandler.send_response": "d91e83d2c6859eda",
         "ASGIHandler.listen_for_disconnect": "c729aa315c734f98",
         "ASGIHandler.run_get_response": "0234ea5fe09a5777",
+        "ASGIRequest.__init__": "bb92eb4ad9d363bf",  # ApiHandler swaps in the body as `_stream` after the edge checks
     }),
     "adrf": ("0.1.14", {
         "APIView.async_dispatch": "5926f734eb685633",
     }),
 }
 
-OWNERS = {"ASGIHandler": ASGIHandler, "APIView": APIView}
+OWNERS = {"ASGIHandler": ASGIHandler, "ASGIRequest": ASGIRequest, "APIView": APIView}
 
 
 def fingerprint(qualname: str) -> str:
