@@ -72,10 +72,16 @@ class RouteInfo:
     supports_prefill: bool
     input_price_per_mtok: float
     output_price_per_mtok: float
+    # The endpoints (routing.models.Endpoint values) this route serves; empty = every endpoint.
+    endpoints: frozenset[str] = frozenset()
 
     @property
     def tier(self) -> str:
         return self.provider.tier
+
+    def serves(self, endpoint: str) -> bool:
+        """Whether this route may be tried for `endpoint` ("chat", "embeddings", "completions")."""
+        return not self.endpoints or endpoint in self.endpoints
 
     @property
     def label(self) -> str:
@@ -181,6 +187,7 @@ def build_snapshot(version: int) -> Snapshot:
                 context_window=r.context_window, supports_prefill=r.supports_prefill,
                 input_price_per_mtok=float(r.input_price_per_mtok),
                 output_price_per_mtok=float(r.output_price_per_mtok),
+                endpoints=frozenset(r.endpoints or ()),
             ))
         aliases = {}
         for a in Alias.objects.all():
