@@ -98,6 +98,14 @@ class AliasInfo:
     routes: tuple[RouteInfo, ...]
     created: int
 
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The endpoints at least one of its routes is configured for (enabled or not), in `Endpoint` order; what
+        `/v1/models` shows and what `chain.chain_for_endpoint` refuses outside of."""
+        from routing.models import Endpoint
+
+        return tuple(e for e in Endpoint.values if any(r.serves(e) for r in self.routes))
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyInfo:

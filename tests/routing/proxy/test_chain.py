@@ -199,3 +199,12 @@ def test_chain_for_endpoint_leaves_an_empty_chain_to_the_usual_no_route_answer()
                                    serving(3, INTERNAL, "embeddings", enabled=False)])
     assert chain_for_endpoint(a, build_chain(a, FREE_ONLY), "embeddings") == []
     assert chain_for_endpoint(alias("rainymodel/empty"), [], "embeddings") == []
+
+
+def test_an_alias_serves_the_endpoints_of_its_routes_in_one_order():
+    assert alias("a", [serving(1, FREE, "embeddings"), serving(2, FREE, "completions", "chat")]).endpoints == (
+        "chat", "embeddings", "completions")
+    assert alias("a", [serving(1, FREE, "embeddings")]).endpoints == ("embeddings",)
+    assert alias("a", [serving(1, FREE, "embeddings"), route(2, PREMIUM)]).endpoints == (
+        "chat", "embeddings", "completions")  # a route naming none serves every endpoint
+    assert alias("a", []).endpoints == ()
