@@ -18,7 +18,7 @@ from django.db.models import Count
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from routing.models import TIERS, Alias, Policy, Provider, Route, RoutingSettings
+from routing.models import TIERS, Alias, Endpoint, Policy, Provider, Route, RoutingSettings
 
 admin.site.site_header = "RainyModel administration"
 admin.site.site_title = "RainyModel administration"
@@ -130,14 +130,28 @@ class ProviderAdmin(admin.ModelAdmin):
         self.message_user(request, f"{queryset.count()} provider(s) {'enabled' if enabled else 'disabled'}.")
 
 
+class RouteForm(forms.ModelForm):
+    """A route's endpoints as checkboxes (none ticked: every endpoint) rather than raw JSON."""
+
+    endpoints = forms.MultipleChoiceField(
+        choices=Endpoint.choices, required=False, widget=forms.CheckboxSelectMultiple, label="endpoints",
+        help_text="What the upstream serves for this model; none ticked: every endpoint.",
+    )
+
+    class Meta:
+        model = Route
+        fields = "__all__"
+
+
 class RouteInline(admin.TabularInline):
     model = Route
+    form = RouteForm
     extra = 1
     ordering = ["position", "id"]
     # What an operator checks first (where it goes, is it on, is its breaker open) before how it is weighed and
     # priced; the narrow inputs come from static/rainymodel/admin.css.
     fields = ["provider", "upstream_model", "tier", "enabled", "breaker", "position", "weight", "context_window",
-              "input_price_per_mtok", "output_price_per_mtok", "supports_prefill"]
+              "input_price_per_mtok", "output_price_per_mtok", "supports_prefill", "endpoints"]
     readonly_fields = ["tier", "breaker"]
     autocomplete_fields = ["provider"]
 

@@ -9,8 +9,8 @@ problem refuses the whole file, leaves the database as it was, and is reported n
 
 Each entry in the file defines its object completely: an omitted field takes its default, and an alias's
 `routes` list replaces that alias's routes. `replace=True` also removes providers, aliases and policies the file
-does not name. Export writes every field in a fixed order, so export → import --replace → export is
-byte-identical.
+does not name. Export writes every field in a fixed order (a route's `endpoints` only when it lists some), so
+export → import --replace → export is byte-identical.
 
 This module never reads or writes a secret: providers name the environment variable holding theirs
 (`api_key_env`); `${ENV}` is expanded only where the file itself writes it.
@@ -124,8 +124,13 @@ def _export_value(f: models.Field, value: Any) -> Any:
     return value
 
 
+# Written only when set: empty means every endpoint, and configurations that never name one export as before.
+OMITTED_WHEN_EMPTY = ("endpoints",)
+
+
 def _export_entry(obj: models.Model, fields: list[models.Field]) -> dict:
-    return {f.name: _export_value(f, getattr(obj, f.name)) for f in fields}
+    return {f.name: _export_value(f, getattr(obj, f.name)) for f in fields
+            if not (f.name in OMITTED_WHEN_EMPTY and not getattr(obj, f.name))}
 
 
 def export_config() -> str:

@@ -16,6 +16,17 @@ PROVIDER_KINDS = ("hf", "ollama", "openrouter", "openai")
 # is refused instead of being stored in the database.
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
+
+
+class Endpoint(models.TextChoices):
+    """The API operations a route can serve (the one home of these names). A route's empty `endpoints` list
+    means every one of them."""
+
+    CHAT = "chat", "chat"  # /v1/chat/completions (and what is translated onto it)
+    EMBEDDINGS = "embeddings", "embeddings"  # /v1/embeddings
+    COMPLETIONS = "completions", "completions"  # legacy /v1/completions, including `suffix` (fill-in-the-middle)
+
+
 positive = MinValueValidator(0.001)
 non_negative = MinValueValidator(0)
 
@@ -28,6 +39,18 @@ def validate_tiers(value):
         raise ValidationError(f"Unknown tier(s) {unknown}; tiers are {', '.join(TIERS)}.")
     if len(set(value)) != len(value):
         raise ValidationError("Each tier may appear only once.")
+
+
+def validate_endpoints(value):
+    if not isinstance(value, list):
+        raise ValidationError(f"Endpoints must be a list of names, e.g. [\"chat\", \"completions\"]; "
+                              f"empty means every endpoint. Endpoints are {', '.join(Endpoint.values)}.")
+    unknown = [e for e in value if e not in Endpoint.values]
+    if unknown:
+        raise ValidationError(f"Unknown endpoint(s) {unknown}; endpoints are {', '.join(Endpoint.values)} "
+                              f"(empty means every endpoint).")
+    if len(set(value)) != len(value):
+        raise ValidationError("Each endpoint may appear only once.")
 
 
 def validate_base_url(value):
@@ -166,6 +189,11 @@ class Route(models.Model):
         "output $/M", max_digits=12, decimal_places=6, default=0, validators=[non_negative],
         help_text="USD per million completion tokens.",
     )
+    endpoints = models.JSONField(
+        "endpoints", default=list, blank=True, validators=[validate_endpoints],
+        help_text="What the upstream serves for this model: chat, embeddings, completions (legacy and "
+                  "fill-in-the-middle). None ticked: every endpoint.",
+    )
 
     class Meta:
         ordering = ["alias", "position", "id"]
@@ -177,6 +205,13 @@ class Route(models.Model):
         # An empty value is already refused as blank; this catches one made only of spaces.
         if self.upstream_model and not self.upstream_model.strip():
             raise ValidationError({"upstream_model": "Name the model the provider should run, e.g. qwen2.5:14b."})
+        # One spelling per set of endpoints (the choices' order), so exports do not depend on how it was typed.
+        if isinstance(self.endpoints, list) and all(e in Endpoint.values for e in self.endpoints):
+            self.endpoints = sorted(set(self.endpoints), key=Endpoint.values.index)
+
+    def serves(self, endpoint: str) -> bool:
+        """Whether this route may be tried for `endpoint` (an empty list serves every endpoint)."""
+        return not self.endpoints or endpoint in self.endpoints
 
     @property
     def tier(self):

@@ -72,10 +72,16 @@ class RouteInfo:
     supports_prefill: bool
     input_price_per_mtok: float
     output_price_per_mtok: float
+    # The endpoints (routing.models.Endpoint values) this route serves; empty = every endpoint.
+    endpoints: frozenset[str] = frozenset()
 
     @property
     def tier(self) -> str:
         return self.provider.tier
+
+    def serves(self, endpoint: str) -> bool:
+        """Whether this route may be tried for `endpoint` ("chat", "embeddings", "completions")."""
+        return not self.endpoints or endpoint in self.endpoints
 
     @property
     def label(self) -> str:
@@ -91,6 +97,14 @@ class AliasInfo:
     default_policy: str | None
     routes: tuple[RouteInfo, ...]
     created: int
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The endpoints at least one of its routes is configured for (enabled or not), in `Endpoint` order; what
+        `/v1/models` shows and what `chain.chain_for_endpoint` refuses outside of."""
+        from routing.models import Endpoint
+
+        return tuple(e for e in Endpoint.values if any(r.serves(e) for r in self.routes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +195,7 @@ def build_snapshot(version: int) -> Snapshot:
                 context_window=r.context_window, supports_prefill=r.supports_prefill,
                 input_price_per_mtok=float(r.input_price_per_mtok),
                 output_price_per_mtok=float(r.output_price_per_mtok),
+                endpoints=frozenset(r.endpoints or ()),
             ))
         aliases = {}
         for a in Alias.objects.all():

@@ -38,6 +38,8 @@ ERROR_CODES = {
     "model_not_allowed": "This API key is restricted to other aliases and may not use the one requested.",
     "unknown_policy": "The X-RainyModel-Policy header named a policy that does not exist.",
     "policy_not_allowed": "This API key is restricted to other policies and may not use the one requested.",
+    "unsupported_endpoint": "None of the alias's routes is configured for this endpoint (chat, embeddings or "
+                            "completions; a route's endpoints are set on the alias page).",
     # limits (429)
     "rate_limit_exceeded": "A per-minute limit was reached (the key's requests or tokens per minute, its "
                            "concurrent requests, or too many failed sign-ins from this address). Nothing was sent "

@@ -48,7 +48,8 @@ class ChatCompletionsView(ApiView):
 
 
 class ModelsView(ApiView):
-    """GET /v1/models: the listed, enabled aliases this key may use."""
+    """GET /v1/models: the listed, enabled aliases this key may use, each with the endpoints its routes serve
+    (`"endpoints": ["chat", "completions"]`, an extra field beside OpenAI's; docs/api.md)."""
 
     async def get(self, request):
         snap = snapshot.current()
@@ -58,7 +59,7 @@ class ModelsView(ApiView):
             return error_response(401, rejected.code, rejected.message)
         data = [
             {"id": alias.name, "object": "model", "created": alias.created, "owned_by": "rainymodel",
-             "description": alias.description}
+             "description": alias.description, "endpoints": list(alias.endpoints)}
             for alias in snap.aliases.values()
             if alias.enabled and alias.listed and (not key.allowed_aliases or alias.name in key.allowed_aliases)
         ]

@@ -104,3 +104,28 @@ def skip_for_context(chain: Sequence[RouteInfo], failed: RouteInfo) -> list[Rout
     if failed.context_window is None:
         return list(chain)
     return [r for r in chain if r.context_window is None or r.context_window > failed.context_window]
+
+
+def for_endpoint(chain: Sequence[RouteInfo], endpoint: str) -> list[RouteInfo]:
+    """The routes of `chain` that serve `endpoint` (a `routing.models.Endpoint` value), in the same order.
+    A route with no `endpoints` configured serves every endpoint. Pure: the input is not changed."""
+    return [r for r in chain if r.serves(endpoint)]
+
+
+def chain_for_endpoint(alias: AliasInfo, chain: Sequence[RouteInfo], endpoint: str) -> list[RouteInfo]:
+    """`for_endpoint(chain, endpoint)` for the request path: call it on `build_chain`'s result, before the breaker
+    filter, and go on with what it returns.
+
+    Raises `ApiError(400, "unsupported_endpoint", param="model")` naming the alias and the endpoint ("The model
+    'rainymodel/embed' does not serve chat; it serves embeddings.") when the alias has routes but none of them,
+    enabled or not and in any tier, is configured for `endpoint`: asking again will not help. When some route of
+    the alias serves it but none is in `chain` (disabled, or in a tier the policy leaves out), the empty list is
+    returned so the caller answers as for any empty chain (503 `no_available_route`); so is an alias with no
+    routes at all."""
+    served = for_endpoint(chain, endpoint)
+    if served or not alias.routes or any(r.serves(endpoint) for r in alias.routes):
+        return served
+    offered = sorted({e for r in alias.routes for e in r.endpoints})
+    raise ApiError(400, "unsupported_endpoint",
+                   f"The model '{alias.name}' does not serve {endpoint}; it serves {', '.join(offered)}.",
+                   param="model")

@@ -4,6 +4,7 @@ entry and field, and export → import --replace → export is byte-identical.""
 import textwrap
 
 import pytest
+import yaml
 
 from routing.config_file import ConfigError, expand_env, export_config, import_config, import_file
 from routing.models import Alias, ConfigVersion, Policy, Provider, Route, RoutingSettings
@@ -40,7 +41,8 @@ def test_defaults_yaml_loads_rainymodels_own_configuration(defaults_loaded):
     assert set(Provider.objects.values_list("name", flat=True)) == {"hf", "ollama-primary", "ollama-secondary",
                                                                     "openrouter"}
     assert set(Alias.objects.values_list("name", flat=True)) == {"rainymodel/auto", "rainymodel/chat",
-                                                                 "rainymodel/code", "rainymodel/agent"}
+                                                                 "rainymodel/code", "rainymodel/agent",
+                                                                 "rainymodel/embed"}
     tiers = {p.name: p.tiers for p in Policy.objects.all()}
     assert tiers == {"auto": ["free", "internal", "premium"], "free": ["free", "internal"],
                      "uncensored": ["internal", "free", "premium"], "premium": ["premium", "free", "internal"]}
@@ -75,6 +77,48 @@ def test_round_trip_keeps_every_field_including_odd_values(db):
     assert export_config() == first
     assert Provider.objects.get(name="hf").extra_headers["X-Title"] == "Rainy ${not an env}"
     assert str(Route.objects.get(upstream_model="qwen/qwen-2.5-72b-instruct").output_price_per_mtok) == "0.390001"
+
+
+def test_defaults_say_which_endpoints_each_route_serves(defaults_loaded):
+    def endpoints(alias):
+        return {(r.provider.name, r.upstream_model): r.endpoints
+                for r in Route.objects.filter(alias__name=alias).select_related("provider")}
+
+    assert endpoints("rainymodel/embed") == {
+        ("ollama-primary", "nomic-embed-text"): ["embeddings"],
+        ("ollama-secondary", "nomic-embed-text"): ["embeddings"],
+        ("openrouter", "openai/text-embedding-3-small"): ["embeddings"],
+    }
+    assert str(Route.objects.get(upstream_model="openai/text-embedding-3-small").input_price_per_mtok) == "0.020000"
+    code = endpoints("rainymodel/code")
+    assert code[("ollama-primary", "qwen2.5-coder:14b")] == code[("ollama-secondary", "qwen2.5-coder:7b")] == [
+        "chat", "completions"]
+    assert code[("hf", "Qwen/Qwen2.5-Coder-32B-Instruct")] == ["chat"]
+    assert code[("openrouter", "qwen/qwen-2.5-coder-32b-instruct")] == ["chat"]
+    assert set(map(tuple, endpoints("rainymodel/auto").values())) == {()}  # unnamed: every endpoint
+
+
+def test_endpoints_round_trip_and_are_written_only_when_set(db):
+    import_config(MINIMAL)
+    import_config("""
+aliases:
+  - name: rainymodel/embed
+    routes:
+      - {provider: hf, upstream_model: e5, endpoints: [embeddings]}
+      - {provider: openrouter, upstream_model: coder, endpoints: [completions, chat]}
+      - {provider: openrouter, upstream_model: all, endpoints: []}
+""")
+    assert [r.endpoints for r in Route.objects.filter(alias__name="rainymodel/embed").order_by("position")] == [
+        ["embeddings"], ["chat", "completions"], []]  # one spelling per set: the Endpoint choices' order
+    first = export_config()
+    assert "endpoints: [embeddings]\n" in first and "endpoints: [chat, completions]\n" in first
+    embed = next(a for a in yaml.safe_load(first)["aliases"] if a["name"] == "rainymodel/embed")
+    assert [r.get("endpoints") for r in embed["routes"]] == [["embeddings"], ["chat", "completions"], None]
+    assert first.count("endpoints:") == 2  # the route serving everything and MINIMAL's routes name none
+    import_config(first, replace=True)
+    assert export_config() == first
+    assert [r.endpoints for r in Route.objects.filter(alias__name="rainymodel/embed").order_by("position")] == [
+        ["embeddings"], ["chat", "completions"], []]
 
 
 def test_export_names_every_field_and_never_a_secret(defaults_loaded, monkeypatch):
@@ -242,6 +286,13 @@ BAD_FILES = {
                           "no policy is the default"),
     "unset_env": ("providers: [{name: x, kind: hf, tier: free, base_url: '${RM_TEST_SURELY_UNSET}/v1'}]",
                   "providers[0] (x) base_url: environment variable RM_TEST_SURELY_UNSET is not set"),
+    "unknown_endpoint": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: [chat, rerank]}]}]",
+                         "aliases[0] (a) routes[0] endpoints: Unknown endpoint(s) ['rerank']; endpoints are chat, "
+                         "embeddings, completions"),
+    "endpoints_not_a_list": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: chat}]}]",
+                             "aliases[0] (a) routes[0] endpoints: Endpoints must be a list of names"),
+    "endpoint_twice": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: [chat, chat]}]}]",
+                       "aliases[0] (a) routes[0] endpoints: Each endpoint may appear only once."),
     "negative_weight": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: m, weight: 0}]}]",
                         "aliases[0] (a) routes[0] weight: Ensure this value is greater than or equal to 1."),
 }

@@ -127,6 +127,30 @@ def test_route_tier_is_its_providers(alias_and_provider):
     assert Route(alias=alias, provider=hf, upstream_model="m").tier == "free"
 
 
+@pytest.mark.parametrize("endpoints, message", [
+    (["chat", "rerank"], "Unknown endpoint(s) ['rerank']; endpoints are chat, embeddings, completions"),
+    (["Chat"], "Unknown endpoint(s) ['Chat']"),
+    ("chat", "Endpoints must be a list of names"),
+    ({"chat": True}, "Endpoints must be a list of names"),
+    (["chat", "chat"], "Each endpoint may appear only once."),
+])
+def test_route_endpoints_are_known_names_once_each(alias_and_provider, endpoints, message):
+    alias, hf = alias_and_provider
+    assert message in messages_for(Route(alias=alias, provider=hf, upstream_model="m", endpoints=endpoints),
+                                   "endpoints")
+
+
+def test_route_endpoints_empty_means_every_endpoint_and_keep_one_order(alias_and_provider):
+    alias, hf = alias_and_provider
+    route = Route(alias=alias, provider=hf, upstream_model="m")
+    route.full_clean()
+    assert route.endpoints == [] and all(route.serves(e) for e in ("chat", "embeddings", "completions"))
+    route.endpoints = ["completions", "chat"]
+    route.full_clean()
+    assert route.endpoints == ["chat", "completions"]
+    assert route.serves("completions") and not route.serves("embeddings")
+
+
 def test_routing_settings_is_a_single_row(db):
     first = RoutingSettings.load()
     RoutingSettings().save()

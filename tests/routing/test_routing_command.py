@@ -26,7 +26,7 @@ def test_load_defaults_fills_an_empty_database(db):
     output = run("load-defaults")
     assert "Loaded the default routing configuration" in output
     assert "providers: 4 created" in output
-    assert Provider.objects.count() == 4 and Alias.objects.count() == 4 and Policy.objects.count() == 4
+    assert Provider.objects.count() == 4 and Alias.objects.count() == 5 and Policy.objects.count() == 4
 
 
 def test_load_defaults_leaves_an_existing_configuration_alone(db):
@@ -35,7 +35,7 @@ def test_load_defaults_leaves_an_existing_configuration_alone(db):
     hf.enabled = False
     hf.save()
     output = run("load-defaults")
-    assert "already present (4 providers, 4 aliases, 4 policies); defaults not loaded" in output
+    assert "already present (4 providers, 5 aliases, 4 policies); defaults not loaded" in output
     assert Provider.objects.get(name="hf").enabled is False
 
 
@@ -95,3 +95,13 @@ def test_a_bad_file_exits_1_with_the_message_and_no_traceback(tmp_path):
 def test_a_missing_action_is_a_usage_error(db):
     with pytest.raises(CommandError):
         call_command("routing")
+
+
+def test_an_unknown_endpoint_is_refused_by_the_command(db, tmp_path):
+    path = tmp_path / "routing.yaml"
+    path.write_text("providers: [{name: hf, kind: hf, tier: free, base_url: 'http://h/v1'}]\n"
+                    "aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: [embedings]}]}]\n")
+    with pytest.raises(CommandError) as caught:
+        run("import", str(path))
+    assert "aliases[0] (a) routes[0] endpoints: Unknown endpoint(s) ['embedings']" in str(caught.value)
+    assert not Alias.objects.exists()

@@ -156,3 +156,55 @@ def test_context_skip_drops_routes_with_no_larger_known_window():
                                  route(3, FREE, context_window=32000), route(4, FREE))
     assert [r.id for r in skip_for_context([same, big, unknown], small)] == [3, 4]
     assert [r.id for r in skip_for_context([same, big], route(9, FREE))] == [2, 3]
+
+
+# --- which routes serve an endpoint (issue 12) --------------------------------------------------------------------
+
+def serving(id, prov, *endpoints, **fields):
+    from dataclasses import replace
+    return replace(route(id, prov, **fields), endpoints=frozenset(endpoints))
+
+
+def test_a_route_without_endpoints_serves_every_endpoint():
+    r = route(1, FREE)
+    assert all(r.serves(e) for e in ("chat", "embeddings", "completions"))
+    coder = serving(2, FREE, "chat", "completions")
+    assert coder.serves("chat") and coder.serves("completions") and not coder.serves("embeddings")
+
+
+def test_for_endpoint_keeps_the_serving_routes_in_chain_order():
+    from routing.proxy.chain import for_endpoint
+    chain = [serving(1, FREE, "chat"), route(2, FREE), serving(3, INTERNAL, "embeddings"),
+             serving(4, PREMIUM, "chat", "embeddings")]
+    assert [r.id for r in for_endpoint(chain, "embeddings")] == [2, 3, 4]
+    assert [r.id for r in for_endpoint(chain, "chat")] == [1, 2, 4]
+    assert [r.id for r in for_endpoint(chain, "completions")] == [2]
+    assert [r.id for r in chain] == [1, 2, 3, 4]  # the input is left alone
+
+
+def test_chain_for_endpoint_refuses_an_alias_none_of_whose_routes_serve_it():
+    from routing.proxy.chain import chain_for_endpoint
+    a = alias("rainymodel/embed", [serving(1, INTERNAL, "embeddings"), serving(2, PREMIUM, "embeddings")])
+    with pytest.raises(ApiError) as err:
+        chain_for_endpoint(a, build_chain(a, AUTO), "chat")
+    assert (err.value.status, err.value.code, err.value.param) == (400, "unsupported_endpoint", "model")
+    assert err.value.message == "The model 'rainymodel/embed' does not serve chat; it serves embeddings."
+    assert [r.id for r in chain_for_endpoint(a, build_chain(a, AUTO), "embeddings")] == [1, 2]
+
+
+def test_chain_for_endpoint_leaves_an_empty_chain_to_the_usual_no_route_answer():
+    from routing.proxy.chain import chain_for_endpoint
+    # A route serves it but the policy leaves its tier out, or it is disabled: not the endpoint's fault.
+    a = alias("rainymodel/embed", [serving(1, PREMIUM, "embeddings"), serving(2, FREE, "chat"),
+                                   serving(3, INTERNAL, "embeddings", enabled=False)])
+    assert chain_for_endpoint(a, build_chain(a, FREE_ONLY), "embeddings") == []
+    assert chain_for_endpoint(alias("rainymodel/empty"), [], "embeddings") == []
+
+
+def test_an_alias_serves_the_endpoints_of_its_routes_in_one_order():
+    assert alias("a", [serving(1, FREE, "embeddings"), serving(2, FREE, "completions", "chat")]).endpoints == (
+        "chat", "embeddings", "completions")
+    assert alias("a", [serving(1, FREE, "embeddings")]).endpoints == ("embeddings",)
+    assert alias("a", [serving(1, FREE, "embeddings"), route(2, PREMIUM)]).endpoints == (
+        "chat", "embeddings", "completions")  # a route naming none serves every endpoint
+    assert alias("a", []).endpoints == ()
