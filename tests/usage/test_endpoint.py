@@ -45,6 +45,10 @@ def test_a_row_written_without_an_endpoint_is_a_chat_row(users, api_key):
     write([row])
     assert RequestLog.objects.get(id=row["id"]).endpoint == "chat"
     assert list(UsageHourly.objects.values_list("endpoint", flat=True)) == ["chat"]
+    empty = make_row(created_at=timezone.now(), endpoint="")
+    write([empty])
+    assert RequestLog.objects.get(id=empty["id"]).endpoint == "chat"
+    assert list(UsageHourly.objects.values_list("endpoint", flat=True)) == ["chat"]
 
 
 def test_the_rollups_keep_endpoints_apart(mixed):
