@@ -33,6 +33,7 @@ GROUPS = {
     "provider": (None, ("provider",)),
     "model": (None, ("upstream_model",)),
     "status_class": (None, ("status_class",)),
+    "endpoint": (None, ("endpoint",)),
 }
 
 

@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.utils import timezone
 
+from usage.models import ENDPOINTS
+
 PRESETS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DEFAULT_PRESET = "24h"
 MAX_PERIOD = timedelta(days=400)
@@ -20,6 +22,7 @@ MAX_PERIOD = timedelta(days=400)
 HOURLY_CHART_LIMIT = timedelta(days=3)
 STATUS_CLASSES = {"2xx": 2, "4xx": 4, "5xx": 5}
 MASTER = "master"
+ENDPOINT_NAMES = tuple(name for name, _label in ENDPOINTS)
 
 
 class FilterError(ValueError):
@@ -58,6 +61,7 @@ class UsageFilter:
     policy: str = ""
     tier: str = ""
     provider: str = ""
+    endpoint: str = ""  # one of usage.models.ENDPOINTS, or "" for every endpoint
     status: str = ""  # "", "2xx"/"4xx"/"5xx", or an exact code such as "429" (request log only)
     errors_only: bool = False
 
@@ -77,7 +81,7 @@ class UsageFilter:
             "end": "" if self.period.preset != "custom" else _format(self.period.end),
             "key": "" if self.key is None else str(self.key),
             "alias": self.alias, "policy": self.policy, "tier": self.tier, "provider": self.provider,
-            "status": self.status, "errors": "1" if self.errors_only else "",
+            "endpoint": self.endpoint, "status": self.status, "errors": "1" if self.errors_only else "",
         }
         values.update({k: ("" if v is None else str(v)) for k, v in overrides.items()})
         return [(k, v) for k, v in values.items() if v != ""]
@@ -164,8 +168,11 @@ def parse_filters(params, user, *, now: datetime | None = None) -> UsageFilter:
     tier = (params.get("tier") or "").strip()
     if tier and tier not in ("free", "internal", "premium", "none"):
         raise FilterError("tier", f"'tier' must be free, internal, premium or none; got {tier!r}.")
+    endpoint = (params.get("endpoint") or "").strip()
+    if endpoint and endpoint not in ENDPOINT_NAMES:
+        raise FilterError("endpoint", f"'endpoint' must be one of {', '.join(ENDPOINT_NAMES)}; got {endpoint!r}.")
     return UsageFilter(
-        period=period, visible_key_ids=visible, key=key,
+        period=period, visible_key_ids=visible, key=key, endpoint=endpoint,
         alias=(params.get("alias") or "").strip(), policy=(params.get("policy") or "").strip(),
         tier=tier, provider=(params.get("provider") or "").strip(), status=status,
         errors_only=(params.get("errors") or "") in ("1", "on", "true", "yes"),

@@ -18,9 +18,20 @@ LATENCY_BUCKETS = len(LATENCY_BUCKET_EDGES_MS) + 1
 LATENCY_FIELDS = tuple(f"lat_{i}" for i in range(LATENCY_BUCKETS))
 TTFT_FIELDS = tuple(f"ttft_{i}" for i in range(LATENCY_BUCKETS))
 
+# The API endpoint a call was made to (RequestLog.endpoint): which operation of the OpenAI API it asked for.
+ENDPOINTS = (
+    ("chat", "chat completions"),
+    ("embeddings", "embeddings"),
+    ("completions", "completions"),
+    ("responses", "responses"),
+    ("messages", "messages"),
+    ("models", "models"),
+)
+DEFAULT_ENDPOINT = "chat"
+
 # The dimensions one UsageHourly row is unique over, in the order of its unique constraint.
 ROLLUP_DIMENSIONS = ("hour", "api_key_id", "key_prefix", "alias", "policy", "tier", "provider", "upstream_model",
-                     "status_class")
+                     "status_class", "endpoint")
 # The additive measures; every one of them is summed when rows are merged.
 ROLLUP_MEASURES = ("requests", "admitted", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd",
                    "ttft_count", *LATENCY_FIELDS, *TTFT_FIELDS)
@@ -34,6 +45,8 @@ class RequestLog(models.Model):
                                 db_constraint=False, related_name="+", verbose_name="API key")
     key_prefix = models.CharField("key prefix", max_length=16, blank=True,
                                   help_text='"master" for the master key, empty when authentication failed.')
+    endpoint = models.CharField("endpoint", max_length=16, choices=ENDPOINTS, default=DEFAULT_ENDPOINT,
+                                help_text="The API endpoint called: chat is POST /v1/chat/completions.")
     requested_model = models.CharField("requested model", max_length=200, blank=True,
                                        help_text="The model name the client sent.")
     alias = models.CharField("alias", max_length=200, blank=True)
@@ -85,7 +98,8 @@ class RequestLog(models.Model):
 
 
 class UsageRollup(models.Model):
-    """Request-log rows summed per time bucket and per (key, alias, policy, tier, provider, model, status class).
+    """Request-log rows summed per time bucket and per (key, alias, policy, tier, provider, model, status class,
+    endpoint).
 
     `api_key_id` is 0 for rows without a key (the master key, told apart by `key_prefix` "master", and failed
     authentications), because NULLs never conflict in a unique constraint and the upsert relies on conflicts.
@@ -103,6 +117,7 @@ class UsageRollup(models.Model):
     provider = models.CharField("provider", max_length=100, blank=True)
     upstream_model = models.CharField("upstream model", max_length=200, blank=True)
     status_class = models.PositiveSmallIntegerField("status class", help_text="HTTP status // 100: 2, 4 or 5.")
+    endpoint = models.CharField("endpoint", max_length=16, choices=ENDPOINTS, default=DEFAULT_ENDPOINT)
     requests = models.BigIntegerField("requests", default=0)
     admitted = models.BigIntegerField("admitted requests", default=0,
                                       help_text="Requests that passed the limits: what quotas count.")

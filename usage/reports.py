@@ -34,6 +34,7 @@ BREAKDOWNS = {
     "provider": ("provider", "upstream_model"),
     "key": ("api_key_id", "key_prefix"),
     "tier": ("tier",),
+    "endpoint": ("endpoint",),
 }
 
 
@@ -162,7 +163,7 @@ def _narrow(qs: QuerySet, f: UsageFilter) -> QuerySet:
         qs = qs.filter(api_key_id=0, key_prefix=MASTER)
     elif f.key is not None:
         qs = qs.filter(api_key_id=f.key)
-    for name in ("alias", "policy", "provider"):
+    for name in ("alias", "policy", "provider", "endpoint"):
         if getattr(f, name):
             qs = qs.filter(**{name: getattr(f, name)})
     if f.tier:
@@ -407,7 +408,7 @@ def log_rows(f: UsageFilter) -> QuerySet[RequestLog]:
         qs = qs.filter(api_key__isnull=True, key_prefix=MASTER)
     elif f.key is not None:
         qs = qs.filter(api_key_id=f.key)
-    for name in ("alias", "policy", "provider"):
+    for name in ("alias", "policy", "provider", "endpoint"):
         if getattr(f, name):
             qs = qs.filter(**{name: getattr(f, name)})
     if f.tier:

@@ -15,8 +15,8 @@ from decimal import Decimal
 
 from django.db import connection
 
-from usage.models import (LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_DIMENSIONS, ROLLUP_MEASURES, TTFT_FIELDS,
-                          UsageDaily, UsageHourly)
+from usage.models import (DEFAULT_ENDPOINT, LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_DIMENSIONS,
+                          ROLLUP_MEASURES, TTFT_FIELDS, UsageDaily, UsageHourly)
 
 
 def latency_bucket(ms: int) -> int:
@@ -40,6 +40,7 @@ def rollup_dimensions(row: dict) -> tuple:
         row.get("provider") or "",
         row.get("upstream_model") or "",
         int(row["status"]) // 100,
+        row.get("endpoint") or DEFAULT_ENDPOINT,
     )
 
 

@@ -127,6 +127,7 @@ class Generator:
         row = {
             "id": "req_" + secrets.token_hex(12),
             "created_at": self._when(window),
+            "endpoint": "chat",
             "api_key_id": key_id,
             "key_prefix": prefix,
             "requested_model": alias,

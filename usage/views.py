@@ -22,10 +22,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from usage import charts, explanations, reports
-from usage.filters import PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key, parse_filters, visible_key_ids
+from usage.filters import (ENDPOINT_NAMES, PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key, parse_filters,
+                           visible_key_ids)
 
-LOG_CSV_COLUMNS = ("id", "created_at", "key_prefix", "key_name", "requested_model", "alias", "policy", "tier",
-                   "provider", "upstream_model", "status", "error_code", "stream", "latency_ms", "ttft_ms",
+LOG_CSV_COLUMNS = ("id", "created_at", "endpoint", "key_prefix", "key_name", "requested_model", "alias", "policy",
+                   "tier", "provider", "upstream_model", "status", "error_code", "stream", "latency_ms", "ttft_ms",
                    "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "fallback", "client_ip",
                    "user_agent")
 BREAKDOWN_CSV_COLUMNS = ("group", "requests", "errors", "error_rate", "fallbacks", "fallback_rate", "prompt_tokens",
@@ -59,6 +60,7 @@ def _filter_choices(request, f: UsageFilter) -> dict:
         "policy_choices": list(Policy.objects.order_by("name").values_list("name", flat=True)),
         "provider_choices": list(Provider.objects.order_by("name").values_list("name", flat=True)),
         "tier_choices": ["free", "internal", "premium", "none"],
+        "endpoint_choices": list(ENDPOINT_NAMES),
         "is_staff": request.user.is_staff,
     }
 

@@ -156,12 +156,16 @@ def _insert(model, rows: list[dict]) -> None:
 
 
 def _new_rows(rows: list[dict], model) -> list[dict]:
-    """The rows to insert, each with an id of its own.
+    """The rows to insert, each with an id of its own and an endpoint.
 
     Our own ids are unique, so one already in the table means a retried batch whose first try did commit: those
     rows are dropped, so neither the log nor the rollups count them twice. Client-supplied ids (X-Request-ID) may
     repeat: such a call still gets its row, under a suffixed id."""
+    from usage.models import DEFAULT_ENDPOINT
+
     rows = [dict(row) for row in rows]
+    for row in rows:  # a writer that predates RequestLog.endpoint logs chat, the only endpoint there was
+        row["endpoint"] = row.get("endpoint") or DEFAULT_ENDPOINT
     client_ids = {row["id"] for row in rows if row.pop("_client_request_id", False)}
     taken = set(model.objects.filter(id__in=[row["id"] for row in rows]).values_list("id", flat=True))
     out, seen = [], set()

@@ -57,6 +57,7 @@ class Call:
     deadline: float
     client_ip: str | None
     user_agent: str
+    endpoint: str = "chat"  # RequestLog.endpoint: which API operation this call is
     key: KeyInfo | None = None
     requested_model: str = ""
     alias: AliasInfo | None = None
@@ -181,6 +182,7 @@ class Call:
             "id": self.request_id,
             "_client_request_id": self.client_request_id,
             "created_at": self.created_at,
+            "endpoint": self.endpoint,
             "api_key_id": self.key.id if self.key else None,
             "key_prefix": self.key.prefix if self.key else "",
             "requested_model": _loggable(self.requested_model, 200),

@@ -126,7 +126,7 @@ def test_overview_and_log_are_readable_on_a_phone(phone, traffic, screenshot):
 
 
 # Every page, as staff and as a plain user, at 1280 px: screenshots to look at, and the columns that matter.
-LOG_COLUMNS = ("Time (UTC)", "Key", "Alias", "Policy", "Route", "Status", "Error code", "Tokens", "Cost")
+LOG_COLUMNS = ("Time (UTC)", "Endpoint", "Key", "Alias", "Policy", "Route", "Status", "Error code", "Tokens", "Cost")
 
 
 def _headers(page, table: str) -> list[str]:
@@ -221,6 +221,30 @@ def test_every_page_at_1280px_shows_its_key_columns(page, traffic, screenshot, w
     screenshot(page, f"landing-{who}")
     favicon = page.request.get("/favicon.ico")
     assert favicon.ok and favicon.headers["content-type"] == "image/svg+xml"
+
+
+def test_the_log_and_breakdown_split_by_endpoint_at_1280px(page, traffic, screenshot):
+    from django.utils import timezone
+
+    from tests.usage.conftest import make_row, write
+
+    write([make_row(created_at=timezone.now(), api_key=traffic.bob_key, endpoint="embeddings", prompt_tokens=800,
+                    completion_tokens=0) for _ in range(3)])
+    sign_in(page, "staff", "staff-pass-123")
+    page.goto("/usage/log/?period=24h")
+    page.select_option('select[name="endpoint"]', "embeddings")
+    page.click("text=Apply")
+    page.wait_for_url("**endpoint=embeddings**")
+    cells = page.locator('#log tbody [data-col="endpoint"]').all_inner_texts()
+    assert cells == ["embeddings"] * 3
+    assert page.evaluate("document.querySelector('#log').parentElement.scrollWidth") <= \
+        page.evaluate("document.querySelector('#log').parentElement.clientWidth")
+    screenshot(page, "log-endpoint-embeddings")
+
+    page.goto("/usage/breakdown/?by=endpoint&period=24h")
+    groups = {r.get_attribute("data-group") for r in page.locator("#breakdown tbody tr").all()}
+    assert groups == {"chat", "embeddings"}
+    screenshot(page, "breakdown-by-endpoint")
 
 
 def test_charts_with_tiny_zero_and_large_numbers(page, users, api_key, premium_routes, screenshot):

@@ -26,11 +26,11 @@ ROUTES = {  # tier -> (provider, model, input $/Mtok, output $/Mtok)
 
 def make_row(*, created_at, api_key=None, alias="rainymodel/auto", policy="auto", tier="free", status=200,
              prompt_tokens=100, completion_tokens=50, latency_ms=800, ttft_ms=None, fallback=False,
-             error_code="", key_prefix=None, admitted=True) -> dict:
+             error_code="", key_prefix=None, admitted=True, endpoint="chat") -> dict:
     provider, model, price_in, price_out = ROUTES.get(tier, ("", "", Decimal(0), Decimal(0)))
     cost = (prompt_tokens * price_in + completion_tokens * price_out) / Decimal(1_000_000)
     return {
-        "id": "req_" + secrets.token_hex(12), "created_at": created_at,
+        "id": "req_" + secrets.token_hex(12), "created_at": created_at, "endpoint": endpoint,
         "api_key_id": api_key.id if api_key else None,
         "key_prefix": key_prefix if key_prefix is not None else (api_key.prefix if api_key else ""),
         "requested_model": alias, "alias": alias, "policy": policy, "tier": tier, "provider": provider,
