@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apikeys import limits
-from rainymodel_site.shared_state import MemoryState, RedisState
+from apikeys import limits, selectors
+from apikeys.limits import base, concurrency, quotas, rate
+from rainymodel_site.shared_state import MemoryState, Outage, RedisState
 from routing.snapshot import MASTER_KEY_INFO, KeyInfo, QuotaInfo
 
 _ids = iter(range(900_000, 10_000_000))
@@ -34,7 +35,7 @@ def day_quota(**kwargs) -> QuotaInfo:
 @pytest.fixture(autouse=True)
 def store_not_marked_down(monkeypatch):
     """A failure left behind by one test must not make the next skip the store."""
-    monkeypatch.setattr(limits, "_store_down_until", 0.0)
+    monkeypatch.setattr(base, "outage", Outage(base.STORE_RETRY_S))
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -48,7 +49,7 @@ def store(request, monkeypatch):
             pytest.skip("REDIS_URL is not set (e.g. REDIS_URL=redis://127.0.0.1:6379/4)")
         shared = RedisState(url)
         shared.flush_sync()
-    monkeypatch.setattr(limits, "_store", lambda: shared)
+    monkeypatch.setattr(base, "store", lambda: shared)
     yield shared
     if request.param == "redis":
         shared.flush_sync()
@@ -73,7 +74,7 @@ def log_row(key_id, *, status=200, error_code="", prompt=0, completion=0, cost=0
 # --- keys without limits -------------------------------------------------------------------------------------------
 
 async def test_keys_without_limits_and_the_master_key_never_touch_shared_state(monkeypatch):
-    monkeypatch.setattr(limits, "_store", lambda: ExplodingState())
+    monkeypatch.setattr(base, "store", lambda: ExplodingState())
     for key in (make_key(), MASTER_KEY_INFO):
         admission = await limits.admit(key, estimated_tokens=10_000_000)
         assert admission.headers == {}
@@ -100,7 +101,7 @@ async def test_rpm_admits_exactly_the_limit_under_concurrency(store):
 
 
 async def test_rpm_window_ends_after_its_length(store, monkeypatch):
-    monkeypatch.setattr(limits, "WINDOW_S", 0.3)
+    monkeypatch.setattr(rate, "WINDOW_S", 0.3)
     key = make_key(rpm_limit=2)
     await limits.admit(key, estimated_tokens=1)
     await limits.admit(key, estimated_tokens=1)
@@ -179,7 +180,7 @@ async def test_settle_is_idempotent_and_never_frees_another_requests_slot(store)
 
 
 async def test_a_slot_held_by_a_dead_worker_frees_after_its_lease(store, monkeypatch):
-    monkeypatch.setattr(limits, "_lease_s", lambda: 0.3)
+    monkeypatch.setattr(concurrency, "lease_s", lambda: 0.3)
     key = make_key(max_concurrent=1)
     await limits.admit(key, estimated_tokens=1)  # never settled: its worker "died"
     with pytest.raises(limits.LimitExceeded):
@@ -231,8 +232,8 @@ async def test_request_quota_counts_each_admitted_request_exactly_under_concurre
     usage = await asyncio.to_thread(limits.usage_from_log_sync, key.id,
                                     *limits.period_bounds("day", datetime.now(UTC)))
     assert usage["requests"] == 0  # nothing in the log: these came from the counters alone
-    counter = limits._quota_counter_key(key.id, "day", limits.period_bounds("day", datetime.now(UTC))[0], "requests")
-    assert await store.get(counter) == limits.COUNTER_BASE + 7  # refused requests were given back
+    counter = quotas.quota_counter(key.id, "day", limits.period_bounds("day", datetime.now(UTC))[0], "requests")
+    assert await store.get(counter) == quotas.COUNTER_BASE + 7  # refused requests were given back
 
 
 async def test_cost_quota_counts_settled_cost(store, transactional_db):
@@ -259,8 +260,8 @@ async def test_a_lost_quota_counter_is_rebuilt_from_the_request_log(store, trans
         await limits.admit(key, estimated_tokens=1)
     assert "1000 tokens" in refused.value.message
     start, _ = limits.period_bounds("day", datetime.now(UTC))
-    values = await store.get_many([limits._quota_counter_key(key.id, "day", start, m) for m in limits.METRICS])
-    assert sorted(v - limits.COUNTER_BASE for v in values.values()) == pytest.approx([0.75, 2, 1050])
+    values = await store.get_many([quotas.quota_counter(key.id, "day", start, m) for m in limits.METRICS])
+    assert sorted(v - quotas.COUNTER_BASE for v in values.values()) == pytest.approx([0.75, 2, 1050])
 
 
 class NotShared(dict):
@@ -274,19 +275,19 @@ async def test_two_workers_rebuilding_at_once_do_not_double_count(store, transac
     key = make_key(quotas=[day_quota(requests=10)])
     for _ in range(4):
         await asyncio.to_thread(log_row, key.id)
-    monkeypatch.setattr(limits, "_rebuilds", NotShared())  # as in two processes: each runs its own rebuild
+    monkeypatch.setattr(quotas, "_rebuilds", NotShared())  # as in two processes: each runs its own rebuild
     admissions = await asyncio.gather(limits.admit(key, estimated_tokens=1), limits.admit(key, estimated_tokens=1))
     assert len(admissions) == 2
     start, _ = limits.period_bounds("day", datetime.now(UTC))
-    counter = limits._quota_counter_key(key.id, "day", start, "requests")
-    assert await store.get(counter) == limits.COUNTER_BASE + 6  # 4 from the log + the 2 just admitted
+    counter = quotas.quota_counter(key.id, "day", start, "requests")
+    assert await store.get(counter) == quotas.COUNTER_BASE + 6  # 4 from the log + the 2 just admitted
 
 
 async def test_a_settle_after_the_counter_was_lost_does_not_leave_a_partial_counter(store, transactional_db):
     key = make_key(quotas=[day_quota(tokens=1000)])
     admission = await limits.admit(key, estimated_tokens=1)
     start, _ = limits.period_bounds("day", datetime.now(UTC))
-    counter = limits._quota_counter_key(key.id, "day", start, "tokens")
+    counter = quotas.quota_counter(key.id, "day", start, "tokens")
     await store.delete(counter)  # the store lost it (flush, restart) while the request was in flight
     await limits.settle(admission, tokens=900, cost_usd=0)
     assert await store.get(counter) is None  # not re-created holding just 900
@@ -301,12 +302,12 @@ async def test_a_request_admitted_before_the_period_ended_is_counted_in_its_own_
                                                                                       monkeypatch):
     key = make_key(quotas=[day_quota(tokens=1000)])
     before_midnight = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
-    monkeypatch.setattr(limits, "_utcnow", lambda: before_midnight)
+    monkeypatch.setattr(base, "utcnow", lambda: before_midnight)
     admission = await limits.admit(key, estimated_tokens=1)
-    monkeypatch.setattr(limits, "_utcnow", lambda: before_midnight + timedelta(seconds=2))
+    monkeypatch.setattr(base, "utcnow", lambda: before_midnight + timedelta(seconds=2))
     await limits.settle(admission, tokens=1000, cost_usd=0)
     await limits.admit(key, estimated_tokens=1)  # a new day
-    monkeypatch.setattr(limits, "_utcnow", lambda: before_midnight)
+    monkeypatch.setattr(base, "utcnow", lambda: before_midnight)
     with pytest.raises(limits.LimitExceeded):
         await limits.admit(key, estimated_tokens=1)
 
@@ -336,36 +337,35 @@ async def test_headers_come_from_the_tightest_quota_when_the_key_has_no_rpm(stor
 
 async def test_an_unreachable_store_fails_open_and_says_so(monkeypatch, caplog):
     dead = RedisState("redis://127.0.0.1:1/0")  # nothing listens on port 1
-    monkeypatch.setattr(limits, "_store", lambda: dead)
-    monkeypatch.setattr(limits, "_last_warned", {})
+    monkeypatch.setattr(base, "store", lambda: dead)
     key = make_key(rpm_limit=1, tpm_limit=10, max_concurrent=1, quotas=[day_quota(tokens=1)])
     with caplog.at_level(logging.ERROR, logger="apikeys.limits"):
         for _ in range(2):
-            monkeypatch.setattr(limits, "_store_down_until", 0.0)  # try the store every time
+            monkeypatch.setattr(base, "outage", Outage(base.STORE_RETRY_S))  # try the store every time
             first = await limits.admit(key, estimated_tokens=5)
             second = await limits.admit(key, estimated_tokens=5)
-            monkeypatch.setattr(limits, "_store_down_until", 0.0)
+            monkeypatch.setattr(base, "outage", Outage(base.STORE_RETRY_S))
             await limits.settle(first, tokens=100, cost_usd=1)
             await limits.settle(second, tokens=100, cost_usd=1)
-            monkeypatch.setattr(limits, "_store_down_until", 0.0)
+            monkeypatch.setattr(base, "outage", Outage(base.STORE_RETRY_S))
             await limits.check_auth_failures("10.0.0.1")
             await limits.record_auth_failure("10.0.0.1")
     assert "not enforced (failing open)" in caplog.text
 
 
 async def test_after_a_store_failure_the_store_is_left_alone_for_a_while(monkeypatch):
-    monkeypatch.setattr(limits, "_store", lambda: RedisState("redis://127.0.0.1:1/0"))
-    monkeypatch.setattr(limits, "STORE_RETRY_S", 0.3)
+    monkeypatch.setattr(base, "store", lambda: RedisState("redis://127.0.0.1:1/0"))
+    monkeypatch.setattr(base.outage, "retry_s", 0.3)
     key = make_key(rpm_limit=1)
     await limits.admit(key, estimated_tokens=1)  # fails, fails open
-    monkeypatch.setattr(limits, "_store", lambda: ExplodingState())
+    monkeypatch.setattr(base, "store", lambda: ExplodingState())
     admission = await limits.admit(key, estimated_tokens=1)
     await limits.settle(admission, tokens=1, cost_usd=0)
     await limits.check_auth_failures("10.0.0.1")
     await limits.record_auth_failure("10.0.0.1")
     await asyncio.sleep(0.35)
     working = MemoryState()
-    monkeypatch.setattr(limits, "_store", lambda: working)
+    monkeypatch.setattr(base, "store", lambda: working)
     assert (await limits.admit(key, estimated_tokens=1)).headers["x-ratelimit-remaining-requests"] == "0"
 
 
@@ -396,7 +396,7 @@ def test_usage_for_key_shows_limits_current_usage_quotas_and_last_use(store, tra
                    quotas=[day_quota(tokens=1000), QuotaInfo("month", 50, None, None)])
     admission = asyncio.run(limits.admit(key, estimated_tokens=1))  # one request in flight
 
-    usage = limits.usage_for_key_sync(api_key.id)
+    usage = selectors.usage_for_key_sync(api_key.id)
     assert usage["limits"] == {"rpm_limit": 60, "tpm_limit": None, "max_concurrent": 3}
     assert usage["current"] == {"requests_this_minute": 1, "tokens_this_minute": 0, "in_flight": 1}
     day, month = usage["quotas"]
@@ -436,8 +436,8 @@ def _reset_seconds(value: str) -> float:
     (706 * 60 + 11, "11h46m11s", "11h46m"), (29 * 86400 + 3 * 3600 + 59, "699h0m59s", "29d3h"),
 ])
 def test_resets_read_in_openais_format_in_headers_and_in_hours_in_messages(seconds, header, words):
-    assert limits._duration(seconds) == header
-    assert limits._wait_words(seconds) == words
+    assert base.duration(seconds) == header
+    assert base.wait_words(seconds) == words
 
 
 async def test_a_request_quota_429_carries_the_quotas_headers_not_the_rpm_allowance(store, transactional_db):
