@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from apikeys import limits
-from apikeys.limits import concurrency
-from tests.apikeys.conftest import make_key
+from apikeys.limits import base, concurrency, quotas
+from apikeys.limits.tokens import tpm_counter
+from tests.apikeys.conftest import day_quota, make_key
 
 
 async def test_max_concurrent_holds_and_settle_frees_the_slot(store):
@@ -49,18 +50,54 @@ async def test_a_slot_held_by_a_dead_worker_frees_after_its_lease(store, monkeyp
     await limits.admit(key, estimated_tokens=1)
 
 
-async def test_settle_finishes_even_when_the_caller_is_cancelled(store):
-    key = make_key(max_concurrent=1)
+class PausingStore:
+    """The test's store, except that the first store call after `arm()` waits until the test says `resume`: a
+    settle caught in the middle of its writes."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.armed = False
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    def arm(self):
+        self.armed = True
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not self.armed or not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        async def paused(*args, **kwargs):
+            self.armed = False
+            self.paused.set()
+            await self.resume.wait()
+            return await attr(*args, **kwargs)
+
+        return paused
+
+
+async def test_settle_finishes_even_when_the_caller_is_cancelled_in_the_middle(store, monkeypatch, transactional_db):
+    """The client goes away while settle is writing: the slot is still freed and the tokens still counted (tpm and
+    the token quota), because settle shields its work from the caller's cancellation."""
+    key = make_key(max_concurrent=1, tpm_limit=1000, quotas=[day_quota(tokens=1000)])
     admission = await limits.admit(key, estimated_tokens=1)
-
-    async def finish_then_get_cancelled():
-        await limits.settle(admission, tokens=1, cost_usd=0)
-
-    task = asyncio.ensure_future(finish_then_get_cancelled())
-    await asyncio.sleep(0)
+    pausing = PausingStore(store)
+    monkeypatch.setattr(base, "store", lambda: pausing)
+    pausing.arm()
+    task = asyncio.ensure_future(limits.settle(admission, tokens=7, cost_usd=0))
+    await asyncio.wait_for(pausing.paused.wait(), 5)  # settle is now inside its first store call
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await asyncio.sleep(0.05)
+    pausing.resume.set()
+    tpm = tpm_counter(base.Subject("key", key.id, key.prefix))
+    for _ in range(200):  # the shielded settle finishes in the background
+        if await store.get(tpm) == 7:
+            break
+        await asyncio.sleep(0.01)
+    assert await store.get(tpm) == 7
+    start = quotas.period_bounds("day", base.utcnow())[0]
+    assert await store.get(quotas.quota_counter(key.id, "day", start, "tokens")) == quotas.COUNTER_BASE + 7
     await limits.admit(key, estimated_tokens=1)  # the slot was freed
 
 
