@@ -30,11 +30,13 @@ class SharedStateUnavailable(Exception):
 
 
 class MemoryState:
-    """In-process store for a single worker: a dict of key -> (value, expires_at), guarded by a lock."""
+    """In-process store for a single worker: a dict of key -> (value, expires_at), guarded by a lock. `clock` (a
+    monotonic clock) is a seam for tests, so they can let a TTL run out without sleeping."""
 
     shared = False
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
         self._data: dict[str, tuple[object, float | None]] = {}
         self._lock = threading.Lock()
 
@@ -49,11 +51,11 @@ class MemoryState:
 
     def get_sync(self, key):
         with self._lock:
-            item = self._live(PREFIX + key, time.monotonic())
+            item = self._live(PREFIX + key, self._clock())
             return None if item is None else item[0]
 
     def get_many_sync(self, keys):
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             out = {}
             for key in keys:
@@ -64,18 +66,18 @@ class MemoryState:
 
     def set_sync(self, key, value, ttl=None):
         with self._lock:
-            self._data[PREFIX + key] = (value, None if ttl is None else time.monotonic() + ttl)
+            self._data[PREFIX + key] = (value, None if ttl is None else self._clock() + ttl)
 
     def add_sync(self, key, value, ttl=None):
         with self._lock:
-            if self._live(PREFIX + key, time.monotonic()) is not None:
+            if self._live(PREFIX + key, self._clock()) is not None:
                 return False
-            self._data[PREFIX + key] = (value, None if ttl is None else time.monotonic() + ttl)
+            self._data[PREFIX + key] = (value, None if ttl is None else self._clock() + ttl)
             return True
 
     def incr_sync(self, key, amount=1, ttl=None):
         """Add `amount` (int or float) and return the new value; a new key gets `ttl` seconds to live."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             item = self._live(PREFIX + key, now)
             if item is None:
@@ -89,7 +91,7 @@ class MemoryState:
     def compare_and_set_sync(self, expected, values):
         """Write `values` ({key: (value, ttl)}) only if every key of `expected` ({key: value or None for
         missing}) still holds that value; True when written."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             for key, value in expected.items():
                 item = self._live(PREFIX + key, now)
@@ -100,7 +102,7 @@ class MemoryState:
             return True
 
     def ttl_sync(self, key):
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             item = self._live(PREFIX + key, now)
             if item is None or item[1] is None:

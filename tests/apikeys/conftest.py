@@ -3,6 +3,7 @@ Redis: REDIS_URL=redis://127.0.0.1:6379/4), and request-log rows for the quota r
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from datetime import UTC, datetime
@@ -35,11 +36,21 @@ def store_not_marked_down(monkeypatch):
     monkeypatch.setattr(base, "outage", Outage(base.STORE_RETRY_S))
 
 
+class FakeClock:
+    """A monotonic clock that moves only when a test moves it."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
 @pytest.fixture(params=["memory", "redis"])
 def store(request, monkeypatch):
     """The limits module running on a store of its own: a MemoryState, or a RedisState on REDIS_URL."""
     if request.param == "memory":
-        shared = MemoryState()
+        shared = MemoryState(clock=FakeClock())
     else:
         url = os.environ.get("REDIS_URL")
         if not url:
@@ -50,6 +61,20 @@ def store(request, monkeypatch):
     yield shared
     if request.param == "redis":
         shared.flush_sync()
+
+
+@pytest.fixture
+def elapse(store):
+    """`await elapse(seconds)`: let time pass for the store's TTLs. The in-process store's clock is moved (no
+    sleep); Redis keeps its own time, so there the test sleeps."""
+
+    async def elapse(seconds: float) -> None:
+        if isinstance(store, MemoryState):
+            store._clock.now += seconds
+        else:
+            await asyncio.sleep(seconds)
+
+    return elapse
 
 
 class ExplodingState:

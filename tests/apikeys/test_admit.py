@@ -3,7 +3,6 @@ the wording of waits."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
@@ -12,7 +11,7 @@ from apikeys import limits
 from apikeys.limits import base, quotas
 from rainymodel_site.shared_state import MemoryState, Outage, RedisState
 from routing.snapshot import MASTER_KEY_INFO
-from tests.apikeys.conftest import make_key, day_quota, ExplodingState
+from tests.apikeys.conftest import ExplodingState, FakeClock, day_quota, make_key
 
 
 async def test_keys_without_limits_and_the_master_key_never_touch_shared_state(monkeypatch):
@@ -55,7 +54,8 @@ async def test_an_unreachable_store_fails_open_and_says_so(monkeypatch, caplog):
 
 async def test_after_a_store_failure_the_store_is_left_alone_for_a_while(monkeypatch):
     monkeypatch.setattr(base, "store", lambda: RedisState("redis://127.0.0.1:1/0"))
-    monkeypatch.setattr(base.outage, "retry_s", 0.3)
+    clock = FakeClock()
+    monkeypatch.setattr(base, "outage", Outage(0.3, clock=clock))
     key = make_key(rpm_limit=1)
     await limits.admit(key, estimated_tokens=1)  # fails, fails open
     monkeypatch.setattr(base, "store", lambda: ExplodingState())
@@ -63,7 +63,7 @@ async def test_after_a_store_failure_the_store_is_left_alone_for_a_while(monkeyp
     await limits.settle(admission, tokens=1, cost_usd=0)
     await limits.check_auth_failures("10.0.0.1")
     await limits.record_auth_failure("10.0.0.1")
-    await asyncio.sleep(0.35)
+    clock.now += 0.35
     working = MemoryState()
     monkeypatch.setattr(base, "store", lambda: working)
     assert (await limits.admit(key, estimated_tokens=1)).headers["x-ratelimit-remaining-requests"] == "0"

@@ -40,13 +40,13 @@ async def test_settle_is_idempotent_and_never_frees_another_requests_slot(store)
     await limits.settle(second, tokens=1, cost_usd=0)
 
 
-async def test_a_slot_held_by_a_dead_worker_frees_after_its_lease(store, monkeypatch):
+async def test_a_slot_held_by_a_dead_worker_frees_after_its_lease(store, elapse, monkeypatch):
     monkeypatch.setattr(concurrency, "lease_s", lambda: 0.3)
     key = make_key(max_concurrent=1)
     await limits.admit(key, estimated_tokens=1)  # never settled: its worker "died"
     with pytest.raises(limits.LimitExceeded):
         await limits.admit(key, estimated_tokens=1)
-    await asyncio.sleep(0.4)
+    await elapse(0.4)
     await limits.admit(key, estimated_tokens=1)
 
 

@@ -10,7 +10,7 @@ import pytest
 from apikeys import limits
 from apikeys.limits import base, quotas
 from routing.snapshot import QuotaInfo
-from tests.apikeys.conftest import make_key, day_quota, log_row, _reset_seconds
+from tests.apikeys.conftest import day_quota, log_row, make_key, _reset_seconds
 
 
 async def test_daily_token_quota_is_refused_once_used(store, transactional_db):

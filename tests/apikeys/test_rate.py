@@ -28,14 +28,14 @@ async def test_rpm_admits_exactly_the_limit_under_concurrency(store):
     assert remaining == list(range(60))
 
 
-async def test_rpm_window_ends_after_its_length(store, monkeypatch):
+async def test_rpm_window_ends_after_its_length(store, elapse, monkeypatch):
     monkeypatch.setattr(rate, "WINDOW_S", 0.3)
     key = make_key(rpm_limit=2)
     await limits.admit(key, estimated_tokens=1)
     await limits.admit(key, estimated_tokens=1)
     with pytest.raises(limits.LimitExceeded):
         await limits.admit(key, estimated_tokens=1)
-    await asyncio.sleep(0.4)
+    await elapse(0.4)
     admission = await limits.admit(key, estimated_tokens=1)
     assert admission.headers["x-ratelimit-remaining-requests"] == "1"
 

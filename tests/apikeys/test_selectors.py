@@ -7,7 +7,7 @@ import asyncio
 from apikeys import limits, selectors
 from apikeys.limits import quotas
 from routing.snapshot import QuotaInfo
-from tests.apikeys.conftest import make_key, day_quota, log_row
+from tests.apikeys.conftest import day_quota, log_row, make_key
 
 
 def test_usage_for_key_shows_limits_current_usage_quotas_and_last_use(store, transactional_db):
