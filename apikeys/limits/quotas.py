@@ -179,7 +179,12 @@ class Quota(Limit):
         self.counted_request = True
         self.used["requests"] = used
         if used > self.maxima["requests"]:
-            raise self._exceeded("requests", admission)
+            refusal = self._exceeded("requests", admission)
+            try:  # a refused request is not counted (admit gives back only the limits reserved before this one)
+                await self.give_back(store)
+            except SharedStateUnavailable as exc:
+                store_failed("giving back a refused request's counts", exc)
+            raise refusal
         return True
 
     async def give_back(self, store) -> None:
