@@ -1,4 +1,4 @@
-"""apikeys/limits/concurrency.py: max_concurrent slots with leases, and settle surviving cancellation."""
+"""limits/concurrency.py: max_concurrent slots with leases, and settle surviving cancellation."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from apikeys import limits
-from apikeys.limits import base, concurrency, quotas
-from apikeys.limits.tokens import tpm_counter
-from tests.apikeys.conftest import day_quota, make_key
+import limits
+from limits import base, concurrency, quotas
+from limits.tokens import tpm_counter
+from tests.limits.conftest import day_quota, make_key
 
 
 async def test_max_concurrent_holds_and_settle_frees_the_slot(store):

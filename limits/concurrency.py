@@ -9,7 +9,7 @@ import secrets
 
 from django.conf import settings
 
-from apikeys.limits.base import Limit, LimitExceeded, Subject, headers, refusal_headers
+from limits.base import Limit, LimitExceeded, Subject, headers, refusal_headers
 
 RETRY_AFTER_S = 1.0
 

@@ -4,12 +4,12 @@ Blocking (database and shared state): never call it from the event loop."""
 
 from __future__ import annotations
 
-from apikeys.limits import base
-from apikeys.limits.concurrency import slot_counters
-from apikeys.limits.quotas import COUNTER_BASE, METRICS, QUOTA_GRACE_S, period_bounds, quota_counter, \
+from limits import base
+from limits.concurrency import slot_counters
+from limits.quotas import COUNTER_BASE, METRICS, QUOTA_GRACE_S, period_bounds, quota_counter, \
     usage_from_log_sync
-from apikeys.limits.rate import rpm_counter
-from apikeys.limits.tokens import tpm_counter
+from limits.rate import rpm_counter
+from limits.tokens import tpm_counter
 from rainymodel_site.shared_state import SharedStateUnavailable
 
 

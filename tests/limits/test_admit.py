@@ -1,4 +1,4 @@
-"""apikeys.limits.admit and settle: the loop over a key's limits, giving back, failing open on an unreachable store, and
+"""limits.admit and settle: the loop over a key's limits, giving back, failing open on an unreachable store, and
 the wording of waits."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from apikeys import limits
-from apikeys.limits import base, quotas
+import limits
+from limits import base
 from rainymodel_site.shared_state import MemoryState, Outage, RedisState
 from routing.snapshot import MASTER_KEY_INFO
-from tests.apikeys.conftest import ExplodingState, FakeClock, day_quota, make_key
+from tests.limits.conftest import ExplodingState, FakeClock, day_quota, make_key
 
 
 async def test_keys_without_limits_and_the_master_key_never_touch_shared_state(monkeypatch):
@@ -38,7 +38,7 @@ async def test_an_unreachable_store_fails_open_and_says_so(monkeypatch, caplog):
     dead = RedisState("redis://127.0.0.1:1/0")  # nothing listens on port 1
     monkeypatch.setattr(base, "store", lambda: dead)
     key = make_key(rpm_limit=1, tpm_limit=10, max_concurrent=1, quotas=[day_quota(tokens=1)])
-    with caplog.at_level(logging.ERROR, logger="apikeys.limits"):
+    with caplog.at_level(logging.ERROR, logger="limits"):
         for _ in range(2):
             monkeypatch.setattr(base, "outage", Outage(base.STORE_RETRY_S))  # try the store every time
             first = await limits.admit(key, estimated_tokens=5)

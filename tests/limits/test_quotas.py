@@ -1,4 +1,4 @@
-"""apikeys/limits/quotas.py: day/month quotas of requests, tokens and cost, and their rebuild from RequestLog."""
+"""limits/quotas.py: day/month quotas of requests, tokens and cost, and their rebuild from RequestLog."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apikeys import limits
-from apikeys.limits import base, quotas
+import limits
+from limits import base, quotas
 from routing.snapshot import QuotaInfo
-from tests.apikeys.conftest import day_quota, log_row, make_key, _reset_seconds
+from tests.limits.conftest import day_quota, log_row, make_key, _reset_seconds
 
 
 async def test_daily_token_quota_is_refused_once_used(store, transactional_db):

@@ -1,11 +1,11 @@
-"""apikeys/limits/tokens.py: tpm_limit, counted from real tokens at settle."""
+"""limits/tokens.py: tpm_limit, counted from real tokens at settle."""
 
 from __future__ import annotations
 
 import pytest
 
-from apikeys import limits
-from tests.apikeys.conftest import make_key, _reset_seconds
+import limits
+from tests.limits.conftest import make_key, _reset_seconds
 
 
 async def test_tpm_counts_real_tokens_at_settle_and_refuses_when_the_estimate_does_not_fit(store):

@@ -1,13 +1,13 @@
-"""apikeys/selectors.py: a key's limits and current usage, for the admin."""
+"""limits/selectors.py: a key's limits and current usage, for the admin."""
 
 from __future__ import annotations
 
 import asyncio
 
-from apikeys import limits, selectors
-from apikeys.limits import quotas
+import limits
+from limits import selectors
 from routing.snapshot import QuotaInfo
-from tests.apikeys.conftest import day_quota, log_row, make_key
+from tests.limits.conftest import day_quota, log_row, make_key
 
 
 def test_usage_for_key_shows_limits_current_usage_quotas_and_last_use(store, transactional_db):

@@ -1,5 +1,8 @@
 """Per-key rate limits, concurrency and quotas, and the per-IP limit on failed authentication (SPEC §7).
 
+Above apikeys, routing and usage: limits read keys (apikeys), config (routing) and, for the quota
+rebuild, the request log (usage); nothing below imports them.
+
 The request path calls `admit()` before any upstream call and `settle()` exactly once afterwards (in a `finally`);
 both run on the event loop and touch only the shared state (`rainymodel_site.shared_state`), never the database,
 except for one case: a quota counter that the shared state has lost (Redis flushed or restarted) is rebuilt from
@@ -27,8 +30,9 @@ Redis costs one timeout per 2 s, not one per request; what `settle` could not wr
 their lease, quota counters catch up at their next rebuild): rpm, tpm and concurrency protect capacity over seconds,
 and refusing every limited key with a misleading 429 would turn a cache outage into an API outage. Quotas fail
 open too, because their accounting is not lost: the log keeps every request, and when the store comes back empty the
-counters are rebuilt from it, including what was served during the outage. Likewise a failed rebuild (database down) admits the request and retries after 5 s.
-The per-IP failed-authentication limit fails open as well (authentication itself still holds).
+counters are rebuilt from it, including what was served during the outage. Likewise a failed rebuild (database
+down) admits the request and retries after 5 s. The per-IP failed-authentication limit fails open as well
+(authentication itself still holds).
 
 Must never: query the database on the request path other than that rebuild; block the event loop; raise from
 `settle()`.
@@ -38,13 +42,13 @@ from __future__ import annotations
 
 import asyncio
 
-from apikeys.limits import base
-from apikeys.limits.auth_failures import check_auth_failures, record_auth_failure
-from apikeys.limits.base import Admission, Limit, LimitExceeded, Subject, headers, store_failed
-from apikeys.limits.concurrency import Concurrency
-from apikeys.limits.quotas import METRICS, Quota, period_bounds, usage_from_log_sync
-from apikeys.limits.rate import Rate
-from apikeys.limits.tokens import Tokens
+from limits import base
+from limits.auth_failures import check_auth_failures, record_auth_failure
+from limits.base import Admission, Limit, LimitExceeded, Subject, headers, store_failed
+from limits.concurrency import Concurrency
+from limits.quotas import METRICS, Quota, period_bounds, usage_from_log_sync
+from limits.rate import Rate
+from limits.tokens import Tokens
 from rainymodel_site.shared_state import SharedStateUnavailable
 from routing.snapshot import KeyInfo
 

@@ -20,8 +20,8 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-from apikeys.limits import base
-from apikeys.limits.base import Limit, LimitExceeded, Subject, headers, log, refusal_headers, store_failed, wait_words
+from limits import base
+from limits.base import Limit, LimitExceeded, Subject, headers, log, refusal_headers, store_failed, wait_words
 from rainymodel_site.shared_state import SharedStateUnavailable
 from rainymodel_site.threads import run_blocking
 from routing.snapshot import QuotaInfo

@@ -4,7 +4,7 @@ concurrent requests can overshoot by their own size (bounded by `max_concurrent`
 
 from __future__ import annotations
 
-from apikeys.limits.base import WINDOW_S, Limit, LimitExceeded, Subject, headers, refusal_headers, wait_words
+from limits.base import WINDOW_S, Limit, LimitExceeded, Subject, headers, refusal_headers, wait_words
 
 
 def tpm_counter(subject: Subject) -> str:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from apikeys.limits import base
+from limits import base
 from rainymodel_site.shared_state import MemoryState, Outage, RedisState
 from routing.snapshot import KeyInfo, QuotaInfo
 

@@ -1,11 +1,11 @@
-"""apikeys/limits/auth_failures.py: the per-IP limit on failed authentication."""
+"""limits/auth_failures.py: the per-IP limit on failed authentication."""
 
 from __future__ import annotations
 
 import pytest
 
-from apikeys import limits
-from tests.apikeys.conftest import _reset_seconds
+import limits
+from tests.limits.conftest import _reset_seconds
 
 
 async def test_failed_authentication_is_limited_per_client_ip(store, settings):

@@ -1,4 +1,4 @@
-"""apikeys/limits/rate.py: rpm_limit, exact under concurrency and across processes (Redis runs need REDIS_URL)."""
+"""limits/rate.py: rpm_limit, exact under concurrency and across processes (Redis runs need REDIS_URL)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from apikeys import limits
-from apikeys.limits import rate
-from tests.apikeys.conftest import make_key, _reset_seconds
+import limits
+from limits import rate
+from tests.limits.conftest import make_key, _reset_seconds
 
 
 async def test_rpm_admits_exactly_the_limit_under_concurrency(store):

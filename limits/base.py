@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from rainymodel_site.shared_state import Outage, state
 
-log = logging.getLogger("apikeys.limits")
+log = logging.getLogger("limits")
 
 WINDOW_S = 60  # the rpm/tpm window and the failed-authentication window
 

@@ -6,7 +6,7 @@ a later limit refuses gives its count back."""
 
 from __future__ import annotations
 
-from apikeys.limits.base import WINDOW_S, Limit, LimitExceeded, Subject, headers, refusal_headers, wait_words
+from limits.base import WINDOW_S, Limit, LimitExceeded, Subject, headers, refusal_headers, wait_words
 
 
 def rpm_counter(subject: Subject) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from apikeys.limits import base
-from apikeys.limits.base import WINDOW_S, LimitExceeded, refusal_headers, store_failed, wait_words
+from limits import base
+from limits.base import WINDOW_S, LimitExceeded, refusal_headers, store_failed, wait_words
 from rainymodel_site.shared_state import SharedStateUnavailable
 
 
