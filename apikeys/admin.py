@@ -108,7 +108,7 @@ def amount(value, grouped=True) -> str:
 
 
 def usage_table(usage: dict):
-    """apikeys.limits.usage_for_key_sync as a small read-only table."""
+    """limits.selectors.usage_for_key_sync as a small read-only table."""
     def cell(used, maximum):
         if used is None:
             return "-"
@@ -166,7 +166,7 @@ class APIKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="usage against limits and quotas")
     def usage_now(self, obj):
-        from apikeys.limits import usage_for_key_sync
+        from limits.selectors import usage_for_key_sync
 
         return usage_table(usage_for_key_sync(obj.pk))
 

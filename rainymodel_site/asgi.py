@@ -177,7 +177,7 @@ async def refuse_before_body(request):
     The key is checked for every request that carries a body, and for every other request to an endpoint and
     method that exists: a bodiless request to an unknown URL or with a method the view does not serve still gets
     the view's own 404/405, as before this check existed."""
-    from apikeys import limits
+    import limits
     from apikeys.auth import KeyRejected, authenticate_request
     from routing import snapshot
     from routing.proxy.api import unknown_endpoint

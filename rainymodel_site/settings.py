@@ -190,6 +190,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = RAINYMODEL_MAX_BODY_BYTES
 # count/period), before the sign-in form refuses with 429 until the window ends (rainymodel_site/login.py).
 RAINYMODEL_LOGIN_FAILURES_PER_IP = envstr("RAINYMODEL_LOGIN_FAILURES_PER_IP", "10/10m")
 RAINYMODEL_LOGIN_FAILURES_PER_USERNAME = envstr("RAINYMODEL_LOGIN_FAILURES_PER_USERNAME", "20/h")
+# Usage pages and CSV exports each signed-in user may request (django-ratelimit rates), before a 429 page
+# (usage/throttle.py).
+RAINYMODEL_USAGE_PAGES_RATE = envstr("RAINYMODEL_USAGE_PAGES_RATE", "120/m")
+RAINYMODEL_USAGE_CSV_RATE = envstr("RAINYMODEL_USAGE_CSV_RATE", "10/m")
 
 LOGGING = {
     "version": 1,

@@ -7,7 +7,8 @@ serialises every cache call of the process behind one thread, and it has no atom
 The request path must not block the event loop, so it uses the async methods here; admin pages, commands and
 background threads use the `*_sync` twins.
 
-Every method raises `SharedStateUnavailable` when the store cannot be reached; callers decide how to degrade.
+Every method raises `SharedStateUnavailable` when the store cannot be reached; callers decide how to degrade, and
+use one `Outage` each to leave an unreachable store alone for a while (the back-off lives only there).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ class SharedStateUnavailable(Exception):
 
 
 class MemoryState:
-    """In-process store for a single worker: a dict of key -> (value, expires_at), guarded by a lock."""
+    """In-process store for a single worker: a dict of key -> (value, expires_at), guarded by a lock. `clock` (a
+    monotonic clock) is a seam for tests, so they can let a TTL run out without sleeping."""
 
     shared = False
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
         self._data: dict[str, tuple[object, float | None]] = {}
         self._lock = threading.Lock()
 
@@ -48,11 +51,11 @@ class MemoryState:
 
     def get_sync(self, key):
         with self._lock:
-            item = self._live(PREFIX + key, time.monotonic())
+            item = self._live(PREFIX + key, self._clock())
             return None if item is None else item[0]
 
     def get_many_sync(self, keys):
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             out = {}
             for key in keys:
@@ -63,18 +66,18 @@ class MemoryState:
 
     def set_sync(self, key, value, ttl=None):
         with self._lock:
-            self._data[PREFIX + key] = (value, None if ttl is None else time.monotonic() + ttl)
+            self._data[PREFIX + key] = (value, None if ttl is None else self._clock() + ttl)
 
     def add_sync(self, key, value, ttl=None):
         with self._lock:
-            if self._live(PREFIX + key, time.monotonic()) is not None:
+            if self._live(PREFIX + key, self._clock()) is not None:
                 return False
-            self._data[PREFIX + key] = (value, None if ttl is None else time.monotonic() + ttl)
+            self._data[PREFIX + key] = (value, None if ttl is None else self._clock() + ttl)
             return True
 
     def incr_sync(self, key, amount=1, ttl=None):
         """Add `amount` (int or float) and return the new value; a new key gets `ttl` seconds to live."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             item = self._live(PREFIX + key, now)
             if item is None:
@@ -88,7 +91,7 @@ class MemoryState:
     def compare_and_set_sync(self, expected, values):
         """Write `values` ({key: (value, ttl)}) only if every key of `expected` ({key: value or None for
         missing}) still holds that value; True when written."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             for key, value in expected.items():
                 item = self._live(PREFIX + key, now)
@@ -99,7 +102,7 @@ class MemoryState:
             return True
 
     def ttl_sync(self, key):
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             item = self._live(PREFIX + key, now)
             if item is None or item[1] is None:
@@ -339,6 +342,48 @@ def _incr_pipeline(pipe, key, amount, ttl):
         pipe.incrby(key, amount)
     if ttl is not None:
         pipe.pexpire(key, _ms(ttl), nx=True)  # only a new key gets the expiry; later increments keep it
+
+
+class Outage:
+    """"The shared store failed: leave it alone for a while." One per caller that degrades on its own (breakers,
+    limits, admin pages), so a black-holed Redis (no refusal, just a socket timeout) costs each of them one
+    timeout per `retry_s`, not one per call. `failed()` starts or extends the pause; `recovered()` ends it.
+
+    `failed()` and `recovered()` say whether the state changed, and `should_warn()` rate-limits the error log, so
+    each caller logs in its own words without flooding the log. `clock` is a seam for tests (injected time)."""
+
+    def __init__(self, retry_s: float, *, warn_every_s: float = 10.0, clock=time.monotonic):
+        self.retry_s = retry_s
+        self.warn_every_s = warn_every_s
+        self.clock = clock
+        self.down = False
+        self.retry_at = 0.0
+        self._warned: dict[str, float] = {}
+
+    def skip(self) -> bool:
+        """True while the store should be left alone (a failure less than `retry_s` ago)."""
+        return self.down and self.clock() < self.retry_at
+
+    def failed(self) -> bool:
+        """Note a failure (the pause starts again); True when the store was thought reachable until now."""
+        was_down = self.down
+        self.down = True
+        self.retry_at = self.clock() + self.retry_s
+        return not was_down
+
+    def recovered(self) -> bool:
+        """Note a success; True when the store had been failing until now."""
+        was_down = self.down
+        self.down = False
+        return was_down
+
+    def should_warn(self, what: str) -> bool:
+        """True at most once per `warn_every_s` for each `what`: whether to log this failure."""
+        now = self.clock()
+        if now - self._warned.get(what, -1e18) < self.warn_every_s:
+            return False
+        self._warned[what] = now
+        return True
 
 
 _state = None

@@ -94,12 +94,19 @@ def redis_url():
 
 @pytest.fixture(autouse=True)
 def reset_shared_state():
-    """Breaker state, counters and versions must not leak from one test into the next."""
+    """Breaker state, counters and versions must not leak from one test into the next; nor django-ratelimit's counts
+    in the cache (the usage pages' per-user rates: users of different tests can share an id)."""
+    from django.core.cache import cache
+
     from rainymodel_site.shared_state import SharedStateUnavailable, state
 
     try:
         state().flush_sync()
     except SharedStateUnavailable:
+        pass
+    try:
+        cache.clear()
+    except Exception:  # an unreachable Redis: the tests that need it say so themselves
         pass
     yield
     try:

@@ -2,7 +2,7 @@
 
 RequestLog keeps the error code, not the message the client was sent, so the request-log detail page derives a
 human explanation from the code here. Codes come from the proxy (routing/proxy/flow.py, chain.py), authentication
-and limits (apikeys/auth.py, apikeys/limits.py), and upstreams (whose own `error.code` is logged when they return
+and limits (apikeys/auth.py, limits/), and upstreams (whose own `error.code` is logged when they return
 a client error). A code not listed falls back to an explanation of its HTTP status. Pure data: no database.
 """
 

@@ -24,6 +24,7 @@ from django.utils.dateparse import parse_datetime
 from usage import charts, explanations, reports
 from usage.filters import (ENDPOINT_NAMES, PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key, parse_filters,
                            visible_key_ids)
+from usage.throttle import throttled
 
 LOG_CSV_COLUMNS = ("id", "created_at", "endpoint", "key_prefix", "key_name", "requested_model", "alias", "policy",
                    "tier", "provider", "upstream_model", "status", "error_code", "stream", "latency_ms", "ttft_ms",
@@ -83,6 +84,7 @@ def _charts(series: reports.Series, bucket: str) -> dict:
 
 
 @login_required
+@throttled()
 def overview(request):
     try:
         f = _filters(request)
@@ -96,6 +98,7 @@ def overview(request):
 
 
 @login_required
+@throttled()
 def breakdown(request):
     by = request.GET.get("by") or "alias"
     if by not in reports.BREAKDOWNS:
@@ -151,6 +154,7 @@ def _breakdown_csv(table: list[dict], by: str) -> HttpResponse:
 
 
 @login_required
+@throttled()
 def keys(request):
     from apikeys.models import APIKey
 
@@ -167,6 +171,7 @@ def keys(request):
 
 
 @login_required
+@throttled()
 def key_detail(request, key_id: int):
     from apikeys.models import APIKey
 
@@ -197,6 +202,7 @@ def _cursor(value: str | None, param: str) -> tuple[datetime, str] | None:
 
 
 @login_required
+@throttled()
 def request_log(request):
     try:
         f = _filters(request)
@@ -214,6 +220,7 @@ def request_log(request):
 
 
 @login_required
+@throttled()
 def request_log_row(request, row_id: str):
     """One request-log row explained: what was asked, how it was routed, each attempt, and why it failed."""
     from apikeys.models import APIKey
@@ -281,6 +288,7 @@ async def _stream_from_one_thread(pieces):
 
 
 @login_required
+@throttled(csv=True)
 def request_log_csv(request):
     """The filtered request log as CSV, streamed as it is read, so an export of millions of rows needs neither
     memory nor a wait for the first byte."""

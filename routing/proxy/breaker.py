@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from rainymodel_site.shared_state import SharedStateUnavailable, state
+from rainymodel_site.shared_state import Outage, SharedStateUnavailable, state
 
 if TYPE_CHECKING:
     from routing.snapshot import KeyInfo, ProviderInfo, RouteInfo, Snapshot
@@ -284,8 +284,7 @@ STATE_TTL_S = 86400.0
 STORE_RETRY_S = 2.0
 
 _seen: dict[str, tuple[BreakerState, float]] = {}  # key -> (state, time.monotonic() when read); this process only
-_store_down = False
-_store_retry_at = 0.0
+_outage = Outage(STORE_RETRY_S)
 
 
 def route_key(route_id: int) -> str:
@@ -333,22 +332,17 @@ def _fresh(keys: Sequence[str]) -> dict[str, BreakerState] | None:
 
 
 def _unavailable(exc: SharedStateUnavailable, doing: str) -> None:
-    global _store_down, _store_retry_at
-    if not _store_down:
+    if _outage.failed():
         log.error("shared state unreachable while %s; breakers fail open (every route is tried): %s", doing, exc)
-    _store_down = True
-    _store_retry_at = time.monotonic() + STORE_RETRY_S
 
 
 def _skip_store() -> bool:
-    return _store_down and time.monotonic() < _store_retry_at
+    return _outage.skip()
 
 
 def _available() -> None:
-    global _store_down
-    if _store_down:
+    if _outage.recovered():
         log.warning("shared state reachable again; breakers resume")
-    _store_down = False
 
 
 async def _read(keys: Sequence[str]) -> dict[str, BreakerState]:
@@ -577,21 +571,21 @@ def describe_all_sync(snap: Snapshot) -> dict:
 # After a failed admin read, admin pages stop asking for a moment, so a list of many rows costs one timeout, not one
 # per row, while Redis is away.
 ADMIN_RETRY_AFTER_FAILURE_S = 5.0
-_admin_down_until = 0.0
+_admin_outage = Outage(ADMIN_RETRY_AFTER_FAILURE_S)
 
 
 def breaker_text_sync(*, provider: str | None = None, route_id: int | None = None) -> str:
     """One line for an admin column or field (`closed`, `open until 12:00:05 UTC (http_503)`, `half-open (...)`).
     Never raises: an unreachable store reads as `unknown (shared state unreachable)`."""
-    global _admin_down_until
     key = provider_key(provider) if provider is not None else route_key(route_id)
-    if time.monotonic() < _admin_down_until:
+    if _admin_outage.skip():
         return "unknown (shared state unreachable)"
     try:
         st = states_sync([key])[key]
     except SharedStateUnavailable:
-        _admin_down_until = time.monotonic() + ADMIN_RETRY_AFTER_FAILURE_S
+        _admin_outage.failed()
         return "unknown (shared state unreachable)"
+    _admin_outage.recovered()
     return describe_text(st, time.time())
 
 

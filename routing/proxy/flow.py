@@ -22,7 +22,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
 
-from apikeys import limits
+import limits
 from apikeys.auth import KeyRejected, authenticate_request
 from routing import snapshot
 from routing.proxy import breaker, outcomes
@@ -193,7 +193,7 @@ class Call:
             "upstream_model": route.upstream_model if route else "",
             "status": status,
             "error_code": error_code,
-            "admitted": self.admission is not None,  # passed the limits: what quotas count (apikeys.limits)
+            "admitted": self.admission is not None,  # passed the limits: what quotas count (limits)
             "stream": self.stream,
             "latency_ms": self.elapsed_ms(),
             "ttft_ms": self.ttft_ms,

@@ -20,7 +20,7 @@ CODE_SITES = re.compile(r'(?:ApiError\(\s*\d{3},|KeyRejected\(|LimitExceeded\(\s
 
 def _codes_in_source() -> set[str]:
     codes = set()
-    for folder in ("routing", "apikeys", "rainymodel_site"):
+    for folder in ("routing", "apikeys", "limits", "rainymodel_site"):
         for path in (ROOT / folder).rglob("*.py"):
             codes.update(CODE_SITES.findall(path.read_text()))
     return codes

@@ -14,7 +14,7 @@ from tests.fakes.routing_config import upstream
 
 def test_quota_bar_counts_exactly_what_the_limiter_counted(fake_upstream, make_routing, api_key, proxy,  # noqa: F811
                                                            admin_client):
-    from apikeys import limits
+    import limits
     from usage.reports import quota_usage
 
     make_routing(upstream(fake_upstream))

@@ -256,8 +256,7 @@ def store(request, monkeypatch):
     monkeypatch.setattr(shared_state, "_state", store)
     monkeypatch.setattr(breaker, "_seen", {})
     monkeypatch.setattr(breaker, "_marked", {})
-    monkeypatch.setattr(breaker, "_store_down", False)
-    monkeypatch.setattr(breaker, "_store_retry_at", 0.0)
+    monkeypatch.setattr(breaker, "_outage", shared_state.Outage(breaker.STORE_RETRY_S))
     yield store
     store.flush_sync()
 
@@ -460,8 +459,7 @@ def unreachable(monkeypatch):
         port = s.getsockname()[1]
     store = UnreachableState(f"redis://127.0.0.1:{port}/0")
     monkeypatch.setattr(breaker, "_seen", {})
-    monkeypatch.setattr(breaker, "_store_down", False)
-    monkeypatch.setattr(breaker, "_store_retry_at", 0.0)
+    monkeypatch.setattr(breaker, "_outage", shared_state.Outage(breaker.STORE_RETRY_S))
     # Restored by hand, not by monkeypatch: the shared clean-up fixture must never see this store.
     previous, shared_state._state = shared_state._state, store
     yield store
@@ -492,8 +490,7 @@ async def test_silent_store_costs_one_timeout_then_is_left_alone_for_a_moment(mo
     listener.listen(16)  # never accepted, never answered
     store = UnreachableState(f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
     monkeypatch.setattr(breaker, "_seen", {})
-    monkeypatch.setattr(breaker, "_store_down", False)
-    monkeypatch.setattr(breaker, "_store_retry_at", 0.0)
+    monkeypatch.setattr(breaker, "_outage", shared_state.Outage(breaker.STORE_RETRY_S))
     previous, shared_state._state = shared_state._state, store
     try:
         p = make_provider()
@@ -696,7 +693,7 @@ def test_admin_reset_alias_route_breakers(admin_client, routing_rows):
 
 
 def test_admin_breaker_text_when_store_is_unreachable(unreachable, monkeypatch):
-    monkeypatch.setattr(breaker, "_admin_down_until", 0.0)
+    monkeypatch.setattr(breaker, "_admin_outage", shared_state.Outage(breaker.ADMIN_RETRY_AFTER_FAILURE_S))
     started = time.monotonic()
     texts = [breaker.breaker_text_sync(route_id=i) for i in range(5)]
     assert texts == ["unknown (shared state unreachable)"] * 5
