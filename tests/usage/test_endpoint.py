@@ -15,7 +15,7 @@ from django.db.models import Sum
 from django.test import RequestFactory
 from django.utils import timezone
 
-from apikeys import limits
+import limits
 from routing import snapshot
 from routing.snapshot import KeyInfo, QuotaInfo
 from tests.usage.conftest import make_row, write
