@@ -22,7 +22,8 @@ What was checked, and where:
   openai/types/responses (response_create_params.py, response_input_item_param.py, function_tool.py).
 - The `response` object: openai/types/responses/response.py. `output_text` there is an SDK @property that joins
   the output_text parts, not a wire field, so it is not sent. `usage` is response_usage.py (input_tokens,
-  output_tokens, total_tokens, input_tokens_details.cached_tokens, output_tokens_details.reasoning_tokens).
+  output_tokens, total_tokens, input_tokens_details.cached_tokens and .cache_write_tokens (both required by the
+  3.57 SDK types), output_tokens_details.reasoning_tokens).
 - Stream events, names and fields: developers.openai.com/api/reference/resources/responses/streaming-events and
   openai/types/responses/response_stream_event.py: response.created, response.in_progress,
   response.output_item.added, response.content_part.added, response.output_text.delta (with `logprobs: []`),
@@ -272,6 +273,9 @@ def _chat_message(item: dict, param: str) -> dict:
                     raise _invalid_value(f"{part_param}.detail", detail, ("low", "high", "auto"))
                 image["detail"] = detail
             parts.append({"type": "image_url", "image_url": image})
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        # One text part is sent as a plain string, the form every chat upstream accepts.
+        return {"role": chat_role, "content": parts[0]["text"]}
     return {"role": chat_role, "content": parts}
 
 
@@ -448,9 +452,12 @@ def usage_of(chat_usage: dict | None) -> dict | None:
         return None
     input_tokens = int(chat_usage.get("prompt_tokens") or 0)
     output_tokens = int(chat_usage.get("completion_tokens") or 0)
-    cached = (chat_usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    prompt_details = chat_usage.get("prompt_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens") or 0
+    cache_write = prompt_details.get("cache_write_tokens") or 0  # OpenRouter reports it; most upstreams do not
     reasoning = (chat_usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": int(cached)},
+    return {"input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": int(cached), "cache_write_tokens": int(cache_write)},
             "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": int(reasoning)},
             "total_tokens": int(chat_usage.get("total_tokens") or input_tokens + output_tokens)}
 
