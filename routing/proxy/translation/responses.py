@@ -611,12 +611,15 @@ class StreamTranslator:
 
     def _tool_delta(self, call: dict) -> list[bytes]:
         events = []
-        index = call.get("index", 0)
+        index = call.get("index") or 0
         function = call.get("function") or {}
-        if self._open is None or self._open["type"] != "function_call" or self._open_tool_index != index:
+        call_id = call.get("id")
+        if (self._open is None or self._open["type"] != "function_call" or self._open_tool_index != index
+                or (call_id and call_id != self._open["call_id"])):
+            # A new index, or a new id on the same index (upstreams that send each whole call as index 0).
             events += self._close_open("completed")
             item = {"id": _new_item_id("fc"), "type": "function_call", "status": "in_progress",
-                    "call_id": call.get("id") or _new_item_id("call"), "name": function.get("name") or "",
+                    "call_id": call_id or _new_item_id("call"), "name": function.get("name") or "",
                     "arguments": ""}
             self._open_tool_index = index
             events += self._add_item(item)
@@ -690,10 +693,11 @@ def items_for_storage(request_items: str | list[dict], output_items: list[dict])
     return copy.deepcopy(list(request_items)) + copy.deepcopy(list(output_items))
 
 
-def estimate_input_chars(body: dict) -> int:
-    """Characters of prompt the request sends (instructions, input text, tool definitions), for the
-    tokens-per-minute estimate before the upstream counts tokens. Images count as nothing; never raises."""
-    total = 0
+def estimate_input_chars(body: dict, *, previous: list[dict] | None = None) -> int:
+    """Characters of prompt the request sends (instructions, input text, tool definitions, and the `previous`
+    stored items it continues), for the tokens-per-minute estimate before the upstream counts tokens. Images count
+    as nothing; never raises."""
+    total = sum(_item_chars(item) for item in previous or [])
     if isinstance(body.get("instructions"), str):
         total += len(body["instructions"])
     value = body.get("input")

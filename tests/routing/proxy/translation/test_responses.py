@@ -581,3 +581,18 @@ def test_estimate_input_chars_counts_text_and_tools_and_never_raises():
     assert estimate_input_chars(request) == 4 + 5 + 4 + 3
     assert estimate_input_chars(body(input="hello", tools=[WEATHER_TOOL])) == 5 + len(orjson.dumps([WEATHER_TOOL]))
     assert estimate_input_chars({"input": 5, "instructions": [], "tools": "x"}) == 0
+    assert estimate_input_chars(body(input="hello"), previous=[{"role": "user", "content": "abc"}]) == 5 + 3
+
+
+def test_whole_tool_calls_all_at_index_0_are_separate_items():
+    """Some upstreams send each complete tool call as its own chunk without a distinct index."""
+    events = decode(run(translator(), [
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": '{"b":2}'}}]},
+                      "finish_reason": "tool_calls"}]},
+    ]))
+    output = Response.model_validate(events[-1]["response"]).output
+    assert [(o.call_id, o.name, o.arguments) for o in output] == [("call_a", "f", '{"a":1}'),
+                                                                   ("call_b", "g", '{"b":2}')]
