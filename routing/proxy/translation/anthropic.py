@@ -632,7 +632,7 @@ class StreamTranslator:
         self._output_chars = 0
         self._index = -1  # index of the open block, -1 before the first
         self._open: str | None = None  # "text" or "tool_use"
-        self._tool_blocks: dict[int, int] = {}  # chat tool_calls[].index -> our block index
+        self._tool_ids: dict[int, str] = {}  # chat tool_calls[].index -> the id of the call its block holds
         self._open_tool: int | None = None
         self._has_tool_use = False
         self._ended = False
@@ -684,12 +684,15 @@ class StreamTranslator:
         events = []
         chat_index = call.get("index", 0)
         function = call.get("function") or {}
-        if chat_index not in self._tool_blocks:
+        call_id = call.get("id")
+        # A new call: an index not seen yet, or a seen index with another id (some upstreams send each complete
+        # call with index 0); pieces after the first carry no id and belong to the call open at that index.
+        if chat_index not in self._tool_ids or (call_id and call_id != self._tool_ids[chat_index]):
             events.extend(self._close())
-            block = {"type": "tool_use", "id": call.get("id") or new_tool_use_id(), "name": function.get("name") or "",
+            block = {"type": "tool_use", "id": call_id or new_tool_use_id(), "name": function.get("name") or "",
                      "input": {}}
             events.append(self._open_block("tool_use", block))
-            self._tool_blocks[chat_index] = self._index
+            self._tool_ids[chat_index] = block["id"]
             self._open_tool = chat_index
             self._has_tool_use = True
         elif self._open_tool != chat_index:

@@ -7,6 +7,11 @@ would reject fails here, not in a client.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import anthropic
 import orjson
 import pytest
@@ -456,6 +461,17 @@ def test_tool_arguments_for_a_closed_block_are_refused():
         t.feed(chunk(tool_calls=[{"index": 0, "function": {"arguments": "}"}}]))
 
 
+def test_complete_tool_calls_all_at_index_0_become_separate_blocks():
+    t = new_stream()
+    frames = t.start()
+    frames += t.feed(chunk(tool_calls=[{"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x": 1}'}}]))
+    frames += t.feed(chunk(tool_calls=[{"index": 0, "id": "b", "function": {"name": "g", "arguments": '{"y": 2}'}}]))
+    frames += t.feed(chunk(finish_reason="stop"))  # Ollama says stop after tool calls
+    message = sdk_message(frames + t.finish())
+    assert [(b.id, b.name, b.input) for b in message.content] == [("a", "f", {"x": 1}), ("b", "g", {"y": 2})]
+    assert message.stop_reason == "tool_use"
+
+
 def test_stream_stop_sequence_named_by_the_upstream():
     t = new_stream(stop_sequences=["###"])
     frames = t.start() + t.feed(chunk("4")) + t.feed(chunk(finish_reason="stop", stop_reason="###")) + t.finish()
@@ -555,6 +571,16 @@ def test_count_tokens_validates_like_messages():
     with pytest.raises(AnthropicError) as raised:
         translation.count_tokens({"model": "m", "messages": []})
     assert raised.value.status == 400 and raised.value.message.startswith("messages: ")
+
+
+def test_the_module_is_pure():
+    """No Django, no httpx, nothing of the project: importing it alone must not pull them in."""
+    code = ("import sys; import routing.proxy.translation.anthropic; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'httpx', 'rest_framework', "
+            "'redis', 'apikeys', 'usage', 'rainymodel_site') or m in ('routing.models', 'routing.snapshot')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[4], env={"PATH": os.environ.get("PATH", "")})
+    assert result.stdout.strip() == "[]"
 
 
 def test_ids_look_like_anthropics():
