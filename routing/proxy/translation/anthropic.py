@@ -718,6 +718,11 @@ class StreamTranslator:
         self._open_tool = None
         return [sse("content_block_stop", {"type": "content_block_stop", "index": self._index})]
 
+    @property
+    def usage_estimated(self) -> bool:
+        """True when no chunk carried usage, so output tokens are the estimate (the log's `usage_estimated`)."""
+        return self.usage is None
+
     def stop_reason(self) -> tuple[str, str | None]:
         """(stop_reason, stop_sequence) for what has been seen so far."""
         if not self._has_tool_use and self.finish_reason in (None, "stop"):

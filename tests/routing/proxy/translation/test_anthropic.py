@@ -498,6 +498,14 @@ def test_stream_without_usage_estimates_output_tokens():
     frames = t.start() + t.feed(chunk("x" * 20)) + t.feed(chunk(finish_reason="stop")) + t.finish()
     message = sdk_message(frames)
     assert (message.usage.input_tokens, message.usage.output_tokens) == (9, 5)
+    assert t.usage_estimated
+
+
+def test_usage_from_a_chunk_is_not_an_estimate():
+    t = new_stream()
+    t.start()
+    t.feed(chunk("Hi", finish_reason="stop", usage={"prompt_tokens": 4, "completion_tokens": 1}))
+    assert not t.usage_estimated
 
 
 def test_failure_mid_stream_ends_with_an_error_event_and_no_message_stop():
