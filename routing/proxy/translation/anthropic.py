@@ -102,7 +102,9 @@ def _invalid(param: str, problem: str) -> AnthropicError:
 
 ROLES = ("user", "assistant")
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
-TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")  # Anthropic allows 64; chat upstreams accept what OpenAI does
+# The characters both Anthropic and OpenAI allow in a tool name. The length is kept generous (long MCP names such as
+# mcp__server__tool): the upstream enforces its own limit and its 400 reaches the client.
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 TOOL_CHOICE_TYPES = ("auto", "any", "tool", "none")
 IMAGE_TOKENS = 1600  # Anthropic's per-image cost is about width*height/750, capped near 1600 tokens
 
