@@ -332,6 +332,7 @@ def _user_messages(content: str | list, param: str, pending_tool_ids: list[str])
     tool_messages: list[dict] = []
     parts: list[dict] = []
     answered: set[str] = set()
+    result_images: list[dict] = []
     for j, block in enumerate(content):
         bparam = f"{param}.content.{j}"
         _check_object(block, bparam)
@@ -347,7 +348,9 @@ def _user_messages(content: str | list, param: str, pending_tool_ids: list[str])
                                                        f"{tool_id}. Each `tool_result` block must have a "
                                                        "corresponding `tool_use` block in the previous message.")
             answered.add(tool_id)
-            tool_messages.append({"role": "tool", "tool_call_id": tool_id, "content": _tool_result_text(block, bparam)})
+            text, images = _tool_result(block, bparam, tool_id)
+            tool_messages.append({"role": "tool", "tool_call_id": tool_id, "content": text})
+            result_images.extend(images)
         elif kind == "tool_use":
             raise _invalid(f"{bparam}.type", "`tool_use` blocks are only allowed in assistant messages")
         else:
@@ -356,6 +359,7 @@ def _user_messages(content: str | list, param: str, pending_tool_ids: list[str])
     if missing:
         raise _unanswered(missing, int(param.rsplit(".", 1)[1]))
     messages = list(tool_messages)
+    parts = result_images + parts
     if parts:
         if all(part["type"] == "text" for part in parts):
             messages.append({"role": "user", "content": "\n".join(part["text"] for part in parts)})
@@ -366,21 +370,32 @@ def _user_messages(content: str | list, param: str, pending_tool_ids: list[str])
     return messages
 
 
-def _tool_result_text(block: dict, param: str) -> str:
+def _tool_result(block: dict, param: str, tool_id: str) -> tuple[str, list[dict]]:
+    """The tool message's text, and the image parts of the result. Chat tool messages carry only text, so images
+    (Claude Code's Read tool returns screenshots this way) go into the user message that follows the tool
+    messages, and the text says so."""
     content = block.get("content", "")
     if content is None:
         content = ""
+    images: list[dict] = []
     if isinstance(content, list):
+        texts = []
         for k, inner in enumerate(content):
             if isinstance(inner, dict) and inner.get("type") == "image":
-                raise _invalid(f"{param}.content.{k}.type", "images inside `tool_result` are not supported: chat "
-                                                            "upstreams take only text in tool messages")
-    text = _text_of_blocks(content, f"{param}.content")
+                images.append({"type": "image_url", "image_url": {"url": _image_url(inner, f"{param}.content.{k}")}})
+            else:
+                texts.append(_text_block(inner, f"{param}.content.{k}"))
+        text = "\n".join(texts)
+    else:
+        text = _text_of_blocks(content, f"{param}.content")
+    if images:
+        note = f"[{len(images)} image(s) from tool result {tool_id} follow in the next user message]"
+        text = f"{text}\n{note}" if text else note
     is_error = block.get("is_error")
     if is_error is not None and not isinstance(is_error, bool):
         raise _invalid(f"{param}.is_error", "Input should be a valid boolean")
     # Chat tool messages have no error flag: say it in the text, where the model will read it.
-    return f"Error: {text}" if is_error else text
+    return (f"Error: {text}" if is_error else text), images
 
 
 def _tools(tools: Any) -> list[dict]:

@@ -174,6 +174,22 @@ def test_tool_use_then_tool_result_round_trip_gives_the_messages_a_chat_upstream
     ]
 
 
+def test_images_in_a_tool_result_follow_the_tool_messages_in_a_user_message():
+    messages = [
+        {"role": "user", "content": "Look at the screenshot"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {"p": "a.png"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+            {"type": "text", "text": "a.png"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]}]},
+    ]
+    chat = translation.to_chat(request(messages=messages))["messages"]
+    assert chat[2] == {"role": "tool", "tool_call_id": "t1",
+                       "content": "a.png\n[1 image(s) from tool result t1 follow in the next user message]"}
+    assert chat[3] == {"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
+    assert len(chat) == 4
+
+
 def test_assistant_with_only_tool_use_has_null_content():
     messages = [{"role": "user", "content": "x"},
                 {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
@@ -238,10 +254,15 @@ BAD_REQUESTS = [
         {"role": "assistant", "content": [{"type": "tool_use", "id": "a", "name": "f", "input": {}},
                                           {"type": "tool_use", "id": "b", "name": "f", "input": {}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a"}]}]), "messages.1"),
-    ("tool_result with an image", request(messages=[
+    ("tool_result with a bad image", request(messages=[
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
-            {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]}]),
+            {"type": "image", "source": {"type": "url", "url": "ftp://x/y.png"}}]}]}]),
+     "messages.1.content.0.content.0.source.url"),
+    ("tool_result with a document", request(messages=[
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
+            {"type": "document", "source": {}}]}]}]),
      "messages.1.content.0.content.0.type"),
     ("is_error not a bool", request(messages=[
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
