@@ -37,6 +37,8 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 from django.urls import resolve, set_script_prefix  # noqa: E402
 
+from rainymodel_site.api_errors import ApiError  # noqa: E402
+from rainymodel_site.request_ids import RequestIdMiddleware  # noqa: E402
 from rainymodel_site.threads import run_blocking  # noqa: E402
 
 log = logging.getLogger("rainymodel")
@@ -46,8 +48,6 @@ class ApiHandler(ASGIHandler):
     """Django's ASGI handler for /v1/: one async middleware (request ids, Host check), no signals."""
 
     def load_middleware(self, is_async=False):
-        from routing.proxy.middleware import RequestIdMiddleware
-
         super().load_middleware(is_async=is_async)
         self._view_middleware = []
         self._template_response_middleware = []
@@ -107,8 +107,6 @@ class ApiHandler(ASGIHandler):
         """Django's read_body (spooled to disk past FILE_UPLOAD_MAX_MEMORY_SIZE), refusing a body that passes
         RAINYMODEL_MAX_BODY_BYTES as soon as it does (413) or that is not complete within
         RAINYMODEL_BODY_TIMEOUT_S (408). Raises BodyRefused, or RequestAborted when the client goes away."""
-        from routing.proxy.errors import ApiError
-
         limit = settings.RAINYMODEL_MAX_BODY_BYTES
         deadline = asyncio.get_running_loop().time() + settings.RAINYMODEL_BODY_TIMEOUT_S
         body_file = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b")
@@ -144,8 +142,6 @@ class ApiHandler(ASGIHandler):
     async def send_refusal(self, request, error, send):
         """Answer a request refused at the edge (logged like any rejected call) and, when its body was not read,
         close the connection rather than read what the client is still sending."""
-        from routing.proxy import flow
-
         response = await flow.reject_early(request, error.status, error.code, error.message)
         for name, value in error.headers.items():
             response[name] = value
@@ -177,17 +173,11 @@ async def refuse_before_body(request):
     The key is checked for every request that carries a body, and for every other request to an endpoint and
     method that exists: a bodiless request to an unknown URL or with a method the view does not serve still gets
     the view's own 404/405, as before this check existed."""
-    from apikeys import limits
-    from apikeys.auth import KeyRejected, authenticate_request
-    from routing import snapshot
-    from routing.proxy.api import unknown_endpoint
-    from routing.proxy.errors import ApiError
-
     try:
         request.get_host()
     except DisallowedHost:
         return ApiError(400, "invalid_host", "The Host header is not allowed here.")
-    if announces_body(request) or _serves(request, unknown_endpoint):
+    if announces_body(request) or _serves(request):
         try:
             await authenticate_request(snapshot.current(), request.headers)  # a brand-new key works at once
         except KeyRejected as rejected:
@@ -216,13 +206,11 @@ def announces_body(request) -> bool:
 
 
 def too_large():
-    from routing.proxy.errors import ApiError
-
     return ApiError(413, "request_too_large",
                     f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
 
 
-def _serves(request, unknown_endpoint) -> bool:
+def _serves(request) -> bool:
     """Whether the request names an endpoint and a method it serves (function views: any method)."""
     view = resolve(request.path_info).func
     if view is unknown_endpoint:
@@ -233,29 +221,30 @@ def _serves(request, unknown_endpoint) -> bool:
 
 async def log_disconnect(request):
     """A client gone while sending its body: a chat-completions call still gets its row (499)."""
-    from routing.proxy import flow
-
     await flow.reject_early(request, 499, "client_disconnected", "The client closed the connection.")
 
 
 django_application = get_asgi_application()
+
+# The apps' modules import their models, so they can only be imported once get_asgi_application() has run
+# django.setup(); the functions above use them at call time.
+from apikeys import limits  # noqa: E402
+from apikeys.auth import KeyRejected, authenticate_request  # noqa: E402
+from routing import snapshot  # noqa: E402
+from routing.proxy import flow, upstream  # noqa: E402
+from routing.proxy.api import unknown_endpoint  # noqa: E402
+from usage import writer  # noqa: E402
+
 api_application = ApiHandler()
 static_application = ASGIStaticFilesHandler(django_application)
 
 
 async def startup():
-    from routing import snapshot
-    from usage import writer
-
     await run_blocking(snapshot.ensure_loaded)
     writer.start()
 
 
 async def shutdown():
-    from routing import snapshot
-    from routing.proxy import upstream
-    from usage import writer
-
     await run_blocking(snapshot.stop_refresher)
     await run_blocking(writer.stop)
     await upstream.close_client()

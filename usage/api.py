@@ -4,7 +4,7 @@ Authenticated with the caller's API key like every /v1 endpoint; a key only ever
 sees the rows logged as `master`). A plain sync view: it reads the database, and Django runs it in a thread
 under ASGI, so it never blocks the event loop. /v1/ is served without Django's request_started/finished signals
 (rainymodel_site/asgi.py), so this view does their database-connection bookkeeping itself. Errors are
-OpenAI-shaped (routing.proxy.errors).
+OpenAI-shaped (rainymodel_site.api_errors).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apikeys.auth import KeyRejected, authenticate
 from routing import snapshot
-from routing.proxy.errors import error_response
+from rainymodel_site.api_errors import error_response
 from usage import reports
 from usage.filters import MASTER, FilterError, UsageFilter, parse_period
 

@@ -8,7 +8,7 @@ from django.http import HttpResponse
 from apikeys.auth import KeyRejected, authenticate
 from routing import snapshot
 from routing.proxy import flow
-from routing.proxy.errors import error_response, not_found_handler
+from rainymodel_site.api_errors import error_response, not_found_handler
 
 
 class ApiView(APIView):

@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from itertools import groupby
 
-from routing.proxy.errors import ApiError
+from rainymodel_site.api_errors import ApiError
 from routing.snapshot import AliasInfo, KeyInfo, PolicyInfo, RouteInfo, Snapshot
 
 NAMESPACE = "rainymodel/"

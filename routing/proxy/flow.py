@@ -27,8 +27,8 @@ from apikeys.auth import KeyRejected, authenticate_request
 from routing import snapshot
 from routing.proxy import breaker, outcomes
 from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
-from routing.proxy.errors import ApiError, api_error_response
-from routing.proxy.middleware import request_id_of
+from rainymodel_site.api_errors import ApiError, api_error_response
+from rainymodel_site.request_ids import request_id_of
 from routing.proxy.relay import AttemptUsage, Relay, StreamState, is_valid_first_event
 from routing.proxy.upstream import AttemptFailed, complete, open_stream
 from routing.proxy.validation import client_ip, validate_chat_completion

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from routing.proxy import breaker, outcomes
-from routing.proxy.errors import error_body
+from rainymodel_site.api_errors import error_body
 from routing.proxy.sse import DONE, DONE_EVENT, event
 from routing.proxy.upstream import AttemptFailed, StreamBroken, UpstreamStream, open_stream
 from routing.snapshot import KeyInfo, RouteInfo

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
-from routing.proxy.errors import ApiError
+from rainymodel_site.api_errors import ApiError
 from routing.snapshot import MASTER_KEY_INFO, AliasInfo, PolicyInfo, ProviderInfo, RouteInfo, Snapshot
 
 
