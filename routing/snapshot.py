@@ -3,8 +3,8 @@
 The request path never queries the database: it calls `current()` and gets plain frozen dataclasses. A daemon
 thread per process polls the shared config version (shared state when Redis is configured, else the database
 row) every `RAINYMODEL_SNAPSHOT_POLL_S` and rebuilds the snapshot when it moved; every admin save, key change and
-`routing import` bumps that version (routing/signals.py). When the shared store is unreachable the worker keeps
-serving its last snapshot, logs it, and `/health/ready` reports it.
+`routing import` bumps that version (routing/config_version.py). When the shared store is unreachable the worker
+keeps serving its last snapshot, logs it, and `/health/ready` reports it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ from datetime import datetime
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 
-from rainymodel_site.shared_state import SharedStateUnavailable, state
+from apikeys.models import APIKey, Quota
+from rainymodel_site.shared_state import SharedStateUnavailable
+from routing import config_version
+from routing.config_version import read_version
+from routing.models import Alias, Policy, Provider, Route, RoutingSettings
 
 log = logging.getLogger(__name__)
-VERSION_KEY = "config:version"
 # An unknown API key triggers at most one version check per this many seconds per process (see `catch_up`).
 CATCH_UP_INTERVAL_S = 0.1
 CATCH_UP_TIMEOUT_S = 2.0
@@ -155,9 +158,6 @@ class Snapshot:
 
 def build_snapshot(version: int) -> Snapshot:
     """Read the whole configuration in a handful of queries. Runs in the refresher thread (or at startup)."""
-    from apikeys.models import APIKey, Quota
-    from routing.models import Alias, Policy, Provider, Route, RoutingSettings
-
     with transaction.atomic():
         providers = {}
         for p in Provider.objects.all():
@@ -220,44 +220,12 @@ def build_snapshot(version: int) -> Snapshot:
     )
 
 
-# --- the version ------------------------------------------------------------------------------------------------
-
-def read_version() -> int:
-    """The shared config version: from the shared store when it is shared (Redis), else the database row."""
-    from routing.models import ConfigVersion
-
-    if state().shared:
-        value = state().get_sync(VERSION_KEY)
-        if value is not None:
-            return int(value)
-    row = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first()
-    return int(row or 0)
-
-
-def bump_version() -> None:
-    """Mark the configuration as changed. Called after every committed change (signals, imports, commands)."""
-    from django.db.models import F
-
-    from routing.models import ConfigVersion
-
-    updated = ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1)
-    if not updated:
-        ConfigVersion.objects.get_or_create(pk=1, defaults={"version": 1})
-    try:
-        if state().shared:
-            state().incr_sync(VERSION_KEY, 1)
-    except SharedStateUnavailable:
-        log.warning("config version bumped in the database but the shared store is unreachable")
-    # This process need not wait for its own poller.
-    _holder.stale = True
-
-
 # --- the holder -------------------------------------------------------------------------------------------------
 
 class _Holder:
     def __init__(self):
         self.snapshot: Snapshot | None = None
-        self.stale = False
+        self.bumps_seen = 0  # config_version.local_bumps when the snapshot was last built
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
@@ -295,6 +263,7 @@ def status() -> dict:
 def refresh() -> Snapshot:
     """Rebuild the snapshot now from the database (blocking; never on the event loop)."""
     with _holder.lock:
+        bumps = config_version.local_bumps
         try:
             version = read_version()
             _holder.shared_state_error = None
@@ -303,7 +272,7 @@ def refresh() -> Snapshot:
             version = -1
         snap = build_snapshot(version)
         _holder.snapshot = snap
-        _holder.stale = False
+        _holder.bumps_seen = bumps
         return snap
 
 
@@ -320,7 +289,7 @@ def poll_once() -> None:
         _holder.shared_state_error = str(exc)
         return
     snap = _holder.snapshot
-    if snap is None or snap.version != version or _holder.stale:
+    if snap is None or snap.version != version or _holder.bumps_seen != config_version.local_bumps:
         refresh()
 
 
