@@ -10,6 +10,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from routing.models import Alias, Policy
+
 PERIODS = ("day", "month")
 
 
@@ -63,8 +65,6 @@ class APIKey(models.Model):
 
     def clean(self):
         """Names in allowed_aliases / allowed_policies must exist, and the default policy must be allowed."""
-        from routing.models import Alias, Policy
-
         errors = {}
         if isinstance(self.allowed_aliases, list) and self.allowed_aliases:
             known = set(Alias.objects.filter(name__in=self.allowed_aliases).values_list("name", flat=True))

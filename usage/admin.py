@@ -17,6 +17,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html
 
+from routing.models import TIERS, Alias, Policy, Provider
 from usage.models import RequestLog
 
 
@@ -42,8 +43,6 @@ class TierFilter(ChoicesFilter):
     title = parameter_name = "tier"
 
     def values(self):
-        from routing.models import TIERS
-
         return TIERS
 
 
@@ -51,8 +50,6 @@ class ProviderFilter(ChoicesFilter):
     title = parameter_name = "provider"
 
     def values(self):
-        from routing.models import Provider
-
         return Provider.objects.values_list("name", flat=True)
 
 
@@ -60,8 +57,6 @@ class AliasFilter(ChoicesFilter):
     title = parameter_name = "alias"
 
     def values(self):
-        from routing.models import Alias
-
         return Alias.objects.values_list("name", flat=True)
 
 
@@ -69,8 +64,6 @@ class PolicyFilter(ChoicesFilter):
     title = parameter_name = "policy"
 
     def values(self):
-        from routing.models import Policy
-
         return Policy.objects.values_list("name", flat=True)
 
 

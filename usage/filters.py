@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.utils import timezone
 
+from apikeys.models import APIKey
+
 PRESETS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DEFAULT_PRESET = "24h"
 MAX_PERIOD = timedelta(days=400)
@@ -135,8 +137,6 @@ def parse_period(params, *, now: datetime | None = None, default_preset: str = D
 
 def visible_key_ids(user) -> tuple[int, ...] | None:
     """None for staff (all traffic); otherwise the ids of the keys this user owns."""
-    from apikeys.models import APIKey
-
     if user.is_staff:
         return None
     return tuple(APIKey.objects.filter(owner=user).values_list("id", flat=True))

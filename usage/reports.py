@@ -20,7 +20,10 @@ from decimal import Decimal
 from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay
 
-from usage.filters import MASTER, UsageFilter
+from apikeys.models import APIKey
+from routing.models import Route
+
+from usage.filters import MASTER, Period, UsageFilter, ceil_hour
 from usage.models import (LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_MEASURES, TTFT_FIELDS, RequestLog, UsageDaily,
                           UsageHourly)
 
@@ -251,8 +254,6 @@ def breakdown(f: UsageFilter, by: str) -> list[dict]:
 
 
 def key_names(key_ids) -> dict[int, str]:
-    from apikeys.models import APIKey
-
     ids = [k for k in key_ids if k]
     return dict(APIKey.objects.filter(id__in=ids).values_list("id", "name")) if ids else {}
 
@@ -265,8 +266,6 @@ def premium_prices() -> dict[str, tuple[Decimal, Decimal]]:
     "First" means the order the proxy would try it: enabled routes before disabled, then lower position, then
     lower id. An alias with no premium route has no premium price and contributes no saving.
     """
-    from routing.models import Route
-
     prices: dict[str, tuple[Decimal, Decimal]] = {}
     routes = (Route.objects.filter(provider__tier="premium").order_by("-enabled", "position", "id")
               .values_list("alias__name", "input_price_per_mtok", "output_price_per_mtok"))
@@ -371,8 +370,6 @@ def quota_usage(api_key, now: datetime) -> list[dict]:
 
     Requests are the *admitted* ones (RequestLog.admitted, summed in the rollups), exactly what the limiter counts:
     calls refused by authentication, validation or the limits themselves never use up a quota."""
-    from usage.filters import Period, ceil_hour
-
     result = []
     for quota in api_key.quotas.order_by("period"):
         start = period_start(quota.period, now)

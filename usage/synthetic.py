@@ -8,12 +8,19 @@ request path.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+
+from django.db import connection, transaction
+
+from routing.models import Route
+from usage.models import RequestLog
+from usage.rollups import add_to_rollups
 
 POLICIES = {"auto": ("free", "internal", "premium"), "free": ("free", "internal"), "premium": ("premium",)}
 # Latency (ms) medians per tier, for a log-normal spread.
@@ -55,8 +62,6 @@ BUILTIN_ROUTES = (
 
 def configured_routes() -> list[SyntheticRoute]:
     """The routes in the database, or the built-in catalogue when there are none."""
-    from routing.models import Route
-
     routes = [
         SyntheticRoute(r.alias.name, r.provider.tier, r.provider.name, r.upstream_model, r.input_price_per_mtok,
                        r.output_price_per_mtok)
@@ -178,13 +183,6 @@ def write_rows(rows: list[dict]) -> None:
     Bypasses the ORM's per-field preparation (the slow part of bulk_create at millions of rows): COPY on
     PostgreSQL, one executemany elsewhere. The rollups go through `add_to_rollups`, exactly as for real traffic.
     """
-    import json
-
-    from django.db import connection, transaction
-
-    from usage.models import RequestLog
-    from usage.rollups import add_to_rollups
-
     fields = [f for f in RequestLog._meta.concrete_fields]
     columns = [f.column for f in fields]
     names = [f.attname for f in fields]
