@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 RETRY = "retry"            # same route again, after `wait` seconds, while retries remain
@@ -48,8 +49,6 @@ def parse_retry_after(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         try:
-            from datetime import datetime, timezone
-
             when = parsedate_to_datetime(value)
             seconds = (when - datetime.now(timezone.utc)).total_seconds()
         except (TypeError, ValueError, OverflowError):
