@@ -126,7 +126,6 @@ class KeyInfo:
     tpm_limit: int | None
     max_concurrent: int | None
     quotas: tuple[QuotaInfo, ...]
-    owner_id: int | None = None
 
     @property
     def is_master(self) -> bool:
@@ -212,7 +211,6 @@ def build_snapshot(version: int) -> Snapshot:
                 allowed_policies=tuple(dict.fromkeys(p.lower() for p in (k.allowed_policies or ()))),
                 default_policy=policy_names.get(k.default_policy_id), rpm_limit=k.rpm_limit,
                 tpm_limit=k.tpm_limit, max_concurrent=k.max_concurrent, quotas=tuple(quotas.get(k.id, ())),
-                owner_id=k.owner_id,
             )
     return Snapshot(
         version=version, providers=providers, aliases=aliases, policies=policies, default_policy=default_policy,

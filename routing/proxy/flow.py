@@ -454,7 +454,6 @@ async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResp
         stream, first = await open_stream(route, upstream_body(payload, route), call.deadline)
         # Headers wait for a real completion chunk: a malformed or error event first still fails over.
         while not any(is_valid_first_event(e) for e in first):
-            state.malformed_events += len(first)
             first = await stream.first_events(route.provider.first_token_timeout_s)
         return stream, first
 

@@ -41,8 +41,6 @@ class StreamState:
     done: bool = False
     tool_calls_seen: bool = False
     multi_choice: bool = False
-    malformed_events: int = 0
-    first_token_at: float | None = None
 
     @property
     def text(self) -> str:
@@ -149,11 +147,9 @@ class Relay:
         try:
             obj = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            self.state.malformed_events += 1
             log.warning("dropped a malformed event from %s", stream.route.label)
             return None
         if not isinstance(obj, dict):
-            self.state.malformed_events += 1
             return None
         if "error" in obj:
             raise StreamBroken("upstream_error_event")
@@ -162,7 +158,6 @@ class Relay:
             usage.completion_tokens = obj["usage"].get("completion_tokens")
         choices = obj.get("choices")
         if not isinstance(choices, list):
-            self.state.malformed_events += 1
             return None
         if not choices:
             # The usage-only chunk: relayed only when the client asked for usage.
@@ -190,8 +185,6 @@ class Relay:
             payload = orjson.dumps(dict(obj, choices=[choice] + choices[1:]))
             content = new_text
         if content:
-            if self.state.first_token_at is None:
-                self.state.first_token_at = time.monotonic()
             self.state.delivered.append(content)
             self.state.delivered_chars += len(content)
         if choice.get("finish_reason"):
