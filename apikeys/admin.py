@@ -91,14 +91,6 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-def key_status(api_key: APIKey) -> str:
-    if api_key.is_revoked:
-        return "revoked"
-    if api_key.is_expired():
-        return "expired"
-    return "active"
-
-
 def amount(value, grouped=True) -> str:
     """2,000,000 (or 2000000) rather than 2e+06; 25 rather than 25.000000; money to at most four decimals."""
     sep = "," if grouped else ""
@@ -170,7 +162,7 @@ class APIKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status(self, obj):
-        return key_status(obj)
+        return obj.status
 
     @admin.display(description="per-minute limits")
     def limits(self, obj):

@@ -92,6 +92,15 @@ class APIKey(models.Model):
     def is_expired(self, now=None):
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
+    @property
+    def status(self) -> str:
+        """`revoked`, `expired` or `active`, as the admin and the `apikey` command show it."""
+        if self.is_revoked:
+            return "revoked"
+        if self.is_expired():
+            return "expired"
+        return "active"
+
 
 class Quota(models.Model):
     api_key = models.ForeignKey(APIKey, related_name="quotas", on_delete=models.CASCADE, verbose_name="API key")

@@ -11,7 +11,8 @@ from rainymodel_site import shared_state
 from routing import breakers
 from routing.breakers import CLOSED, HALF_OPEN, OPEN, BreakerState
 from routing.proxy import breaker
-from routing.snapshot import MASTER_KEY_INFO, AliasInfo, KeyInfo, ProviderInfo, RouteInfo, Snapshot
+from routing.snapshot import MASTER_KEY_INFO, AliasInfo, Snapshot
+from tests.factories import make_key, make_provider, make_route
 
 NOW = 1_700_000_000.0
 ROUTE_PLAN = breakers.FailurePlan("route", threshold=3, cooldown_s=15.0, at_once=False)
@@ -263,33 +264,10 @@ def store(request, monkeypatch):
     store.flush_sync()
 
 
-def make_provider(name="p1", failures=2, cooldown=0.5, credit=5.0):
-    return ProviderInfo(
-        name=name, kind="openai", tier="free", base_url="http://127.0.0.1:9/v1", api_key="", extra_headers=(),
-        enabled=True, connect_timeout_s=1, first_token_timeout_s=1, idle_timeout_s=1, request_timeout_s=1,
-        max_retries=0, breaker_failures=failures, breaker_cooldown_s=cooldown, credit_cooldown_s=credit,
-    )
-
-
-def make_route(route_id, provider):
-    return RouteInfo(
-        id=route_id, alias="a", provider=provider, upstream_model=f"m{route_id}", position=route_id, weight=1,
-        enabled=True, context_window=None, supports_prefill=False, input_price_per_mtok=0, output_price_per_mtok=0,
-    )
-
-
 def forget_seen():
     """What another worker knows: nothing but the shared store."""
     breakers.seen.clear()
     breaker._marked.clear()
-
-
-def make_key(key_id):
-    return KeyInfo(
-        id=key_id, name=f"key-{key_id}", prefix=f"rm-{key_id}", hashed_key="", expires_at=None, revoked=False,
-        allowed_aliases=frozenset(), allowed_policies=frozenset(), default_policy=None, rpm_limit=None,
-        tpm_limit=None, max_concurrent=None, quotas=(),
-    )
 
 
 KEY_A, KEY_B, KEY_C = make_key(1), make_key(2), make_key(3)
