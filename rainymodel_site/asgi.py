@@ -179,16 +179,9 @@ async def refuse_before_body(request):
         return ApiError(400, "invalid_host", "The Host header is not allowed here.")
     if announces_body(request) or _serves(request):
         try:
-            await authenticate_request(snapshot.current(), request.headers)  # a brand-new key works at once
-        except KeyRejected as rejected:
-            ip = request.META.get("REMOTE_ADDR") or "unknown"
-            try:
-                await limits.check_auth_failures(ip)
-            except limits.LimitExceeded as exceeded:
-                return ApiError(429, exceeded.code, exceeded.message, type=exceeded.type,
-                                headers=dict(exceeded.headers))
-            await limits.record_auth_failure(ip)
-            return ApiError(401, rejected.code, rejected.message)
+            await require_key(request)  # the views' own door; a brand-new key works at once
+        except ApiError as refused:
+            return refused
     if announced_length(request) > settings.RAINYMODEL_MAX_BODY_BYTES:
         return too_large()
     return None
@@ -228,8 +221,7 @@ django_application = get_asgi_application()
 
 # The apps' modules import their models, so they can only be imported once get_asgi_application() has run
 # django.setup(); the functions above use them at call time.
-from apikeys import limits  # noqa: E402
-from apikeys.auth import KeyRejected, authenticate_request  # noqa: E402
+from apikeys.auth import require_key  # noqa: E402
 from routing import snapshot  # noqa: E402
 from routing.proxy import flow, upstream  # noqa: E402
 from routing.proxy.api import unknown_endpoint  # noqa: E402

@@ -15,8 +15,7 @@ from django.db import connections
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from apikeys.auth import KeyRejected, authenticate
-from routing import snapshot
+from apikeys.auth import api_key_required
 from rainymodel_site.api_errors import error_response
 from usage import reports
 from usage.filters import MASTER, FilterError, UsageFilter, parse_period
@@ -60,14 +59,12 @@ def _close_old_connections() -> None:
             conn.close_if_unusable_or_obsolete()
 
 
+@api_key_required
 def _usage(request):
     if request.method != "GET":
         return error_response(405, "method_not_allowed", f"Method {request.method} is not allowed; use GET.",
                               headers={"Allow": "GET"})
-    try:
-        key = authenticate(snapshot.current(), request.headers)
-    except KeyRejected as exc:
-        return error_response(401, exc.code, exc.message)
+    key = request.api_key
     group_by = (request.GET.get("group_by") or "none").strip()
     if group_by not in GROUPS:
         return error_response(400, "invalid_group_by",

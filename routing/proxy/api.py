@@ -5,10 +5,10 @@ import orjson
 from adrf.views import APIView
 from django.http import HttpResponse
 
-from apikeys.auth import KeyRejected, authenticate
+from apikeys.auth import require_key
 from routing import snapshot
 from routing.proxy import flow
-from rainymodel_site.api_errors import error_response, not_found_handler
+from rainymodel_site.api_errors import not_found_handler
 
 
 class ApiView(APIView):
@@ -51,11 +51,8 @@ class ModelsView(ApiView):
     """GET /v1/models: the listed, enabled aliases this key may use."""
 
     async def get(self, request):
+        key = await require_key(request._request)
         snap = snapshot.current()
-        try:
-            key = authenticate(snap, request._request.headers)
-        except KeyRejected as rejected:
-            return error_response(401, rejected.code, rejected.message)
         data = [
             {"id": alias.name, "object": "model", "created": alias.created, "owned_by": "rainymodel",
              "description": alias.description}

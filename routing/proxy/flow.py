@@ -23,7 +23,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
 
 from apikeys import limits
-from apikeys.auth import KeyRejected, authenticate_request
+from apikeys.auth import require_key
 from routing import snapshot
 from routing.proxy import breaker, outcomes
 from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
@@ -276,7 +276,7 @@ def _error_code_of(body: bytes) -> str | None:
 
 async def _serve(call: Call, request) -> HttpResponse:
     snap = snapshot.current()
-    call.key = await _authenticate(call, snap, request)
+    call.key = await require_key(request)
     payload = parse_body(request)
     call.requested_model = payload["model"]
     call.stream = bool(payload.get("stream"))
@@ -297,19 +297,6 @@ async def _serve(call: Call, request) -> HttpResponse:
     if call.stream:
         return await _stream(call, chain, payload)
     return await _complete(call, chain, payload)
-
-
-async def _authenticate(call: Call, snap, request) -> KeyInfo:
-    ip = call.client_ip or "unknown"
-    try:
-        return await authenticate_request(snap, request.headers)
-    except KeyRejected as rejected:
-        try:
-            await limits.check_auth_failures(ip)
-        except limits.LimitExceeded as exceeded:
-            raise _limit_error(exceeded) from None
-        await limits.record_auth_failure(ip)
-        raise ApiError(401, rejected.code, rejected.message) from None
 
 
 async def _admit(call: Call, payload: dict) -> None:
