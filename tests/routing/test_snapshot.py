@@ -29,6 +29,7 @@ def test_the_snapshot_holds_the_routing_rows(monkeypatch):
         upstream("http://127.0.0.1:8/v1", tier="premium", name="or", api_key_env="TEST_PREMIUM_KEY",
                  upstream_model="m-premium", input_price_per_mtok=Decimal("2.5"), output_price_per_mtok=10),
     )
+    Provider.objects.filter(name="hf").update(base_url="http://127.0.0.1:9/v1/")  # past the form's cleaning
     snap = snapshot.refresh()
     assert snap.providers["hf"].base_url == "http://127.0.0.1:9/v1"  # trailing slash dropped
     assert snap.providers["hf"].api_key == ""
