@@ -20,7 +20,8 @@ from django.urls import reverse
 
 from rainymodel_site.shared_state import SharedStateUnavailable
 from routing import breakers
-from routing.models import TIERS, Alias, Policy, Provider, Route, RoutingSettings
+from routing.models import Alias, Policy, Provider, Route, RoutingSettings
+from routing.tiers import TIERS
 
 admin.site.site_header = "RainyModel administration"
 admin.site.site_title = "RainyModel administration"

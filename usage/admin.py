@@ -17,7 +17,8 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html
 
-from routing.models import TIERS, Alias, Policy, Provider
+from routing.models import Alias, Policy, Provider
+from routing.tiers import TIERS
 from usage.models import RequestLog
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from django.utils import timezone
 
 from apikeys.models import APIKey
+from routing.tiers import TIERS
 
 PRESETS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DEFAULT_PRESET = "24h"
@@ -22,6 +23,8 @@ MAX_PERIOD = timedelta(days=400)
 HOURLY_CHART_LIMIT = timedelta(days=3)
 STATUS_CLASSES = {"2xx": 2, "4xx": 4, "5xx": 5}
 MASTER = "master"
+# The tier filter's value for calls that reached no route (their tier is empty).
+NO_TIER = "none"
 
 
 class FilterError(ValueError):
@@ -162,7 +165,7 @@ def parse_filters(params, user, *, now: datetime | None = None) -> UsageFilter:
     if status and status not in STATUS_CLASSES and not re.fullmatch(r"[1-5]\d\d", status):
         raise FilterError("status", f"'status' must be 2xx, 4xx, 5xx or an HTTP status code; got {status!r}.")
     tier = (params.get("tier") or "").strip()
-    if tier and tier not in ("free", "internal", "premium", "none"):
+    if tier and tier not in (*TIERS, NO_TIER):
         raise FilterError("tier", f"'tier' must be free, internal, premium or none; got {tier!r}.")
     return UsageFilter(
         period=period, visible_key_ids=visible, key=key,

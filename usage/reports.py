@@ -22,12 +22,12 @@ from django.db.models.functions import TruncDay
 
 from apikeys.models import APIKey
 from routing.models import Route
+from routing.tiers import FREE, PREMIUM, TIERS
 
-from usage.filters import MASTER, Period, UsageFilter, ceil_hour
+from usage.filters import MASTER, NO_TIER, Period, UsageFilter, ceil_hour
 from usage.models import (LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_MEASURES, TTFT_FIELDS, RequestLog, UsageDaily,
                           UsageHourly)
 
-TIERS = ("free", "internal", "premium")
 MILLION = Decimal(1_000_000)
 
 # What a breakdown table may be grouped by: name -> the rollup columns that make up one row.
@@ -169,7 +169,7 @@ def _narrow(qs: QuerySet, f: UsageFilter) -> QuerySet:
         if getattr(f, name):
             qs = qs.filter(**{name: getattr(f, name)})
     if f.tier:
-        qs = qs.filter(tier="" if f.tier == "none" else f.tier)
+        qs = qs.filter(tier="" if f.tier == NO_TIER else f.tier)
     if f.status_class is not None:
         qs = qs.filter(status_class=f.status_class)
     elif f.status_code is not None:
@@ -248,7 +248,7 @@ def breakdown(f: UsageFilter, by: str) -> list[dict]:
                           "figures": figures})
         else:
             value = values[0]
-            table.append({"label": value or "(none)", "filter": {by: value or ("none" if by == "tier" else "")},
+            table.append({"label": value or "(none)", "filter": {by: value or (NO_TIER if by == "tier" else "")},
                           "figures": figures})
     return table
 
@@ -267,7 +267,7 @@ def premium_prices() -> dict[str, tuple[Decimal, Decimal]]:
     lower id. An alias with no premium route has no premium price and contributes no saving.
     """
     prices: dict[str, tuple[Decimal, Decimal]] = {}
-    routes = (Route.objects.filter(provider__tier="premium").order_by("-enabled", "position", "id")
+    routes = (Route.objects.filter(provider__tier=PREMIUM).order_by("-enabled", "position", "id")
               .values_list("alias__name", "input_price_per_mtok", "output_price_per_mtok"))
     for alias, price_in, price_out in routes:
         prices.setdefault(alias, (Decimal(price_in), Decimal(price_out)))
@@ -344,8 +344,8 @@ def overview(f: UsageFilter) -> dict:
     by_alias = sorted(((alias,), figures) for alias, figures in per_alias.items())
     by_alias.sort(key=lambda item: -item[1].requests)
     chart = series(f, groups)
-    free_requests = chart.tier_requests["free"]
-    free_tokens = chart.tier_tokens["free"]
+    free_requests = chart.tier_requests[FREE]
+    free_tokens = chart.tier_tokens[FREE]
     return {
         "totals": total,
         "by_alias": [{"label": alias or "(none)", "filter": {"alias": alias}, "figures": figures}
@@ -408,7 +408,7 @@ def log_rows(f: UsageFilter) -> QuerySet[RequestLog]:
         if getattr(f, name):
             qs = qs.filter(**{name: getattr(f, name)})
     if f.tier:
-        qs = qs.filter(tier="" if f.tier == "none" else f.tier)
+        qs = qs.filter(tier="" if f.tier == NO_TIER else f.tier)
     if f.status_class is not None:
         qs = qs.filter(status__gte=f.status_class * 100, status__lt=f.status_class * 100 + 100)
     elif f.status_code is not None:

@@ -19,13 +19,14 @@ from decimal import Decimal
 from django.db import connection, transaction
 
 from routing.models import Route
+from routing.tiers import FREE, INTERNAL, PREMIUM
 from usage.models import RequestLog
 from usage.rollups import add_to_rollups
 
-POLICIES = {"auto": ("free", "internal", "premium"), "free": ("free", "internal"), "premium": ("premium",)}
+POLICIES = {"auto": (FREE, INTERNAL, PREMIUM), "free": (FREE, INTERNAL), "premium": (PREMIUM,)}
 # Latency (ms) medians per tier, for a log-normal spread.
-LATENCY_MEDIAN = {"free": 1800, "internal": 900, "premium": 1400}
-TTFT_MEDIAN = {"free": 600, "internal": 250, "premium": 450}
+LATENCY_MEDIAN = {FREE: 1800, INTERNAL: 900, PREMIUM: 1400}
+TTFT_MEDIAN = {FREE: 600, INTERNAL: 250, PREMIUM: 450}
 # (status, error_code, share) of outcomes other than success.
 FAILURES = ((429, "rate_limit_exceeded", 0.025), (502, "upstream_error", 0.015), (504, "upstream_timeout", 0.008),
             (401, "invalid_api_key", 0.006), (400, "missing_required_parameter", 0.006), (499, "client_disconnected", 0.005))

@@ -24,8 +24,10 @@ from django.utils.dateparse import parse_datetime
 
 from apikeys.models import APIKey
 from routing.models import Alias, Policy, Provider
+from routing.tiers import TIERS
 from usage import charts, explanations, reports
-from usage.filters import PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key, parse_filters, visible_key_ids
+from usage.filters import (NO_TIER, PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key, parse_filters,
+                           visible_key_ids)
 from usage.models import RequestLog
 
 LOG_CSV_COLUMNS = ("id", "created_at", "key_prefix", "key_name", "requested_model", "alias", "policy", "tier",
@@ -59,7 +61,7 @@ def _filter_choices(request, f: UsageFilter) -> dict:
         "alias_choices": list(Alias.objects.order_by("name").values_list("name", flat=True)),
         "policy_choices": list(Policy.objects.order_by("name").values_list("name", flat=True)),
         "provider_choices": list(Provider.objects.order_by("name").values_list("name", flat=True)),
-        "tier_choices": ["free", "internal", "premium", "none"],
+        "tier_choices": [*TIERS, NO_TIER],
         "is_staff": request.user.is_staff,
     }
 
@@ -90,7 +92,7 @@ def overview(request):
     data = reports.overview(f)
     return render(request, "usage/overview.html", _context(
         request, f, page="overview", **data, **_charts(data["series"], f.period.bucket),
-        tiers=[(t or "none", charts.TIER_LABELS[t], data["series"].tier_requests[t]) for t in charts.STACK_ORDER],
+        tiers=[(t or NO_TIER, charts.TIER_LABELS[t], data["series"].tier_requests[t]) for t in charts.STACK_ORDER],
     ))
 
 
