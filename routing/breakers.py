@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rainymodel_site.shared_state import SharedStateUnavailable, state
+from routing import reasons
 
 if TYPE_CHECKING:
     from routing.snapshot import KeyInfo, ProviderInfo, RouteInfo, Snapshot
@@ -39,9 +40,10 @@ ACTIVE_KEPT = 8  # newest keys kept per route; deciding needs only "another key 
 
 # Failures that say something about the whole provider (unreachable host, our credentials, our credit), not about
 # one model on it: they open the provider's breaker, which takes every route on that provider out of the chain.
-PROVIDER_REASONS = frozenset({"connect_error", "http_401", "http_403", "credits_exhausted"})
+PROVIDER_REASONS = frozenset({reasons.CONNECT_ERROR, reasons.http(401), reasons.http(403), reasons.CREDITS_EXHAUSTED})
 # Never passed by the flow (the request itself was wrong), refused here too so a slip cannot open a breaker.
-CLIENT_ERROR_REASONS = frozenset({"http_400", "http_413", "http_422", "context_length_exceeded"})
+CLIENT_ERROR_REASONS = frozenset({reasons.http(400), reasons.http(413), reasons.http(422),
+                                  reasons.CONTEXT_LENGTH_EXCEEDED})
 
 
 # --- pure part ---------------------------------------------------------------------------------------------------
@@ -107,7 +109,7 @@ def plan_failure(
     threshold = max(1, int(breaker_failures))
     if reason == "credits_exhausted":
         return FailurePlan("provider", threshold, float(credit_cooldown_s), at_once=True)
-    if reason == "http_429" and retry_after is not None and retry_after > 0:
+    if reason == reasons.HTTP_429 and retry_after is not None and retry_after > 0:
         return FailurePlan("route", threshold, float(retry_after), at_once=True)
     scope = "provider" if reason in PROVIDER_REASONS else "route"
     return FailurePlan(scope, threshold, float(breaker_cooldown_s), at_once=False)

@@ -152,7 +152,7 @@ class Relay:
         if not isinstance(obj, dict):
             return None
         if "error" in obj:
-            raise StreamBroken("upstream_error_event")
+            raise StreamBroken(outcomes.UPSTREAM_ERROR_EVENT)
         if isinstance(obj.get("usage"), dict):
             usage.prompt_tokens = obj["usage"].get("prompt_tokens")
             usage.completion_tokens = obj["usage"].get("completion_tokens")
@@ -239,7 +239,7 @@ class Relay:
     def interruption_event(reason: str) -> bytes:
         message = ("The upstream stream was interrupted and could not be continued; the answer is incomplete "
                    f"({reason}).")
-        return event(orjson.dumps(error_body(message, "upstream_error", "stream_interrupted")))
+        return event(orjson.dumps(error_body(message, "upstream_error", outcomes.STREAM_INTERRUPTED)))
 
 
 class Splice:
