@@ -21,6 +21,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.utils import timezone
 
+from rainymodel_site import error_codes as codes
 from apikeys import limits
 from apikeys.keys import hash_key, key_prefix, looks_like_key
 from rainymodel_site.api_errors import ApiError, api_error_response
@@ -56,7 +57,7 @@ def authenticate(snap: Snapshot, headers) -> KeyInfo:
     """Return the caller's key or raise KeyRejected (`invalid_api_key` or `key_expired`)."""
     key = presented_key(headers)
     if not key:
-        raise KeyRejected("invalid_api_key",
+        raise KeyRejected(codes.INVALID_API_KEY,
                           "No API key provided. Send it as 'Authorization: Bearer <key>' or in the 'api-key' header.")
     master = settings.RAINYMODEL_MASTER_KEY
     if master and hmac.compare_digest(key.encode(), master.encode()):
@@ -65,11 +66,11 @@ def authenticate(snap: Snapshot, headers) -> KeyInfo:
     # Compute the HMAC even for an unknown prefix so timing does not tell which prefixes exist.
     digest = hash_key(key)
     if info is None and looks_like_key(key):
-        raise UnknownKey("invalid_api_key", "Incorrect API key provided.")
+        raise UnknownKey(codes.INVALID_API_KEY, "Incorrect API key provided.")
     if info is None or not hmac.compare_digest(digest, info.hashed_key) or info.revoked:
-        raise KeyRejected("invalid_api_key", "Incorrect API key provided.")
+        raise KeyRejected(codes.INVALID_API_KEY, "Incorrect API key provided.")
     if info.expires_at is not None and info.expires_at <= timezone.now():
-        raise KeyRejected("key_expired", "This API key has expired.")
+        raise KeyRejected(codes.KEY_EXPIRED, "This API key has expired.")
     return info
 
 

@@ -12,6 +12,8 @@ import orjson
 from django.http import HttpResponse
 from rest_framework import exceptions as drf_exceptions
 
+from rainymodel_site import error_codes as codes
+
 log = logging.getLogger(__name__)
 
 # Default OpenAI error `type` for each status.
@@ -73,21 +75,21 @@ def exception_handler(exc, context):
     if isinstance(exc, ApiError):
         return api_error_response(exc)
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
-        return error_response(405, "method_not_allowed", str(exc.detail))
+        return error_response(405, codes.METHOD_NOT_ALLOWED, str(exc.detail))
     if isinstance(exc, drf_exceptions.APIException):
         return error_response(exc.status_code, exc.default_code, str(exc.detail))
     log.exception("unhandled error in API view", exc_info=exc)
-    return error_response(500, "internal_error", "The server had an error while processing your request.")
+    return error_response(500, codes.INTERNAL_ERROR, "The server had an error while processing your request.")
 
 
 def not_found_handler(request, exception=None):
     """404 for any unknown path: OpenAI-shaped under /v1/, a plain page elsewhere."""
     if request.path.startswith("/v1/"):
-        return error_response(404, "unknown_url", f"Unknown request URL: {request.method} {request.path}.")
+        return error_response(404, codes.UNKNOWN_URL, f"Unknown request URL: {request.method} {request.path}.")
     return HttpResponse("Not found", status=404, content_type="text/plain")
 
 
 def server_error_handler(request):
     if request.path.startswith("/v1/"):
-        return error_response(500, "internal_error", "The server had an error while processing your request.")
+        return error_response(500, codes.INTERNAL_ERROR, "The server had an error while processing your request.")
     return HttpResponse("Server error", status=500, content_type="text/plain")

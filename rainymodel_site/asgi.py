@@ -37,6 +37,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 from django.urls import resolve, set_script_prefix  # noqa: E402
 
+from rainymodel_site import error_codes as codes  # noqa: E402
 from rainymodel_site.api_errors import ApiError  # noqa: E402
 from rainymodel_site.request_ids import RequestIdMiddleware  # noqa: E402
 from rainymodel_site.threads import run_blocking  # noqa: E402
@@ -118,7 +119,7 @@ class ApiHandler(ASGIHandler):
                         message = await receive()
                 except TimeoutError:
                     raise BodyRefused(ApiError(
-                        408, "request_timeout",
+                        408, codes.REQUEST_TIMEOUT,
                         f"The request body did not arrive within {settings.RAINYMODEL_BODY_TIMEOUT_S:g} s.")) from None
                 if message["type"] == "http.disconnect":
                     raise RequestAborted()
@@ -176,7 +177,7 @@ async def refuse_before_body(request):
     try:
         request.get_host()
     except DisallowedHost:
-        return ApiError(400, "invalid_host", "The Host header is not allowed here.")
+        return ApiError(400, codes.INVALID_HOST, "The Host header is not allowed here.")
     if announces_body(request) or _serves(request):
         try:
             await require_key(request)  # the views' own door; a brand-new key works at once
@@ -199,7 +200,7 @@ def announces_body(request) -> bool:
 
 
 def too_large():
-    return ApiError(413, "request_too_large",
+    return ApiError(413, codes.REQUEST_TOO_LARGE,
                     f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
 
 
@@ -214,7 +215,7 @@ def _serves(request) -> bool:
 
 async def log_disconnect(request):
     """A client gone while sending its body: a chat-completions call still gets its row (499)."""
-    await flow.reject_early(request, 499, "client_disconnected", "The client closed the connection.")
+    await flow.reject_early(request, 499, codes.CLIENT_DISCONNECTED, "The client closed the connection.")
 
 
 django_application = get_asgi_application()

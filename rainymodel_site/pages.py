@@ -16,6 +16,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 from django.views.defaults import server_error as django_server_error
 
+from rainymodel_site import error_codes as codes
 from rainymodel_site import api_errors
 
 
@@ -44,13 +45,13 @@ def favicon(request):
 
 def bad_request(request, exception=None):
     if _is_api(request):
-        return api_errors.error_response(400, "bad_request", "The request could not be understood.")
+        return api_errors.error_response(400, codes.BAD_REQUEST, "The request could not be understood.")
     return render(request, "400.html", status=400)
 
 
 def permission_denied(request, exception=None):
     if _is_api(request):
-        return api_errors.error_response(403, "permission_denied", "You may not do this.")
+        return api_errors.error_response(403, codes.PERMISSION_DENIED, "You may not do this.")
     return render(request, "403.html", status=403)
 
 

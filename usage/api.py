@@ -15,6 +15,7 @@ from django.db import connections
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from rainymodel_site import error_codes as codes
 from apikeys.auth import api_key_required
 from rainymodel_site.api_errors import error_response
 from usage import reports
@@ -62,17 +63,17 @@ def _close_old_connections() -> None:
 @api_key_required
 def _usage(request):
     if request.method != "GET":
-        return error_response(405, "method_not_allowed", f"Method {request.method} is not allowed; use GET.",
+        return error_response(405, codes.METHOD_NOT_ALLOWED, f"Method {request.method} is not allowed; use GET.",
                               headers={"Allow": "GET"})
     key = request.api_key
     group_by = (request.GET.get("group_by") or "none").strip()
     if group_by not in GROUPS:
-        return error_response(400, "invalid_group_by",
+        return error_response(400, codes.INVALID_GROUP_BY,
                               f"'group_by' must be one of {', '.join(GROUPS)}; got {group_by!r}.", param="group_by")
     try:
         period = parse_period(request.GET, default_preset=DEFAULT_PRESET)
     except FilterError as exc:
-        return error_response(400, "invalid_period", exc.message, param=exc.param)
+        return error_response(400, codes.INVALID_PERIOD, exc.message, param=exc.param)
     usage_filter = UsageFilter(period=period, visible_key_ids=None, key=MASTER if key.is_master else key.id)
     body = {
         "object": "usage",

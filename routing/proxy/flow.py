@@ -24,11 +24,12 @@ from django.http.request import RawPostDataException
 
 from apikeys import limits
 from apikeys.auth import require_key
+from rainymodel_site import error_codes as codes
+from rainymodel_site.api_errors import ApiError, api_error_response
+from rainymodel_site.request_ids import request_id_of
 from routing import snapshot
 from routing.proxy import breaker, outcomes
 from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
-from rainymodel_site.api_errors import ApiError, api_error_response
-from rainymodel_site.request_ids import request_id_of
 from routing.proxy.relay import AttemptUsage, Relay, StreamState, is_valid_first_event
 from routing.proxy.upstream import AttemptFailed, complete, open_stream
 from routing.proxy.validation import client_ip, validate_chat_completion
@@ -238,16 +239,16 @@ async def chat_completions(request) -> HttpResponse:
         await call.finish(failed.status or 400, code)
         return json_response(body, failed.status or 400, call.headers())
     except asyncio.CancelledError:
-        await call.finish(499, "client_disconnected")
+        await call.finish(499, codes.CLIENT_DISCONNECTED)
         raise
     except Exception:
         log.exception("unexpected error serving %s", call.request_id)
-        await call.finish(500, "internal_error")
-        return _error_response(call, ApiError(500, "internal_error",
+        await call.finish(500, codes.INTERNAL_ERROR)
+        return _error_response(call, ApiError(500, codes.INTERNAL_ERROR,
                                               "The server had an error while processing your request."))
     finally:
         if not handed_off and not call.finished:
-            await call.finish(499, "client_disconnected")
+            await call.finish(499, codes.CLIENT_DISCONNECTED)
 
 
 async def reject_early(request, status: int, code: str, message: str) -> HttpResponse:
@@ -291,7 +292,7 @@ async def _serve(call: Call, request) -> HttpResponse:
         call.skipped = [route.label for route in call.considered if id(route) not in kept]
     if not chain:
         wait = max(1, int(retry_after + 0.999)) if retry_after else 1
-        raise ApiError(503, "no_available_route",
+        raise ApiError(503, codes.NO_AVAILABLE_ROUTE,
                        f"No route of '{call.alias.name}' is available under policy '{call.policy.name}' right now."
                        f"{_failure_notes(call)}", headers={"Retry-After": str(wait)})
     if call.stream:
@@ -327,15 +328,15 @@ def parse_body(request) -> dict:
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+        raise ApiError(400, codes.INVALID_JSON, "The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+        raise ApiError(400, codes.INVALID_JSON, "The request body must be a JSON object.")
     validate_chat_completion(payload)
     return payload
 
 
 def _too_big() -> ApiError:
-    return ApiError(413, "request_too_large",
+    return ApiError(413, codes.REQUEST_TOO_LARGE,
                     f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
 
 
@@ -395,12 +396,12 @@ async def run_chain(call: Call, chain: list[RouteInfo], attempt):
 def _all_failed(call: Call) -> ApiError:
     notes = _failure_notes(call)
     if not call.attempts:
-        return ApiError(503, "no_available_route",
+        return ApiError(503, codes.NO_AVAILABLE_ROUTE,
                         f"No route was available to try (all are cooling down).{notes}", headers={"Retry-After": "1"})
     reasons = ", ".join(f"{a['provider']}/{a['upstream_model']} ({a['outcome']})" for a in call.attempts)
     if all(a["outcome"] == outcomes.TIMEOUT for a in call.attempts):
-        return ApiError(504, "upstream_timeout", f"Every upstream timed out: {reasons}.{notes}")
-    return ApiError(502, "all_upstreams_failed", f"All upstream routes failed: {reasons}.{notes}")
+        return ApiError(504, codes.UPSTREAM_TIMEOUT, f"Every upstream timed out: {reasons}.{notes}")
+    return ApiError(502, codes.ALL_UPSTREAMS_FAILED, f"All upstream routes failed: {reasons}.{notes}")
 
 
 def _failure_notes(call: Call) -> str:
@@ -460,7 +461,7 @@ async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResp
     async def on_close():  # see ApiHandler.handle; a no-op when the stream already logged the call
         if not call.finished:
             await stream.close()
-            await call.finish(499, "client_disconnected")
+            await call.finish(499, codes.CLIENT_DISCONNECTED)
 
     response.on_close = on_close
     return response
@@ -473,15 +474,15 @@ async def _relay_and_log(call: Call, relay: Relay, stream, first):
         async for chunk in relay.run(stream, first):
             yield chunk
         if relay.interrupted_reason:
-            status, code = 502, "stream_interrupted"
+            status, code = 502, codes.STREAM_INTERRUPTED
         call.route = relay.usages[-1].route
     except (asyncio.CancelledError, GeneratorExit):
-        status, code = 499, "client_disconnected"
+        status, code = 499, codes.CLIENT_DISCONNECTED
         raise
     except Exception:
         log.exception("stream relay failed for %s", call.request_id)
-        status, code = 502, "stream_interrupted"
-        yield relay.interruption_event("internal_error")
+        status, code = 502, codes.STREAM_INTERRUPTED
+        yield relay.interruption_event(codes.INTERNAL_ERROR)
     finally:
         await stream.close()
         await call.finish(status, code)
