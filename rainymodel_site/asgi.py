@@ -46,7 +46,18 @@ log = logging.getLogger("rainymodel")
 
 
 class ApiHandler(ASGIHandler):
-    """Django's ASGI handler for /v1/: one async middleware (request ids, Host check), no signals."""
+    """Django's ASGI handler for /v1/: one async middleware (request ids), no signals, the edge's checks.
+
+    `handle`, and the ASGIHandler internals it calls, follow Django 6.1.3; tests/test_framework_pins.py fails when
+    the installed Django changes any of them (read the upstream diff, then carry it over).
+
+    The `response.on_close` contract, the one place it is written down: a response may carry `on_close`, an async
+    callable taking no arguments. `handle` awaits it exactly once after the response is over, however it ended:
+    sent in full, the client gone mid-stream, or the client gone before a streamed body's first byte (then the
+    body's generator never starts, so nothing inside it can run). It must be idempotent with whatever the body
+    itself does on its way out (the chat-completions flow finishes its call in both places; `Call.finish` runs
+    once), must not raise, and must not send anything.
+    """
 
     def load_middleware(self, is_async=False):
         super().load_middleware(is_async=is_async)
@@ -98,8 +109,7 @@ class ApiHandler(ASGIHandler):
                     raise exception_group.exceptions[0]
                 raise
             finally:
-                # A client gone before a stream's first byte was sent leaves its body generator unstarted, so
-                # nothing in it runs; the response's own hook still finishes the call (logged once either way).
+                # The `on_close` contract: see the class docstring.
                 on_close = getattr(response, "on_close", None)
                 if on_close is not None:
                     await on_close()

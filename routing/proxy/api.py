@@ -12,11 +12,12 @@ from rainymodel_site.api_errors import not_found_handler
 
 
 class ApiView(APIView):
-    """adrf's APIView, minus one thread hop per request.
+    """adrf's APIView, minus one thread hop per request. `async_dispatch` is a copy of adrf 0.1.14's
+    (`APIView.async_dispatch`, pinned by tests/test_framework_pins.py) with `initial()` run inline.
 
     adrf's `async_dispatch` runs DRF's `initial()` (content negotiation, authentication, permissions, throttles)
     through `sync_to_async`, which under ASGI starts and joins a thread for every request. These views have no
-    DRF authenticators, permissions or throttles (keys are checked over the snapshot in flow.py), so `initial()`
+    DRF authenticators, permissions or throttles (keys are checked by apikeys.auth.require_key), so `initial()`
     is a few attribute lookups and runs inline.
     """
 

@@ -458,7 +458,7 @@ async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResp
     response["cache-control"] = "no-cache"
     response["x-accel-buffering"] = "no"
 
-    async def on_close():  # see ApiHandler.handle; a no-op when the stream already logged the call
+    async def on_close():  # the contract: rainymodel_site.asgi.ApiHandler; a no-op once the stream logged the call
         if not call.finished:
             await stream.close()
             await call.finish(499, codes.CLIENT_DISCONNECTED)
