@@ -25,7 +25,7 @@ from rainymodel_site.shared_state import SharedStateUnavailable, state
 from routing import reasons
 
 if TYPE_CHECKING:
-    from routing.snapshot import KeyInfo, ProviderInfo, RouteInfo, Snapshot
+    from routing.snapshot import KeyInfo, Snapshot
 
 log = logging.getLogger(__name__)
 
