@@ -40,3 +40,7 @@ CLIENT_DISCONNECTED = "client_disconnected"
 # /v1/usage (400)
 INVALID_PERIOD = "invalid_period"
 INVALID_GROUP_BY = "invalid_group_by"
+
+# Answered only outside chat completions (error pages, unknown URLs, /v1/usage), so never in the request log and
+# not explained on its pages (usage/explanations.py explains every other code here).
+NOT_LOGGED = frozenset({BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_URL, INVALID_PERIOD, INVALID_GROUP_BY})
