@@ -21,8 +21,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from limits.selectors import usage_for_key_sync
 from apikeys.models import APIKey, Quota
 from apikeys.services import apikey_assign_secret, apikey_revoke
+from routing.models import Alias, Policy
 
 # The session entry holding a just-created key until the next admin page shows it (and deletes it).
 NEW_KEY_SESSION = "apikeys_admin_new_key"
@@ -56,8 +58,6 @@ class APIKeyForm(forms.ModelForm):
                   "rpm_limit", "tpm_limit", "max_concurrent"]
 
     def __init__(self, *args, **kwargs):
-        from routing.models import Alias, Policy
-
         super().__init__(*args, **kwargs)
         for field_name, names in (("allowed_aliases", Alias.objects.values_list("name", flat=True)),
                                   ("allowed_policies", Policy.objects.values_list("name", flat=True))):
@@ -89,14 +89,6 @@ class StatusFilter(admin.SimpleListFilter):
         if self.value() == "expired":
             return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
         return queryset
-
-
-def key_status(api_key: APIKey) -> str:
-    if api_key.is_revoked:
-        return "revoked"
-    if api_key.is_expired():
-        return "expired"
-    return "active"
 
 
 def amount(value, grouped=True) -> str:
@@ -166,13 +158,11 @@ class APIKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="usage against limits and quotas")
     def usage_now(self, obj):
-        from limits.selectors import usage_for_key_sync
-
         return usage_table(usage_for_key_sync(obj.pk))
 
     @admin.display(description="status")
     def status(self, obj):
-        return key_status(obj)
+        return obj.status
 
     @admin.display(description="per-minute limits")
     def limits(self, obj):

@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class ApikeysConfig(AppConfig):
     name = "apikeys"
     verbose_name = "API keys"
+
+    def ready(self):
+        from apikeys import signals  # noqa: F401  (bumps the config version on every change)

@@ -10,6 +10,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from routing.models import Alias, Policy
+
 PERIODS = ("day", "month")
 
 
@@ -63,8 +65,6 @@ class APIKey(models.Model):
 
     def clean(self):
         """Names in allowed_aliases / allowed_policies must exist, and the default policy must be allowed."""
-        from routing.models import Alias, Policy
-
         errors = {}
         if isinstance(self.allowed_aliases, list) and self.allowed_aliases:
             known = set(Alias.objects.filter(name__in=self.allowed_aliases).values_list("name", flat=True))
@@ -91,6 +91,15 @@ class APIKey(models.Model):
 
     def is_expired(self, now=None):
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    @property
+    def status(self) -> str:
+        """`revoked`, `expired` or `active`, as the admin and the `apikey` command show it."""
+        if self.is_revoked:
+            return "revoked"
+        if self.is_expired():
+            return "expired"
+        return "active"
 
 
 class Quota(models.Model):

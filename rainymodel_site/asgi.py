@@ -37,17 +37,29 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 from django.urls import resolve, set_script_prefix  # noqa: E402
 
+from rainymodel_site import error_codes as codes  # noqa: E402
+from rainymodel_site.api_errors import ApiError  # noqa: E402
+from rainymodel_site.request_ids import RequestIdMiddleware  # noqa: E402
 from rainymodel_site.threads import run_blocking  # noqa: E402
 
 log = logging.getLogger("rainymodel")
 
 
 class ApiHandler(ASGIHandler):
-    """Django's ASGI handler for /v1/: one async middleware (request ids, Host check), no signals."""
+    """Django's ASGI handler for /v1/: one async middleware (request ids), no signals, the edge's checks.
+
+    `handle`, and the ASGIHandler internals it calls, follow Django 6.1.3; tests/test_framework_pins.py fails when
+    the installed Django changes any of them (read the upstream diff, then carry it over).
+
+    The `response.on_close` contract, the one place it is written down: a response may carry `on_close`, an async
+    callable taking no arguments. `handle` awaits it exactly once after the response is over, however it ended:
+    sent in full, the client gone mid-stream, or the client gone before a streamed body's first byte (then the
+    body's generator never starts, so nothing inside it can run). It must be idempotent with whatever the body
+    itself does on its way out (the chat-completions flow finishes its call in both places; `Call.finish` runs
+    once), must not raise, and must not send anything.
+    """
 
     def load_middleware(self, is_async=False):
-        from routing.proxy.middleware import RequestIdMiddleware
-
         super().load_middleware(is_async=is_async)
         self._view_middleware = []
         self._template_response_middleware = []
@@ -97,8 +109,7 @@ class ApiHandler(ASGIHandler):
                     raise exception_group.exceptions[0]
                 raise
             finally:
-                # A client gone before a stream's first byte was sent leaves its body generator unstarted, so
-                # nothing in it runs; the response's own hook still finishes the call (logged once either way).
+                # The `on_close` contract: see the class docstring.
                 on_close = getattr(response, "on_close", None)
                 if on_close is not None:
                     await on_close()
@@ -107,8 +118,6 @@ class ApiHandler(ASGIHandler):
         """Django's read_body (spooled to disk past FILE_UPLOAD_MAX_MEMORY_SIZE), refusing a body that passes
         RAINYMODEL_MAX_BODY_BYTES as soon as it does (413) or that is not complete within
         RAINYMODEL_BODY_TIMEOUT_S (408). Raises BodyRefused, or RequestAborted when the client goes away."""
-        from routing.proxy.errors import ApiError
-
         limit = settings.RAINYMODEL_MAX_BODY_BYTES
         deadline = asyncio.get_running_loop().time() + settings.RAINYMODEL_BODY_TIMEOUT_S
         body_file = tempfile.SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b")
@@ -120,7 +129,7 @@ class ApiHandler(ASGIHandler):
                         message = await receive()
                 except TimeoutError:
                     raise BodyRefused(ApiError(
-                        408, "request_timeout",
+                        408, codes.REQUEST_TIMEOUT,
                         f"The request body did not arrive within {settings.RAINYMODEL_BODY_TIMEOUT_S:g} s.")) from None
                 if message["type"] == "http.disconnect":
                     raise RequestAborted()
@@ -144,8 +153,6 @@ class ApiHandler(ASGIHandler):
     async def send_refusal(self, request, error, send):
         """Answer a request refused at the edge (logged like any rejected call) and, when its body was not read,
         close the connection rather than read what the client is still sending."""
-        from routing.proxy import flow
-
         response = await flow.reject_early(request, error.status, error.code, error.message)
         for name, value in error.headers.items():
             response[name] = value
@@ -177,28 +184,15 @@ async def refuse_before_body(request):
     The key is checked for every request that carries a body, and for every other request to an endpoint and
     method that exists: a bodiless request to an unknown URL or with a method the view does not serve still gets
     the view's own 404/405, as before this check existed."""
-    import limits
-    from apikeys.auth import KeyRejected, authenticate_request
-    from routing import snapshot
-    from routing.proxy.api import unknown_endpoint
-    from routing.proxy.errors import ApiError
-
     try:
         request.get_host()
     except DisallowedHost:
-        return ApiError(400, "invalid_host", "The Host header is not allowed here.")
-    if announces_body(request) or _serves(request, unknown_endpoint):
+        return ApiError(400, codes.INVALID_HOST, "The Host header is not allowed here.")
+    if announces_body(request) or _serves(request):
         try:
-            await authenticate_request(snapshot.current(), request.headers)  # a brand-new key works at once
-        except KeyRejected as rejected:
-            ip = request.META.get("REMOTE_ADDR") or "unknown"
-            try:
-                await limits.check_auth_failures(ip)
-            except limits.LimitExceeded as exceeded:
-                return ApiError(429, exceeded.code, exceeded.message, type=exceeded.type,
-                                headers=dict(exceeded.headers))
-            await limits.record_auth_failure(ip)
-            return ApiError(401, rejected.code, rejected.message)
+            await require_key(request)  # the views' own door; a brand-new key works at once
+        except ApiError as refused:
+            return refused
     if announced_length(request) > settings.RAINYMODEL_MAX_BODY_BYTES:
         return too_large()
     return None
@@ -216,13 +210,11 @@ def announces_body(request) -> bool:
 
 
 def too_large():
-    from routing.proxy.errors import ApiError
-
-    return ApiError(413, "request_too_large",
+    return ApiError(413, codes.REQUEST_TOO_LARGE,
                     f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
 
 
-def _serves(request, unknown_endpoint) -> bool:
+def _serves(request) -> bool:
     """Whether the request names an endpoint and a method it serves (function views: any method)."""
     view = resolve(request.path_info).func
     if view is unknown_endpoint:
@@ -233,29 +225,29 @@ def _serves(request, unknown_endpoint) -> bool:
 
 async def log_disconnect(request):
     """A client gone while sending its body: a chat-completions call still gets its row (499)."""
-    from routing.proxy import flow
-
-    await flow.reject_early(request, 499, "client_disconnected", "The client closed the connection.")
+    await flow.reject_early(request, 499, codes.CLIENT_DISCONNECTED, "The client closed the connection.")
 
 
 django_application = get_asgi_application()
+
+# The apps' modules import their models, so they can only be imported once get_asgi_application() has run
+# django.setup(); the functions above use them at call time.
+from apikeys.auth import require_key  # noqa: E402
+from routing import snapshot  # noqa: E402
+from routing.proxy import flow, upstream  # noqa: E402
+from routing.proxy.api import unknown_endpoint  # noqa: E402
+from usage import writer  # noqa: E402
+
 api_application = ApiHandler()
 static_application = ASGIStaticFilesHandler(django_application)
 
 
 async def startup():
-    from routing import snapshot
-    from usage import writer
-
     await run_blocking(snapshot.ensure_loaded)
     writer.start()
 
 
 async def shutdown():
-    from routing import snapshot
-    from routing.proxy import upstream
-    from usage import writer
-
     await run_blocking(snapshot.stop_refresher)
     await run_blocking(writer.stop)
     await upstream.close_client()

@@ -16,7 +16,9 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
+from rainymodel_site.shared_state import SharedStateUnavailable, state
 from rainymodel_site.threads import run_blocking
+from routing import breakers, snapshot
 
 # The whole answer, checks and authorization, stays under a second.
 READY_BUDGET_S = 0.8
@@ -31,10 +33,6 @@ async def health(request):
 
 
 def _readiness() -> tuple[dict, bool]:
-    from rainymodel_site.shared_state import SharedStateUnavailable, state
-    from routing import snapshot
-    from routing.proxy import breaker
-
     checks, ready = {}, True
     started = time.perf_counter()
     try:
@@ -63,7 +61,7 @@ def _readiness() -> tuple[dict, bool]:
         ready = False
     else:
         try:
-            checks["breakers"] = breaker.describe_all_sync(snapshot.current())
+            checks["breakers"] = breakers.describe_all_sync(snapshot.current())
         except SharedStateUnavailable:
             checks["breakers"] = {"error": "shared state unreachable"}
     checks["ms"] = round((time.perf_counter() - started) * 1000, 2)

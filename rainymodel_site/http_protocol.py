@@ -28,6 +28,8 @@ import os
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
+from rainymodel_site import error_codes as codes
+
 
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name, "").strip()
@@ -147,7 +149,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_deadline = None
         if self._reading_head:
-            self._refuse(408, "request_timeout",
+            self._refuse(408, codes.REQUEST_TIMEOUT,
                          f"The request headers did not arrive within {self.header_timeout_s:g} s.")
 
 

@@ -1,7 +1,7 @@
 """The site's browser pages outside /usage/: the landing page at `/`, `/favicon.ico`, and the error handlers.
 
 The error handlers serve two audiences: under /v1/ an API client gets the OpenAI-shaped JSON error that
-routing.proxy.errors builds (the one place that builds them); anywhere else a browser gets a styled page
+rainymodel_site.api_errors builds (the one place that builds them); anywhere else a browser gets a styled page
 (templates/400.html, 403.html, 404.html, 500.html). No database access here: the landing page is static.
 """
 
@@ -16,7 +16,8 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 from django.views.defaults import server_error as django_server_error
 
-from routing.proxy import errors
+from rainymodel_site import error_codes as codes
+from rainymodel_site import api_errors
 
 
 def _is_api(request) -> bool:
@@ -44,25 +45,25 @@ def favicon(request):
 
 def bad_request(request, exception=None):
     if _is_api(request):
-        return errors.error_response(400, "bad_request", "The request could not be understood.")
+        return api_errors.error_response(400, codes.BAD_REQUEST, "The request could not be understood.")
     return render(request, "400.html", status=400)
 
 
 def permission_denied(request, exception=None):
     if _is_api(request):
-        return errors.error_response(403, "permission_denied", "You may not do this.")
+        return api_errors.error_response(403, codes.PERMISSION_DENIED, "You may not do this.")
     return render(request, "403.html", status=403)
 
 
 def not_found(request, exception=None):
     if _is_api(request):
-        return errors.not_found_handler(request, exception)
+        return api_errors.not_found_handler(request, exception)
     return render(request, "404.html", status=404)
 
 
 def server_error(request):
     if _is_api(request):
-        return errors.server_error_handler(request)
+        return api_errors.server_error_handler(request)
     # Django's own handler renders 500.html without a request context: the page must not depend on the
     # database or the session, which may be what failed.
     return django_server_error(request)

@@ -92,7 +92,7 @@ INSTALLED_APPS = [
 ]
 
 # The browser-facing pages' middleware. The API (/v1/) is served by rainymodel_site.asgi.ApiHandler with its own
-# single middleware (routing.proxy.middleware.RequestIdMiddleware) and none of these.
+# single middleware (rainymodel_site.request_ids.RequestIdMiddleware) and none of these.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -164,7 +164,7 @@ LOGIN_REDIRECT_URL = "/usage/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 REST_FRAMEWORK = {
-    "EXCEPTION_HANDLER": "routing.proxy.errors.exception_handler",
+    "EXCEPTION_HANDLER": "rainymodel_site.api_errors.exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,

@@ -18,7 +18,10 @@ from django.db.models import Count
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from routing.models import TIERS, Alias, Endpoint, Policy, Provider, Route, RoutingSettings
+from rainymodel_site.shared_state import SharedStateUnavailable
+from routing import breakers
+from routing.models import Alias, Endpoint, Policy, Provider, Route, RoutingSettings
+from routing.tiers import TIERS
 
 admin.site.site_header = "RainyModel administration"
 admin.site.site_title = "RainyModel administration"
@@ -40,23 +43,20 @@ def secret_is_set(provider: Provider) -> bool | None:
 def provider_breaker_text(provider: Provider, route_ids) -> str:
     """The provider's own breaker, plus how many of its routes' breakers are not closed: a provider can read
     "closed" while every route through it is out ("closed · 1 route open")."""
-    from rainymodel_site.shared_state import SharedStateUnavailable
-    from routing.proxy import breaker
-
-    text = breaker.breaker_text_sync(provider=provider.name)
+    text = breakers.breaker_text_sync(provider=provider.name)
     if text.startswith("unknown") or not route_ids:
         return text
     try:
-        states = breaker.states_sync([breaker.route_key(route_id) for route_id in route_ids])
+        states = breakers.states_sync([breakers.route_key(route_id) for route_id in route_ids])
     except SharedStateUnavailable:
         return f"{text} · routes unknown"
     now = time.time()
-    counts = {breaker.OPEN: 0, breaker.HALF_OPEN: 0}
+    counts = {breakers.OPEN: 0, breakers.HALF_OPEN: 0}
     for st in states.values():
-        current = breaker.status_at(st, now)
+        current = breakers.status_at(st, now)
         if current in counts:
             counts[current] += 1
-    parts = [f"{n} route{'s' if n > 1 else ''} {'open' if status == breaker.OPEN else 'half-open'}"
+    parts = [f"{n} route{'s' if n > 1 else ''} {'open' if status == breakers.OPEN else 'half-open'}"
              for status, n in counts.items() if n]
     return " · ".join([text, *parts])
 
@@ -105,12 +105,10 @@ class ProviderAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reset breaker (the provider's and its routes')")
     def reset_breakers(self, request, queryset):
-        from routing.proxy import breaker
-
         for provider in queryset:
-            breaker.reset_sync(provider=provider.name)
+            breakers.reset_sync(provider=provider.name)
             for route_id in provider.routes.values_list("id", flat=True):
-                breaker.reset_sync(route_id=route_id)
+                breakers.reset_sync(route_id=route_id)
         self.message_user(request, f"Breakers of {queryset.count()} provider(s) and their routes reset (closed).")
 
     @admin.action(description="Enable selected providers")
@@ -163,9 +161,7 @@ class RouteInline(admin.TabularInline):
 
     @admin.display(description="breaker")
     def breaker(self, obj):
-        from routing.proxy import breaker
-
-        return breaker.breaker_text_sync(route_id=obj.pk) if obj and obj.pk else "-"
+        return breakers.breaker_text_sync(route_id=obj.pk) if obj and obj.pk else "-"
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("provider")
@@ -192,11 +188,9 @@ class AliasAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reset breaker of the selected aliases' routes")
     def reset_route_breakers(self, request, queryset):
-        from routing.proxy import breaker
-
         route_ids = list(Route.objects.filter(alias__in=queryset).values_list("id", flat=True))
         for route_id in route_ids:
-            breaker.reset_sync(route_id=route_id)
+            breakers.reset_sync(route_id=route_id)
         self.message_user(request, f"Breakers of {len(route_ids)} route(s) reset (closed).")
 
     def get_queryset(self, request):

@@ -28,6 +28,7 @@ import yaml
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DatabaseError, models, transaction
 
+from routing.config_version import bump_version, single_bump
 from routing.models import Alias, Policy, Provider, Route, RoutingSettings
 
 SECTIONS = ("providers", "aliases", "policies", "settings")
@@ -606,9 +607,6 @@ def import_config(text: str, *, replace: bool = False) -> ImportSummary:
     Raises ConfigError (the database unchanged) when anything in the file is wrong. On success the config
     version is bumped once, after commit, so every worker rebuilds its snapshot.
     """
-    from routing.signals import single_bump
-    from routing.snapshot import bump_version
-
     plan = build_plan(parse_yaml(text))
     try:
         with single_bump(), transaction.atomic():

@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
-TIERS = ("free", "internal", "premium")
+from routing.tiers import TIERS
+
 TIER_CHOICES = [(t, t) for t in TIERS]
 PROVIDER_KINDS = ("hf", "ollama", "openrouter", "openai")
 # Capitals only: real environment variable names are, and secrets (hf_…, sk-or-…) never are, so a pasted secret

@@ -3,8 +3,8 @@
 The request path never queries the database: it calls `current()` and gets plain frozen dataclasses. A daemon
 thread per process polls the shared config version (shared state when Redis is configured, else the database
 row) every `RAINYMODEL_SNAPSHOT_POLL_S` and rebuilds the snapshot when it moved; every admin save, key change and
-`routing import` bumps that version (routing/signals.py). When the shared store is unreachable the worker keeps
-serving its last snapshot, logs it, and `/health/ready` reports it.
+`routing import` bumps that version (routing/config_version.py). When the shared store is unreachable the worker
+keeps serving its last snapshot, logs it, and `/health/ready` reports it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ from datetime import datetime
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 
-from rainymodel_site.shared_state import SharedStateUnavailable, state
+from apikeys.models import APIKey, Quota
+from rainymodel_site.shared_state import SharedStateUnavailable
+from routing import config_version
+from routing.config_version import read_version
+from routing.models import Alias, Policy, Provider, Route, RoutingSettings
 
 log = logging.getLogger(__name__)
-VERSION_KEY = "config:version"
 # An unknown API key triggers at most one version check per this many seconds per process (see `catch_up`).
 CATCH_UP_INTERVAL_S = 0.1
 CATCH_UP_TIMEOUT_S = 2.0
@@ -137,7 +140,6 @@ class KeyInfo:
     tpm_limit: int | None
     max_concurrent: int | None
     quotas: tuple[QuotaInfo, ...]
-    owner_id: int | None = None
 
     @property
     def is_master(self) -> bool:
@@ -169,9 +171,6 @@ class Snapshot:
 
 def build_snapshot(version: int) -> Snapshot:
     """Read the whole configuration in a handful of queries. Runs in the refresher thread (or at startup)."""
-    from apikeys.models import APIKey, Quota
-    from routing.models import Alias, Policy, Provider, Route, RoutingSettings
-
     with transaction.atomic():
         providers = {}
         for p in Provider.objects.all():
@@ -227,7 +226,6 @@ def build_snapshot(version: int) -> Snapshot:
                 allowed_policies=tuple(dict.fromkeys(p.lower() for p in (k.allowed_policies or ()))),
                 default_policy=policy_names.get(k.default_policy_id), rpm_limit=k.rpm_limit,
                 tpm_limit=k.tpm_limit, max_concurrent=k.max_concurrent, quotas=tuple(quotas.get(k.id, ())),
-                owner_id=k.owner_id,
             )
     return Snapshot(
         version=version, providers=providers, aliases=aliases, policies=policies, default_policy=default_policy,
@@ -235,44 +233,12 @@ def build_snapshot(version: int) -> Snapshot:
     )
 
 
-# --- the version ------------------------------------------------------------------------------------------------
-
-def read_version() -> int:
-    """The shared config version: from the shared store when it is shared (Redis), else the database row."""
-    from routing.models import ConfigVersion
-
-    if state().shared:
-        value = state().get_sync(VERSION_KEY)
-        if value is not None:
-            return int(value)
-    row = ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first()
-    return int(row or 0)
-
-
-def bump_version() -> None:
-    """Mark the configuration as changed. Called after every committed change (signals, imports, commands)."""
-    from django.db.models import F
-
-    from routing.models import ConfigVersion
-
-    updated = ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1)
-    if not updated:
-        ConfigVersion.objects.get_or_create(pk=1, defaults={"version": 1})
-    try:
-        if state().shared:
-            state().incr_sync(VERSION_KEY, 1)
-    except SharedStateUnavailable:
-        log.warning("config version bumped in the database but the shared store is unreachable")
-    # This process need not wait for its own poller.
-    _holder.stale = True
-
-
 # --- the holder -------------------------------------------------------------------------------------------------
 
 class _Holder:
     def __init__(self):
         self.snapshot: Snapshot | None = None
-        self.stale = False
+        self.bumps_seen = 0  # config_version.local_bumps when the snapshot was last built
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
@@ -310,6 +276,7 @@ def status() -> dict:
 def refresh() -> Snapshot:
     """Rebuild the snapshot now from the database (blocking; never on the event loop)."""
     with _holder.lock:
+        bumps = config_version.local_bumps
         try:
             version = read_version()
             _holder.shared_state_error = None
@@ -318,7 +285,7 @@ def refresh() -> Snapshot:
             version = -1
         snap = build_snapshot(version)
         _holder.snapshot = snap
-        _holder.stale = False
+        _holder.bumps_seen = bumps
         return snap
 
 
@@ -335,7 +302,7 @@ def poll_once() -> None:
         _holder.shared_state_error = str(exc)
         return
     snap = _holder.snapshot
-    if snap is None or snap.version != version or _holder.stale:
+    if snap is None or snap.version != version or _holder.bumps_seen != config_version.local_bumps:
         refresh()
 
 

@@ -208,9 +208,9 @@ def _set_breaker(key, status, open_for_s):
     import time
 
     from rainymodel_site.shared_state import state
-    from routing.proxy import breaker
+    from routing import breakers
 
-    state().set_sync(key, breaker.encode(breaker.BreakerState(
+    state().set_sync(key, breakers.encode(breakers.BreakerState(
         status=status, failures=3, open_until=time.time() + open_for_s, cooldown_s=60, last_reason="http_503")))
 
 
@@ -221,14 +221,14 @@ def _provider_breaker_cell(admin_client, name):
 
 
 def test_provider_list_counts_its_routes_open_breakers(admin_client, configured):
-    from routing.proxy import breaker
+    from routing import breakers
 
     routes = list(Route.objects.filter(provider__name="ollama-primary").values_list("pk", flat=True))
     assert _provider_breaker_cell(admin_client, "ollama-primary") == "closed"
-    _set_breaker(breaker.route_key(routes[0]), breaker.OPEN, 60)
+    _set_breaker(breakers.route_key(routes[0]), breakers.OPEN, 60)
     assert _provider_breaker_cell(admin_client, "ollama-primary") == "closed · 1 route open"
-    _set_breaker(breaker.route_key(routes[1]), breaker.OPEN, 60)
-    _set_breaker(breaker.route_key(routes[2]), breaker.OPEN, -1)  # past its cooldown: half-open
+    _set_breaker(breakers.route_key(routes[1]), breakers.OPEN, 60)
+    _set_breaker(breakers.route_key(routes[2]), breakers.OPEN, -1)  # past its cooldown: half-open
     assert _provider_breaker_cell(admin_client, "ollama-primary") == "closed · 2 routes open · 1 route half-open"
     assert _provider_breaker_cell(admin_client, "hf") == "closed"
 

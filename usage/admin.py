@@ -17,6 +17,8 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html
 
+from routing.models import Alias, Policy, Provider
+from routing.tiers import TIERS
 from usage.models import RequestLog
 
 
@@ -42,8 +44,6 @@ class TierFilter(ChoicesFilter):
     title = parameter_name = "tier"
 
     def values(self):
-        from routing.models import TIERS
-
         return TIERS
 
 
@@ -51,8 +51,6 @@ class ProviderFilter(ChoicesFilter):
     title = parameter_name = "provider"
 
     def values(self):
-        from routing.models import Provider
-
         return Provider.objects.values_list("name", flat=True)
 
 
@@ -60,8 +58,6 @@ class AliasFilter(ChoicesFilter):
     title = parameter_name = "alias"
 
     def values(self):
-        from routing.models import Alias
-
         return Alias.objects.values_list("name", flat=True)
 
 
@@ -69,8 +65,6 @@ class PolicyFilter(ChoicesFilter):
     title = parameter_name = "policy"
 
     def values(self):
-        from routing.models import Policy
-
         return Policy.objects.values_list("name", flat=True)
 
 

@@ -4,7 +4,7 @@ Authenticated with the caller's API key like every /v1 endpoint; a key only ever
 sees the rows logged as `master`). A plain sync view: it reads the database, and Django runs it in a thread
 under ASGI, so it never blocks the event loop. /v1/ is served without Django's request_started/finished signals
 (rainymodel_site/asgi.py), so this view does their database-connection bookkeeping itself. Errors are
-OpenAI-shaped (routing.proxy.errors).
+OpenAI-shaped (rainymodel_site.api_errors).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from django.db import connections
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from apikeys.auth import KeyRejected, authenticate
-from routing import snapshot
-from routing.proxy.errors import error_response
+from rainymodel_site import error_codes as codes
+from apikeys.auth import api_key_required
+from rainymodel_site.api_errors import error_response
 from usage import reports
 from usage.filters import MASTER, FilterError, UsageFilter, parse_period
 
@@ -61,22 +61,20 @@ def _close_old_connections() -> None:
             conn.close_if_unusable_or_obsolete()
 
 
+@api_key_required
 def _usage(request):
     if request.method != "GET":
-        return error_response(405, "method_not_allowed", f"Method {request.method} is not allowed; use GET.",
+        return error_response(405, codes.METHOD_NOT_ALLOWED, f"Method {request.method} is not allowed; use GET.",
                               headers={"Allow": "GET"})
-    try:
-        key = authenticate(snapshot.current(), request.headers)
-    except KeyRejected as exc:
-        return error_response(401, exc.code, exc.message)
+    key = request.api_key
     group_by = (request.GET.get("group_by") or "none").strip()
     if group_by not in GROUPS:
-        return error_response(400, "invalid_group_by",
+        return error_response(400, codes.INVALID_GROUP_BY,
                               f"'group_by' must be one of {', '.join(GROUPS)}; got {group_by!r}.", param="group_by")
     try:
         period = parse_period(request.GET, default_preset=DEFAULT_PRESET)
     except FilterError as exc:
-        return error_response(400, "invalid_period", exc.message, param=exc.param)
+        return error_response(400, codes.INVALID_PERIOD, exc.message, param=exc.param)
     usage_filter = UsageFilter(period=period, visible_key_ids=None, key=MASTER if key.is_master else key.id)
     body = {
         "object": "usage",

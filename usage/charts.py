@@ -6,11 +6,14 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+from routing.tiers import TIERS
+from usage.filters import NO_TIER
+
 WIDTH, HEIGHT = 600, 240
 LEFT, RIGHT, TOP, BOTTOM = 76, 8, 10, 26
 # Bottom-up stacking order: free at the bottom, so the share that stayed free reads at a glance.
-STACK_ORDER = ("free", "internal", "premium", "")
-TIER_LABELS = {"free": "free", "internal": "internal", "premium": "premium", "": "no route"}
+STACK_ORDER = (*TIERS, "")
+TIER_LABELS = {**{tier: tier for tier in TIERS}, "": "no route"}
 # An axis gets at most this many intervals (so at most six labels, which fit the chart's height).
 MAX_INTERVALS = 5
 UNITS = ("requests", "usd")
@@ -102,7 +105,7 @@ def stacked_bars(buckets: list[datetime], values: dict[str, list[float]], *, buc
             height = plot_h * value / top
             rects.append({"x": round(LEFT + i * slot + gap / 2, 2), "y": round(y_top, 2),
                           "w": round(max(slot - gap, 0.5), 2), "h": round(max(height, 0.5), 2),
-                          "tier": tier or "none", "title": f"{when} · {TIER_LABELS[tier]}: {fmt(value)}"})
+                          "tier": tier or NO_TIER, "title": f"{when} · {TIER_LABELS[tier]}: {fmt(value)}"})
             base += value
     ticks = [{"y": round(TOP + plot_h * (1 - v / top), 2), "label": tick_label(v, step, unit), "value": v}
              for v in tick_values]

@@ -87,6 +87,7 @@ OUTCOMES = {
     "restarted": "finished a broken stream by answering again and splicing the new text on",
     "splice_mismatch": "answered again, but the new answer did not begin with the text already sent",
     "stream_interrupted": "the stream broke after the answer had started",
+    "upstream_error_event": "the upstream sent an error event in the middle of the stream",
     "connect_error": "could not connect to the upstream (retried)",
     "reset": "the connection was reset before the answer began (retried)",
     "timeout": "no answer within the route's timeout (moved on)",

@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.utils import timezone
 
+from apikeys.models import APIKey
+from routing.tiers import TIERS
 from usage.models import ENDPOINTS
 
 PRESETS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -23,6 +25,8 @@ HOURLY_CHART_LIMIT = timedelta(days=3)
 STATUS_CLASSES = {"2xx": 2, "4xx": 4, "5xx": 5}
 MASTER = "master"
 ENDPOINT_NAMES = tuple(name for name, _label in ENDPOINTS)
+# The tier filter's value for calls that reached no route (their tier is empty).
+NO_TIER = "none"
 
 
 class FilterError(ValueError):
@@ -139,8 +143,6 @@ def parse_period(params, *, now: datetime | None = None, default_preset: str = D
 
 def visible_key_ids(user) -> tuple[int, ...] | None:
     """None for staff (all traffic); otherwise the ids of the keys this user owns."""
-    from apikeys.models import APIKey
-
     if user.is_staff:
         return None
     return tuple(APIKey.objects.filter(owner=user).values_list("id", flat=True))
@@ -166,7 +168,7 @@ def parse_filters(params, user, *, now: datetime | None = None) -> UsageFilter:
     if status and status not in STATUS_CLASSES and not re.fullmatch(r"[1-5]\d\d", status):
         raise FilterError("status", f"'status' must be 2xx, 4xx, 5xx or an HTTP status code; got {status!r}.")
     tier = (params.get("tier") or "").strip()
-    if tier and tier not in ("free", "internal", "premium", "none"):
+    if tier and tier not in (*TIERS, NO_TIER):
         raise FilterError("tier", f"'tier' must be free, internal, premium or none; got {tier!r}.")
     endpoint = (params.get("endpoint") or "").strip()
     if endpoint and endpoint not in ENDPOINT_NAMES:

@@ -20,11 +20,14 @@ from decimal import Decimal
 from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay
 
-from usage.filters import MASTER, UsageFilter
+from apikeys.models import APIKey
+from routing.models import Route
+from routing.tiers import FREE, PREMIUM, TIERS
+
+from usage.filters import MASTER, NO_TIER, Period, UsageFilter, ceil_hour
 from usage.models import (LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_MEASURES, TTFT_FIELDS, RequestLog, UsageDaily,
                           UsageHourly)
 
-TIERS = ("free", "internal", "premium")
 MILLION = Decimal(1_000_000)
 
 # What a breakdown table may be grouped by: name -> the rollup columns that make up one row.
@@ -167,7 +170,7 @@ def _narrow(qs: QuerySet, f: UsageFilter) -> QuerySet:
         if getattr(f, name):
             qs = qs.filter(**{name: getattr(f, name)})
     if f.tier:
-        qs = qs.filter(tier="" if f.tier == "none" else f.tier)
+        qs = qs.filter(tier="" if f.tier == NO_TIER else f.tier)
     if f.status_class is not None:
         qs = qs.filter(status_class=f.status_class)
     elif f.status_code is not None:
@@ -246,14 +249,12 @@ def breakdown(f: UsageFilter, by: str) -> list[dict]:
                           "figures": figures})
         else:
             value = values[0]
-            table.append({"label": value or "(none)", "filter": {by: value or ("none" if by == "tier" else "")},
+            table.append({"label": value or "(none)", "filter": {by: value or (NO_TIER if by == "tier" else "")},
                           "figures": figures})
     return table
 
 
 def key_names(key_ids) -> dict[int, str]:
-    from apikeys.models import APIKey
-
     ids = [k for k in key_ids if k]
     return dict(APIKey.objects.filter(id__in=ids).values_list("id", "name")) if ids else {}
 
@@ -266,10 +267,8 @@ def premium_prices() -> dict[str, tuple[Decimal, Decimal]]:
     "First" means the order the proxy would try it: enabled routes before disabled, then lower position, then
     lower id. An alias with no premium route has no premium price and contributes no saving.
     """
-    from routing.models import Route
-
     prices: dict[str, tuple[Decimal, Decimal]] = {}
-    routes = (Route.objects.filter(provider__tier="premium").order_by("-enabled", "position", "id")
+    routes = (Route.objects.filter(provider__tier=PREMIUM).order_by("-enabled", "position", "id")
               .values_list("alias__name", "input_price_per_mtok", "output_price_per_mtok"))
     for alias, price_in, price_out in routes:
         prices.setdefault(alias, (Decimal(price_in), Decimal(price_out)))
@@ -346,8 +345,8 @@ def overview(f: UsageFilter) -> dict:
     by_alias = sorted(((alias,), figures) for alias, figures in per_alias.items())
     by_alias.sort(key=lambda item: -item[1].requests)
     chart = series(f, groups)
-    free_requests = chart.tier_requests["free"]
-    free_tokens = chart.tier_tokens["free"]
+    free_requests = chart.tier_requests[FREE]
+    free_tokens = chart.tier_tokens[FREE]
     return {
         "totals": total,
         "by_alias": [{"label": alias or "(none)", "filter": {"alias": alias}, "figures": figures}
@@ -372,8 +371,6 @@ def quota_usage(api_key, now: datetime) -> list[dict]:
 
     Requests are the *admitted* ones (RequestLog.admitted, summed in the rollups), exactly what the limiter counts:
     calls refused by authentication, validation or the limits themselves never use up a quota."""
-    from usage.filters import Period, ceil_hour
-
     result = []
     for quota in api_key.quotas.order_by("period"):
         start = period_start(quota.period, now)
@@ -412,7 +409,7 @@ def log_rows(f: UsageFilter) -> QuerySet[RequestLog]:
         if getattr(f, name):
             qs = qs.filter(**{name: getattr(f, name)})
     if f.tier:
-        qs = qs.filter(tier="" if f.tier == "none" else f.tier)
+        qs = qs.filter(tier="" if f.tier == NO_TIER else f.tier)
     if f.status_class is not None:
         qs = qs.filter(status__gte=f.status_class * 100, status__lt=f.status_class * 100 + 100)
     elif f.status_code is not None:

@@ -8,6 +8,7 @@ request path.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import secrets
@@ -15,10 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-POLICIES = {"auto": ("free", "internal", "premium"), "free": ("free", "internal"), "premium": ("premium",)}
+from django.db import connection, transaction
+
+from routing.models import Route
+from routing.tiers import FREE, INTERNAL, PREMIUM
+from usage.models import RequestLog
+from usage.rollups import add_to_rollups
+
+POLICIES = {"auto": (FREE, INTERNAL, PREMIUM), "free": (FREE, INTERNAL), "premium": (PREMIUM,)}
 # Latency (ms) medians per tier, for a log-normal spread.
-LATENCY_MEDIAN = {"free": 1800, "internal": 900, "premium": 1400}
-TTFT_MEDIAN = {"free": 600, "internal": 250, "premium": 450}
+LATENCY_MEDIAN = {FREE: 1800, INTERNAL: 900, PREMIUM: 1400}
+TTFT_MEDIAN = {FREE: 600, INTERNAL: 250, PREMIUM: 450}
 # (status, error_code, share) of outcomes other than success.
 FAILURES = ((429, "rate_limit_exceeded", 0.025), (502, "upstream_error", 0.015), (504, "upstream_timeout", 0.008),
             (401, "invalid_api_key", 0.006), (400, "missing_required_parameter", 0.006), (499, "client_disconnected", 0.005))
@@ -55,8 +63,6 @@ BUILTIN_ROUTES = (
 
 def configured_routes() -> list[SyntheticRoute]:
     """The routes in the database, or the built-in catalogue when there are none."""
-    from routing.models import Route
-
     routes = [
         SyntheticRoute(r.alias.name, r.provider.tier, r.provider.name, r.upstream_model, r.input_price_per_mtok,
                        r.output_price_per_mtok)
@@ -179,13 +185,6 @@ def write_rows(rows: list[dict]) -> None:
     Bypasses the ORM's per-field preparation (the slow part of bulk_create at millions of rows): COPY on
     PostgreSQL, one executemany elsewhere. The rollups go through `add_to_rollups`, exactly as for real traffic.
     """
-    import json
-
-    from django.db import connection, transaction
-
-    from usage.models import RequestLog
-    from usage.rollups import add_to_rollups
-
     fields = [f for f in RequestLog._meta.concrete_fields]
     columns = [f.column for f in fields]
     names = [f.attname for f in fields]

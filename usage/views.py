@@ -16,14 +16,19 @@ from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apikeys.models import APIKey
+from routing.models import Alias, Policy, Provider
+from routing.tiers import TIERS
 from usage import charts, explanations, reports
-from usage.filters import (ENDPOINT_NAMES, PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key, parse_filters,
-                           visible_key_ids)
+from usage.filters import (ENDPOINT_NAMES, NO_TIER, PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key,
+                           parse_filters, visible_key_ids)
+from usage.models import RequestLog
 from usage.throttle import throttled
 
 LOG_CSV_COLUMNS = ("id", "created_at", "endpoint", "key_prefix", "key_name", "requested_model", "alias", "policy",
@@ -48,9 +53,6 @@ def _bad_request(request, error: FilterError) -> HttpResponse:
 
 def _filter_choices(request, f: UsageFilter) -> dict:
     """The options of the filter form: only names the viewer may see."""
-    from apikeys.models import APIKey
-    from routing.models import Alias, Policy, Provider
-
     keys = APIKey.objects.order_by("name")
     if f.visible_key_ids is not None:
         keys = keys.filter(id__in=f.visible_key_ids)
@@ -60,7 +62,7 @@ def _filter_choices(request, f: UsageFilter) -> dict:
         "alias_choices": list(Alias.objects.order_by("name").values_list("name", flat=True)),
         "policy_choices": list(Policy.objects.order_by("name").values_list("name", flat=True)),
         "provider_choices": list(Provider.objects.order_by("name").values_list("name", flat=True)),
-        "tier_choices": ["free", "internal", "premium", "none"],
+        "tier_choices": [*TIERS, NO_TIER],
         "endpoint_choices": list(ENDPOINT_NAMES),
         "is_staff": request.user.is_staff,
     }
@@ -93,7 +95,7 @@ def overview(request):
     data = reports.overview(f)
     return render(request, "usage/overview.html", _context(
         request, f, page="overview", **data, **_charts(data["series"], f.period.bucket),
-        tiers=[(t or "none", charts.TIER_LABELS[t], data["series"].tier_requests[t]) for t in charts.STACK_ORDER],
+        tiers=[(t or NO_TIER, charts.TIER_LABELS[t], data["series"].tier_requests[t]) for t in charts.STACK_ORDER],
     ))
 
 
@@ -156,8 +158,6 @@ def _breakdown_csv(table: list[dict], by: str) -> HttpResponse:
 @login_required
 @throttled()
 def keys(request):
-    from apikeys.models import APIKey
-
     try:
         f = _filters(request)
     except FilterError as error:
@@ -173,8 +173,6 @@ def keys(request):
 @login_required
 @throttled()
 def key_detail(request, key_id: int):
-    from apikeys.models import APIKey
-
     visible = visible_key_ids(request.user)
     if visible is not None and key_id not in visible:
         raise Http404("No such key")
@@ -223,9 +221,6 @@ def request_log(request):
 @throttled()
 def request_log_row(request, row_id: str):
     """One request-log row explained: what was asked, how it was routed, each attempt, and why it failed."""
-    from apikeys.models import APIKey
-    from usage.models import RequestLog
-
     row = get_object_or_404(RequestLog, pk=row_id)
     visible = visible_key_ids(request.user)
     if visible is not None and row.api_key_id not in visible:
@@ -245,10 +240,6 @@ def _log_csv_pieces(f: UsageFilter):
     inside a transaction: outside one, Django asks PostgreSQL for a WITH HOLD cursor, which computes the whole
     result before the first row. Only `_stream_from_one_thread` drives this, so the cursor's connection is only
     ever used from one thread."""
-    from django.db import transaction
-
-    from apikeys.models import APIKey
-
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(LOG_CSV_COLUMNS)

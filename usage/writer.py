@@ -19,6 +19,10 @@ from collections import deque
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, connections, transaction
 
+from apikeys.models import APIKey
+from usage.models import RequestLog
+from usage.rollups import add_to_rollups
+
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
@@ -120,10 +124,6 @@ class LogWriter:
 
 
 def write_batch(rows: list[dict]) -> None:
-    from apikeys.models import APIKey
-    from usage.models import RequestLog
-    from usage.rollups import add_to_rollups
-
     with transaction.atomic():
         rows = _new_rows(rows, RequestLog)
         if not rows:

@@ -5,18 +5,19 @@ import orjson
 from adrf.views import APIView
 from django.http import HttpResponse
 
-from apikeys.auth import KeyRejected, authenticate
+from apikeys.auth import require_key
 from routing import snapshot
 from routing.proxy import flow
-from routing.proxy.errors import error_response, not_found_handler
+from rainymodel_site.api_errors import not_found_handler
 
 
 class ApiView(APIView):
-    """adrf's APIView, minus one thread hop per request.
+    """adrf's APIView, minus one thread hop per request. `async_dispatch` is a copy of adrf 0.1.14's
+    (`APIView.async_dispatch`, pinned by tests/test_framework_pins.py) with `initial()` run inline.
 
     adrf's `async_dispatch` runs DRF's `initial()` (content negotiation, authentication, permissions, throttles)
     through `sync_to_async`, which under ASGI starts and joins a thread for every request. These views have no
-    DRF authenticators, permissions or throttles (keys are checked over the snapshot in flow.py), so `initial()`
+    DRF authenticators, permissions or throttles (keys are checked by apikeys.auth.require_key), so `initial()`
     is a few attribute lookups and runs inline.
     """
 
@@ -52,11 +53,8 @@ class ModelsView(ApiView):
     (`"endpoints": ["chat", "completions"]`, an extra field beside OpenAI's; docs/api.md)."""
 
     async def get(self, request):
+        key = await require_key(request._request)
         snap = snapshot.current()
-        try:
-            key = authenticate(snap, request._request.headers)
-        except KeyRejected as rejected:
-            return error_response(401, rejected.code, rejected.message)
         data = [
             {"id": alias.name, "object": "model", "created": alias.created, "owned_by": "rainymodel",
              "description": alias.description, "endpoints": list(alias.endpoints)}

@@ -10,7 +10,8 @@ import random
 from collections.abc import Sequence
 from itertools import groupby
 
-from routing.proxy.errors import ApiError
+from rainymodel_site import error_codes as codes
+from rainymodel_site.api_errors import ApiError
 from routing.snapshot import AliasInfo, KeyInfo, PolicyInfo, RouteInfo, Snapshot
 
 NAMESPACE = "rainymodel/"
@@ -27,9 +28,10 @@ def resolve_alias(snap: Snapshot, model: str, key: KeyInfo) -> AliasInfo:
             if candidate is not None and candidate.enabled:
                 alias = candidate
     if alias is None:
-        raise ApiError(404, "model_not_found", f"The model '{model}' does not exist.", param="model")
+        raise ApiError(404, codes.MODEL_NOT_FOUND, f"The model '{model}' does not exist.", param="model")
     if key.allowed_aliases and alias.name not in key.allowed_aliases:
-        raise ApiError(403, "model_not_allowed", f"This API key may not use the model '{alias.name}'.", param="model")
+        raise ApiError(403, codes.MODEL_NOT_ALLOWED, f"This API key may not use the model '{alias.name}'.",
+                       param="model")
     return alias
 
 
@@ -47,10 +49,10 @@ def resolve_policy(snap: Snapshot, header: str | None, key: KeyInfo, alias: Alia
         name = (key.default_policy or first_allowed or alias.default_policy or snap.default_policy or "").lower()
     policy = snap.policies.get(name)
     if policy is None:
-        raise ApiError(400, "unknown_policy", _unknown_policy_message(snap, header, name),
+        raise ApiError(400, codes.UNKNOWN_POLICY, _unknown_policy_message(snap, header, name),
                        param="X-RainyModel-Policy")
     if key.allowed_policies and policy.name.lower() not in key.allowed_policies:
-        raise ApiError(403, "policy_not_allowed", f"This API key may not use the policy '{policy.name}'.",
+        raise ApiError(403, codes.POLICY_NOT_ALLOWED, f"This API key may not use the policy '{policy.name}'.",
                        param="X-RainyModel-Policy")
     return policy
 

@@ -23,12 +23,13 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
 
 import limits
-from apikeys.auth import KeyRejected, authenticate_request
+from apikeys.auth import require_key
+from rainymodel_site import error_codes as codes
+from rainymodel_site.api_errors import ApiError, api_error_response
+from rainymodel_site.request_ids import request_id_of
 from routing import snapshot
 from routing.proxy import breaker, outcomes
 from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
-from routing.proxy.errors import ApiError, api_error_response
-from routing.proxy.middleware import request_id_of
 from routing.proxy.relay import AttemptUsage, Relay, StreamState, is_valid_first_event
 from routing.proxy.upstream import AttemptFailed, complete, open_stream
 from routing.proxy.validation import client_ip, validate_chat_completion
@@ -240,16 +241,16 @@ async def chat_completions(request) -> HttpResponse:
         await call.finish(failed.status or 400, code)
         return json_response(body, failed.status or 400, call.headers())
     except asyncio.CancelledError:
-        await call.finish(499, "client_disconnected")
+        await call.finish(499, codes.CLIENT_DISCONNECTED)
         raise
     except Exception:
         log.exception("unexpected error serving %s", call.request_id)
-        await call.finish(500, "internal_error")
-        return _error_response(call, ApiError(500, "internal_error",
+        await call.finish(500, codes.INTERNAL_ERROR)
+        return _error_response(call, ApiError(500, codes.INTERNAL_ERROR,
                                               "The server had an error while processing your request."))
     finally:
         if not handed_off and not call.finished:
-            await call.finish(499, "client_disconnected")
+            await call.finish(499, codes.CLIENT_DISCONNECTED)
 
 
 async def reject_early(request, status: int, code: str, message: str) -> HttpResponse:
@@ -278,7 +279,7 @@ def _error_code_of(body: bytes) -> str | None:
 
 async def _serve(call: Call, request) -> HttpResponse:
     snap = snapshot.current()
-    call.key = await _authenticate(call, snap, request)
+    call.key = await require_key(request)
     payload = parse_body(request)
     call.requested_model = payload["model"]
     call.stream = bool(payload.get("stream"))
@@ -293,25 +294,12 @@ async def _serve(call: Call, request) -> HttpResponse:
         call.skipped = [route.label for route in call.considered if id(route) not in kept]
     if not chain:
         wait = max(1, int(retry_after + 0.999)) if retry_after else 1
-        raise ApiError(503, "no_available_route",
+        raise ApiError(503, codes.NO_AVAILABLE_ROUTE,
                        f"No route of '{call.alias.name}' is available under policy '{call.policy.name}' right now."
                        f"{_failure_notes(call)}", headers={"Retry-After": str(wait)})
     if call.stream:
         return await _stream(call, chain, payload)
     return await _complete(call, chain, payload)
-
-
-async def _authenticate(call: Call, snap, request) -> KeyInfo:
-    ip = call.client_ip or "unknown"
-    try:
-        return await authenticate_request(snap, request.headers)
-    except KeyRejected as rejected:
-        try:
-            await limits.check_auth_failures(ip)
-        except limits.LimitExceeded as exceeded:
-            raise _limit_error(exceeded) from None
-        await limits.record_auth_failure(ip)
-        raise ApiError(401, rejected.code, rejected.message) from None
 
 
 async def _admit(call: Call, payload: dict) -> None:
@@ -342,15 +330,15 @@ def parse_body(request) -> dict:
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+        raise ApiError(400, codes.INVALID_JSON, "The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+        raise ApiError(400, codes.INVALID_JSON, "The request body must be a JSON object.")
     validate_chat_completion(payload)
     return payload
 
 
 def _too_big() -> ApiError:
-    return ApiError(413, "request_too_large",
+    return ApiError(413, codes.REQUEST_TOO_LARGE,
                     f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
 
 
@@ -410,12 +398,12 @@ async def run_chain(call: Call, chain: list[RouteInfo], attempt):
 def _all_failed(call: Call) -> ApiError:
     notes = _failure_notes(call)
     if not call.attempts:
-        return ApiError(503, "no_available_route",
+        return ApiError(503, codes.NO_AVAILABLE_ROUTE,
                         f"No route was available to try (all are cooling down).{notes}", headers={"Retry-After": "1"})
     reasons = ", ".join(f"{a['provider']}/{a['upstream_model']} ({a['outcome']})" for a in call.attempts)
     if all(a["outcome"] == outcomes.TIMEOUT for a in call.attempts):
-        return ApiError(504, "upstream_timeout", f"Every upstream timed out: {reasons}.{notes}")
-    return ApiError(502, "all_upstreams_failed", f"All upstream routes failed: {reasons}.{notes}")
+        return ApiError(504, codes.UPSTREAM_TIMEOUT, f"Every upstream timed out: {reasons}.{notes}")
+    return ApiError(502, codes.ALL_UPSTREAMS_FAILED, f"All upstream routes failed: {reasons}.{notes}")
 
 
 def _failure_notes(call: Call) -> str:
@@ -456,7 +444,6 @@ async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResp
         stream, first = await open_stream(route, upstream_body(payload, route), call.deadline)
         # Headers wait for a real completion chunk: a malformed or error event first still fails over.
         while not any(is_valid_first_event(e) for e in first):
-            state.malformed_events += len(first)
             first = await stream.first_events(route.provider.first_token_timeout_s)
         return stream, first
 
@@ -473,10 +460,10 @@ async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResp
     response["cache-control"] = "no-cache"
     response["x-accel-buffering"] = "no"
 
-    async def on_close():  # see ApiHandler.handle; a no-op when the stream already logged the call
+    async def on_close():  # the contract: rainymodel_site.asgi.ApiHandler; a no-op once the stream logged the call
         if not call.finished:
             await stream.close()
-            await call.finish(499, "client_disconnected")
+            await call.finish(499, codes.CLIENT_DISCONNECTED)
 
     response.on_close = on_close
     return response
@@ -489,15 +476,15 @@ async def _relay_and_log(call: Call, relay: Relay, stream, first):
         async for chunk in relay.run(stream, first):
             yield chunk
         if relay.interrupted_reason:
-            status, code = 502, "stream_interrupted"
+            status, code = 502, codes.STREAM_INTERRUPTED
         call.route = relay.usages[-1].route
     except (asyncio.CancelledError, GeneratorExit):
-        status, code = 499, "client_disconnected"
+        status, code = 499, codes.CLIENT_DISCONNECTED
         raise
     except Exception:
         log.exception("stream relay failed for %s", call.request_id)
-        status, code = 502, "stream_interrupted"
-        yield relay.interruption_event("internal_error")
+        status, code = 502, codes.STREAM_INTERRUPTED
+        yield relay.interruption_event(codes.INTERNAL_ERROR)
     finally:
         await stream.close()
         await call.finish(status, code)

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+
+# The reasons, spelled in routing/reasons.py; re-exported because callers name them as outcomes (`outcomes.TIMEOUT`).
+from routing.reasons import (CONNECT_ERROR, CONTEXT_LENGTH_EXCEEDED, CREDITS_EXHAUSTED, HTTP_429,  # noqa: F401
+                             INVALID_RESPONSE, RESET, STREAM_INTERRUPTED, TIMEOUT, UPSTREAM_ERROR_EVENT, http)
 
 RETRY = "retry"            # same route again, after `wait` seconds, while retries remain
 NEXT = "next"              # move on to the next route
@@ -20,14 +25,6 @@ SHORT_RETRY_AFTER_S = 5.0
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 4.0
 
-# Transport failures.
-CONNECT_ERROR = "connect_error"
-RESET = "reset"
-TIMEOUT = "timeout"
-INVALID_RESPONSE = "invalid_response"
-STREAM_INTERRUPTED = "stream_interrupted"
-CREDITS_EXHAUSTED = "credits_exhausted"
-CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +45,6 @@ def parse_retry_after(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         try:
-            from datetime import datetime, timezone
-
             when = parsedate_to_datetime(value)
             seconds = (when - datetime.now(timezone.utc)).total_seconds()
         except (TypeError, ValueError, OverflowError):
@@ -60,23 +55,23 @@ def parse_retry_after(value: str | None) -> float | None:
 def classify_status(status: int, error_code: str | None = None, retry_after: float | None = None) -> Decision:
     """An upstream HTTP error status (anything but 2xx)."""
     if status in (500, 502, 503, 504):
-        return Decision(RETRY, f"http_{status}")
+        return Decision(RETRY, http(status))
     if status == 429:
         if retry_after is None:
-            return Decision(RETRY, "http_429")
+            return Decision(RETRY, HTTP_429)
         if retry_after <= SHORT_RETRY_AFTER_S:
-            return Decision(RETRY, "http_429", wait=retry_after)
-        return Decision(NEXT, "http_429", cooldown=retry_after)
+            return Decision(RETRY, HTTP_429, wait=retry_after)
+        return Decision(NEXT, HTTP_429, cooldown=retry_after)
     if status == 402:
         return Decision(NEXT, CREDITS_EXHAUSTED)
     if status in (401, 403, 404):
-        return Decision(NEXT, f"http_{status}")
+        return Decision(NEXT, http(status))
     if status == 400 and error_code == CONTEXT_LENGTH_EXCEEDED:
         return Decision(CONTEXT, CONTEXT_LENGTH_EXCEEDED, counts_against_breaker=False)
     if status in (400, 413, 422) or 400 <= status < 500:
         # The request itself is wrong (content filters included): the same body fails everywhere.
-        return Decision(RETURN, f"http_{status}", counts_against_breaker=False)
-    return Decision(RETRY, f"http_{status}")  # other 5xx
+        return Decision(RETURN, http(status), counts_against_breaker=False)
+    return Decision(RETRY, http(status))  # other 5xx
 
 
 def classify_transport(kind: str) -> Decision:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from routing.proxy import breaker, outcomes
-from routing.proxy.errors import error_body
+from rainymodel_site.api_errors import error_body
 from routing.proxy.sse import DONE, DONE_EVENT, event
 from routing.proxy.upstream import AttemptFailed, StreamBroken, UpstreamStream, open_stream
 from routing.snapshot import KeyInfo, RouteInfo
@@ -41,8 +41,6 @@ class StreamState:
     done: bool = False
     tool_calls_seen: bool = False
     multi_choice: bool = False
-    malformed_events: int = 0
-    first_token_at: float | None = None
 
     @property
     def text(self) -> str:
@@ -149,20 +147,17 @@ class Relay:
         try:
             obj = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            self.state.malformed_events += 1
             log.warning("dropped a malformed event from %s", stream.route.label)
             return None
         if not isinstance(obj, dict):
-            self.state.malformed_events += 1
             return None
         if "error" in obj:
-            raise StreamBroken("upstream_error_event")
+            raise StreamBroken(outcomes.UPSTREAM_ERROR_EVENT)
         if isinstance(obj.get("usage"), dict):
             usage.prompt_tokens = obj["usage"].get("prompt_tokens")
             usage.completion_tokens = obj["usage"].get("completion_tokens")
         choices = obj.get("choices")
         if not isinstance(choices, list):
-            self.state.malformed_events += 1
             return None
         if not choices:
             # The usage-only chunk: relayed only when the client asked for usage.
@@ -190,8 +185,6 @@ class Relay:
             payload = orjson.dumps(dict(obj, choices=[choice] + choices[1:]))
             content = new_text
         if content:
-            if self.state.first_token_at is None:
-                self.state.first_token_at = time.monotonic()
             self.state.delivered.append(content)
             self.state.delivered_chars += len(content)
         if choice.get("finish_reason"):
@@ -246,7 +239,7 @@ class Relay:
     def interruption_event(reason: str) -> bytes:
         message = ("The upstream stream was interrupted and could not be continued; the answer is incomplete "
                    f"({reason}).")
-        return event(orjson.dumps(error_body(message, "upstream_error", "stream_interrupted")))
+        return event(orjson.dumps(error_body(message, "upstream_error", outcomes.STREAM_INTERRUPTED)))
 
 
 class Splice:

@@ -65,13 +65,11 @@ async def _send(route: RouteInfo, payload: bytes, budget: float) -> httpx.Respon
 class AttemptFailed(Exception):
     """One attempt on one route did not produce an answer."""
 
-    def __init__(self, decision: Decision, *, status: int | None = None, body: bytes = b"",
-                 retry_after: float | None = None, detail: str = ""):
+    def __init__(self, decision: Decision, *, status: int | None = None, body: bytes = b"", detail: str = ""):
         super().__init__(decision.reason)
         self.decision = decision
         self.status = status
         self.body = body
-        self.retry_after = retry_after
         self.detail = detail
 
 
@@ -125,7 +123,7 @@ async def _failure_from_response(response: httpx.Response) -> AttemptFailed:
     if code is None and isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         code = parsed["error"].get("code")
     decision = outcomes.classify_status(response.status_code, code, retry_after)
-    return AttemptFailed(decision, status=response.status_code, body=body, retry_after=retry_after)
+    return AttemptFailed(decision, status=response.status_code, body=body)
 
 
 def _transport_failure(exc: BaseException) -> AttemptFailed:

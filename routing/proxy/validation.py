@@ -20,7 +20,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from routing.proxy.errors import ApiError
+from rainymodel_site.api_errors import ApiError
 
 MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")

@@ -26,7 +26,7 @@ def admin_world(django_user_model):
     from rainymodel_site.shared_state import state
     from routing.config_file import import_file
     from routing.models import Route
-    from routing.proxy import breaker
+    from routing import breakers
     from tests.routing.conftest import DEFAULTS_FILE
     from usage.models import RequestLog
 
@@ -52,8 +52,8 @@ def admin_world(django_user_model):
             latency_ms=1234 + i * 10, ttft_ms=321, prompt_tokens=1500, completion_tokens=700, cost_usd="0.00123",
         )
     route = Route.objects.get(provider__name="ollama-primary", alias__name="rainymodel/code")
-    state().set_sync(breaker.route_key(route.pk), breaker.encode(breaker.BreakerState(
-        status=breaker.OPEN, failures=3, open_until=time.time() + 600, cooldown_s=600, last_reason="http_503")))
+    state().set_sync(breakers.route_key(route.pk), breakers.encode(breakers.BreakerState(
+        status=breakers.OPEN, failures=3, open_until=time.time() + 600, cooldown_s=600, last_reason="http_503")))
     return laptop
 
 

@@ -254,7 +254,7 @@ def test_client_errors_never_open_the_breaker(fake_upstream, make_routing, start
 
 def test_ready_reports_open_breakers_and_admin_reset_closes_them(
         fake_upstream, fallback_upstream, make_routing, start_cluster):
-    from routing.proxy import breaker
+    from routing import breakers
 
     routing = make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=1,
                                                  breaker_cooldown_s=30))
@@ -272,7 +272,7 @@ def test_ready_reports_open_breakers_and_admin_reset_closes_them(
     if len(cluster.servers) == 1:
         return  # the in-process store of a single server cannot be reset from this test process
     fake_upstream.default = ok()
-    breaker.reset_sync(route_id=routing.routes[0].id)
+    breakers.reset_sync(route_id=routing.routes[0].id)
     assert provider_of(cluster.chat(server=0)) == "primary"
     assert provider_of(cluster.chat(server=1)) == "primary"
 

@@ -68,7 +68,7 @@ def make_routing(*routes: dict, alias: str = "rainymodel/auto", catch_all: bool 
     With `catch_all`, model names outside rainymodel/ resolve to this alias.
     """
     from routing.models import Alias, Provider, Route, RoutingSettings
-    from routing.snapshot import bump_version
+    from routing.config_version import bump_version
 
     policies = ensure_standard_policies()
     alias_obj, _ = Alias.objects.get_or_create(name=alias, defaults={"listed": listed})

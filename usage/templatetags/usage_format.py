@@ -1,6 +1,7 @@
 """How the usage pages print numbers: the same format for the same kind of figure on every page."""
 
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from django import template
 
@@ -48,8 +49,6 @@ def num(value):
 @register.filter
 def querystring_with(items, override):
     """Build a query string from (name, value) pairs; `override` is "name=value" replacing that name."""
-    from urllib.parse import urlencode
-
     name, _, value = str(override).partition("=")
     pairs = [(k, v) for k, v in items if k != name]
     if value:

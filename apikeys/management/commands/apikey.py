@@ -86,14 +86,6 @@ def utc_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="minutes")
 
 
-def status(api_key: APIKey) -> str:
-    if api_key.is_revoked:
-        return "revoked"
-    if api_key.is_expired():
-        return "expired"
-    return "active"
-
-
 def no_match(key: str, prefix_exists: bool) -> str:
     """Why `revoke` found nothing, naming what was looked up: keys are found by their prefix (first
     PREFIX_LENGTH characters). Something shaped like a whole key is not echoed, in case it is a real one."""
@@ -192,7 +184,7 @@ class Command(BaseCommand):
         for api_key in APIKey.objects.select_related("owner", "default_policy").prefetch_related("quotas"):
             rows.append((
                 api_key.prefix, api_key.name, api_key.owner.get_username() if api_key.owner else "-",
-                status(api_key), self._limits(api_key),
+                api_key.status, self._limits(api_key),
                 utc_time(api_key.last_used_at) if api_key.last_used_at else "never",
             ))
         if len(rows) == 1:

@@ -8,58 +8,60 @@ import time
 import pytest
 
 from rainymodel_site import shared_state
+from routing import breakers
+from routing.breakers import CLOSED, HALF_OPEN, OPEN, BreakerState
 from routing.proxy import breaker
-from routing.proxy.breaker import CLOSED, HALF_OPEN, OPEN, BreakerState
-from routing.snapshot import MASTER_KEY_INFO, AliasInfo, KeyInfo, ProviderInfo, RouteInfo, Snapshot
+from routing.snapshot import MASTER_KEY_INFO, AliasInfo, Snapshot
+from tests.factories import make_key, make_provider, make_route
 
 NOW = 1_700_000_000.0
-ROUTE_PLAN = breaker.FailurePlan("route", threshold=3, cooldown_s=15.0, at_once=False)
+ROUTE_PLAN = breakers.FailurePlan("route", threshold=3, cooldown_s=15.0, at_once=False)
 
 
 def fail(st, reason="http_503", now=NOW, plan=ROUTE_PLAN):
-    return breaker.on_failure(st, reason=reason, now=now, plan=plan)
+    return breakers.on_failure(st, reason=reason, now=now, plan=plan)
 
 
 # --- pure transitions ----------------------------------------------------------------------------------------------
 
 def test_a_new_breaker_is_closed_and_clean():
     st = BreakerState()
-    assert breaker.status_at(st, NOW) == CLOSED
+    assert breakers.status_at(st, NOW) == CLOSED
     assert st.is_clean
-    assert breaker.seconds_until_half_open(st, NOW) == 0
+    assert breakers.seconds_until_half_open(st, NOW) == 0
 
 
 def test_breaker_opens_after_threshold_consecutive_failures():
     st = fail(fail(BreakerState()))
-    assert breaker.status_at(st, NOW) == CLOSED and st.failures == 2
+    assert breakers.status_at(st, NOW) == CLOSED and st.failures == 2
     st = fail(st)
-    assert breaker.status_at(st, NOW) == OPEN
+    assert breakers.status_at(st, NOW) == OPEN
     assert st.open_until == NOW + 15
-    assert breaker.seconds_until_half_open(st, NOW + 5) == 10
+    assert breakers.seconds_until_half_open(st, NOW + 5) == 10
 
 
 def test_a_success_between_failures_resets_the_count():
-    st = breaker.on_success(fail(fail(BreakerState())))
+    st = breakers.on_success(fail(fail(BreakerState())))
     assert st.failures == 0 and st.status == CLOSED
-    assert breaker.status_at(fail(fail(st)), NOW) == CLOSED
+    assert breakers.status_at(fail(fail(st)), NOW) == CLOSED
 
 
 def test_open_breaker_half_opens_when_the_cooldown_has_passed():
     st = fail(fail(fail(BreakerState())))
-    assert breaker.status_at(st, NOW + 14.9) == OPEN
-    assert breaker.status_at(st, NOW + 15) == HALF_OPEN
-    assert breaker.seconds_until_half_open(st, NOW + 15) == 0
+    assert breakers.status_at(st, NOW + 14.9) == OPEN
+    assert breakers.status_at(st, NOW + 15) == HALF_OPEN
+    assert breakers.seconds_until_half_open(st, NOW + 15) == 0
 
 
 def test_failed_probe_reopens_for_another_cooldown_of_the_same_length():
     st = fail(fail(fail(BreakerState())))
     reopened = fail(st, now=NOW + 20)
-    assert breaker.status_at(reopened, NOW + 20) == OPEN
+    assert breakers.status_at(reopened, NOW + 20) == OPEN
     assert reopened.open_until == NOW + 35
 
 
 def test_failed_probe_after_a_429_reopens_for_the_retry_after_length():
-    plan = breaker.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600,
+    plan = breakers.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600,
                                 retry_after=7)
     st = fail(BreakerState(), reason="http_429", plan=plan)
     assert st.open_until == NOW + 7
@@ -77,13 +79,13 @@ def test_late_failure_while_open_does_not_restart_the_cooldown():
 
 def test_credits_exhausted_while_open_extends_to_the_credit_cooldown():
     st = fail(fail(fail(BreakerState())))
-    plan = breaker.plan_failure("credits_exhausted", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=600)
+    plan = breakers.plan_failure("credits_exhausted", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=600)
     st = fail(st, reason="credits_exhausted", now=NOW + 1, plan=plan)
     assert st.open_until == NOW + 601
 
 
 def test_success_closes_an_open_breaker_and_keeps_the_history():
-    st = breaker.on_success(fail(fail(fail(BreakerState()))))
+    st = breakers.on_success(fail(fail(fail(BreakerState()))))
     assert st.status == CLOSED and st.open_until is None and st.is_clean
     assert [reason for _, reason in st.recent] == ["http_503"] * 3
 
@@ -92,87 +94,87 @@ def test_recent_failures_keep_only_the_newest():
     st = BreakerState()
     for i in range(8):
         st = fail(st, reason=f"http_50{i % 5}", now=NOW + i)
-    assert len(st.recent) == breaker.RECENT_FAILURES_KEPT
+    assert len(st.recent) == breakers.RECENT_FAILURES_KEPT
     assert st.recent[-1] == (NOW + 7, "http_502")
 
 
 @pytest.mark.parametrize("reason", ["connect_error", "http_401", "http_403"])
 def test_whole_provider_reasons_count_against_the_provider(reason):
-    plan = breaker.plan_failure(reason, breaker_failures=2, breaker_cooldown_s=9, credit_cooldown_s=3600)
-    assert plan == breaker.FailurePlan("provider", 2, 9.0, at_once=False)
+    plan = breakers.plan_failure(reason, breaker_failures=2, breaker_cooldown_s=9, credit_cooldown_s=3600)
+    assert plan == breakers.FailurePlan("provider", 2, 9.0, at_once=False)
 
 
 @pytest.mark.parametrize("reason", ["reset", "timeout", "http_500", "http_503", "http_404", "invalid_response",
                                     "stream_interrupted", "http_429"])
 def test_other_reasons_count_against_the_route(reason):
-    plan = breaker.plan_failure(reason, breaker_failures=2, breaker_cooldown_s=9, credit_cooldown_s=3600)
-    assert plan == breaker.FailurePlan("route", 2, 9.0, at_once=False)
+    plan = breakers.plan_failure(reason, breaker_failures=2, breaker_cooldown_s=9, credit_cooldown_s=3600)
+    assert plan == breakers.FailurePlan("route", 2, 9.0, at_once=False)
 
 
 def test_credits_exhausted_opens_the_provider_at_once_for_the_credit_cooldown():
-    plan = breaker.plan_failure("credits_exhausted", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600)
-    assert plan == breaker.FailurePlan("provider", 3, 3600.0, at_once=True)
+    plan = breakers.plan_failure("credits_exhausted", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600)
+    assert plan == breakers.FailurePlan("provider", 3, 3600.0, at_once=True)
     st = fail(BreakerState(), reason="credits_exhausted", plan=plan)
-    assert breaker.status_at(st, NOW + 3599) == OPEN
+    assert breakers.status_at(st, NOW + 3599) == OPEN
 
 
 def test_429_with_retry_after_opens_the_route_at_once_for_that_long():
-    plan = breaker.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600,
+    plan = breakers.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600,
                                 retry_after=7)
-    assert plan == breaker.FailurePlan("route", 3, 7.0, at_once=True)
+    assert plan == breakers.FailurePlan("route", 3, 7.0, at_once=True)
 
 
 @pytest.mark.parametrize("reason", ["http_400", "http_413", "http_422"])
 def test_client_errors_are_refused(reason):
     with pytest.raises(ValueError, match="client errors"):
-        breaker.plan_failure(reason, breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600)
+        breakers.plan_failure(reason, breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600)
 
 
 def test_state_survives_encoding():
     st = fail(fail(fail(BreakerState(), now=NOW)), reason="timeout", now=NOW + 1.25)
-    assert breaker.decode(breaker.encode(st)) == st
+    assert breakers.decode(breakers.encode(st)) == st
 
 
 @pytest.mark.parametrize("raw", ["not json", '{"x": 1}', '{"s": "open", "f": "many"}', "[]"])
 def test_unreadable_state_counts_as_closed(raw):
-    assert breaker.decode(raw) == BreakerState()
+    assert breakers.decode(raw) == BreakerState()
 
 
 def test_describe_reports_open_until_and_recent_failures():
     st = fail(fail(fail(BreakerState())))
-    desc = breaker.describe(st, NOW + 5)
+    desc = breakers.describe(st, NOW + 5)
     assert desc["state"] == OPEN and desc["retry_in_s"] == 10.0 and desc["last_reason"] == "http_503"
     assert desc["open_until"] == "2023-11-14T22:13:35+00:00"
     assert len(desc["recent_failures"]) == 3
-    assert breaker.describe(st, NOW + 16)["state"] == HALF_OPEN
-    assert breaker.describe_text(st, NOW + 5) == "open until 22:13:35 UTC (http_503)"
-    assert breaker.describe_text(BreakerState(), NOW) == "closed"
+    assert breakers.describe(st, NOW + 16)["state"] == HALF_OPEN
+    assert breakers.describe_text(st, NOW + 5) == "open until 22:13:35 UTC (http_503)"
+    assert breakers.describe_text(BreakerState(), NOW) == "closed"
 
 
 # --- pure transitions: whose failure is it ------------------------------------------------------------------------
 
 def key_fail(st, key, others_active=True, now=NOW, reason="http_500", plan=ROUTE_PLAN):
-    return breaker.on_failure(st, reason=reason, now=now, plan=plan, key=key, others_active=others_active)
+    return breakers.on_failure(st, reason=reason, now=now, plan=plan, key=key, others_active=others_active)
 
 
 def test_one_keys_failures_do_not_open_the_route_while_other_keys_use_it():
     st = BreakerState()
     for _ in range(10):
         st = key_fail(st, "a")
-    assert breaker.status_at(st, NOW) == CLOSED
+    assert breakers.status_at(st, NOW) == CLOSED
     assert st.failures == 10 and st.keys == ("a",)
 
 
 def test_failures_from_two_keys_open_the_route_at_the_threshold():
     st = key_fail(key_fail(BreakerState(), "a"), "a")
-    assert breaker.status_at(st, NOW) == CLOSED
+    assert breakers.status_at(st, NOW) == CLOSED
     st = key_fail(st, "b")
-    assert breaker.status_at(st, NOW) == OPEN and st.keys == ("a", "b")
+    assert breakers.status_at(st, NOW) == OPEN and st.keys == ("a", "b")
 
 
 def test_two_keys_below_the_threshold_do_not_open():
     st = key_fail(key_fail(BreakerState(), "a"), "b")
-    assert breaker.status_at(st, NOW) == CLOSED
+    assert breakers.status_at(st, NOW) == CLOSED
 
 
 def test_the_only_active_key_opens_the_route_at_the_threshold():
@@ -180,44 +182,44 @@ def test_the_only_active_key_opens_the_route_at_the_threshold():
     st = BreakerState()
     for _ in range(2):
         st = key_fail(st, "a", others_active=False)
-    assert breaker.status_at(st, NOW) == CLOSED
+    assert breakers.status_at(st, NOW) == CLOSED
     st = key_fail(st, "a", others_active=False)
-    assert breaker.status_at(st, NOW) == OPEN
+    assert breakers.status_at(st, NOW) == OPEN
 
 
 def test_a_success_from_any_key_ends_the_run():
-    st = breaker.on_success(key_fail(key_fail(BreakerState(), "a"), "a"))
+    st = breakers.on_success(key_fail(key_fail(BreakerState(), "a"), "a"))
     assert st.keys == () and st.failures == 0 and st.is_clean
     st = key_fail(key_fail(st, "b"), "b")
-    assert breaker.status_at(st, NOW) == CLOSED  # the earlier failures of "a" no longer count
+    assert breakers.status_at(st, NOW) == CLOSED  # the earlier failures of "a" no longer count
 
 
 def test_failed_probe_of_one_key_while_others_use_the_route_closes_it():
     st = key_fail(key_fail(key_fail(BreakerState(), "a", others_active=False), "a", others_active=False),
                   "a", others_active=False)
-    assert breaker.status_at(st, NOW) == OPEN
+    assert breakers.status_at(st, NOW) == OPEN
     # Key "b" came back meanwhile; the probe is again one of "a"'s failing requests.
     probed = key_fail(st, "a", others_active=True, now=NOW + 16)
-    assert breaker.status_at(probed, NOW + 16) == CLOSED and probed.open_until is None
+    assert breakers.status_at(probed, NOW + 16) == CLOSED and probed.open_until is None
     # The run goes on: a failure of "b" is a second key, so the route opens for everyone.
-    assert breaker.status_at(key_fail(probed, "b", now=NOW + 17), NOW + 17) == OPEN
+    assert breakers.status_at(key_fail(probed, "b", now=NOW + 17), NOW + 17) == OPEN
 
 
 def test_failed_probe_with_outage_evidence_reopens():
     st = key_fail(key_fail(key_fail(BreakerState(), "a"), "b"), "a")
-    assert breaker.status_at(st, NOW) == OPEN
+    assert breakers.status_at(st, NOW) == OPEN
     reopened = key_fail(st, "a", now=NOW + 16)
-    assert breaker.status_at(reopened, NOW + 16) == OPEN and reopened.open_until == NOW + 31
+    assert breakers.status_at(reopened, NOW + 16) == OPEN and reopened.open_until == NOW + 31
 
 
 def test_failures_the_content_cannot_cause_count_for_everyone():
-    provider_plan = breaker.plan_failure("connect_error", breaker_failures=1, breaker_cooldown_s=15,
+    provider_plan = breakers.plan_failure("connect_error", breaker_failures=1, breaker_cooldown_s=15,
                                          credit_cooldown_s=600)
     assert not provider_plan.attributed
-    assert breaker.status_at(key_fail(BreakerState(), "a", plan=provider_plan), NOW) == OPEN
-    long_429 = breaker.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=600,
+    assert breakers.status_at(key_fail(BreakerState(), "a", plan=provider_plan), NOW) == OPEN
+    long_429 = breakers.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=600,
                                     retry_after=30)
-    assert breaker.status_at(key_fail(BreakerState(), "a", plan=long_429, reason="http_429"), NOW) == OPEN
+    assert breakers.status_at(key_fail(BreakerState(), "a", plan=long_429, reason="http_429"), NOW) == OPEN
     assert ROUTE_PLAN.attributed
 
 
@@ -225,21 +227,21 @@ def test_run_keys_are_bounded_and_survive_encoding():
     st = BreakerState()
     for i in range(9):
         st = key_fail(st, str(i))
-    assert st.keys == tuple(str(i) for i in range(breaker.RUN_KEYS_KEPT))
-    assert breaker.decode(breaker.encode(st)) == st
-    assert breaker.describe(st, NOW)["failing_keys"] == breaker.RUN_KEYS_KEPT
+    assert st.keys == tuple(str(i) for i in range(breakers.RUN_KEYS_KEPT))
+    assert breakers.decode(breakers.encode(st)) == st
+    assert breakers.describe(st, NOW)["failing_keys"] == breakers.RUN_KEYS_KEPT
 
 
 def test_activity_is_windowed_bounded_and_excludes_the_asking_key():
     activity = {}
     for i in range(12):
-        activity = breaker.mark_active(activity, f"k{i}", NOW + i)
-    assert len(activity) == breaker.ACTIVE_KEPT and "k11" in activity and "k0" not in activity
-    assert not breaker.others_active({"a": NOW}, "a", NOW)
-    assert breaker.others_active({"a": NOW, "b": NOW - 30}, "a", NOW)
-    assert not breaker.others_active({"a": NOW, "b": NOW - breaker.ACTIVE_WINDOW_S - 1}, "a", NOW)
-    assert breaker.mark_active({"b": NOW - breaker.ACTIVE_WINDOW_S - 1}, "a", NOW) == {"a": NOW}
-    assert breaker.decode_activity("not json") == {} and breaker.decode_activity(None) == {}
+        activity = breakers.mark_active(activity, f"k{i}", NOW + i)
+    assert len(activity) == breakers.ACTIVE_KEPT and "k11" in activity and "k0" not in activity
+    assert not breakers.others_active({"a": NOW}, "a", NOW)
+    assert breakers.others_active({"a": NOW, "b": NOW - 30}, "a", NOW)
+    assert not breakers.others_active({"a": NOW, "b": NOW - breakers.ACTIVE_WINDOW_S - 1}, "a", NOW)
+    assert breakers.mark_active({"b": NOW - breakers.ACTIVE_WINDOW_S - 1}, "a", NOW) == {"a": NOW}
+    assert breakers.decode_activity("not json") == {} and breakers.decode_activity(None) == {}
 
 
 # --- the shared store --------------------------------------------------------------------------------------------
@@ -254,40 +256,17 @@ def store(request, monkeypatch):
         os.environ["REDIS_URL"])
     store.flush_sync()
     monkeypatch.setattr(shared_state, "_state", store)
-    monkeypatch.setattr(breaker, "_seen", {})
+    monkeypatch.setattr(breakers, "seen", {})
     monkeypatch.setattr(breaker, "_marked", {})
     monkeypatch.setattr(breaker, "_outage", shared_state.Outage(breaker.STORE_RETRY_S))
     yield store
     store.flush_sync()
 
 
-def make_provider(name="p1", failures=2, cooldown=0.5, credit=5.0):
-    return ProviderInfo(
-        name=name, kind="openai", tier="free", base_url="http://127.0.0.1:9/v1", api_key="", extra_headers=(),
-        enabled=True, connect_timeout_s=1, first_token_timeout_s=1, idle_timeout_s=1, request_timeout_s=1,
-        max_retries=0, breaker_failures=failures, breaker_cooldown_s=cooldown, credit_cooldown_s=credit,
-    )
-
-
-def make_route(route_id, provider):
-    return RouteInfo(
-        id=route_id, alias="a", provider=provider, upstream_model=f"m{route_id}", position=route_id, weight=1,
-        enabled=True, context_window=None, supports_prefill=False, input_price_per_mtok=0, output_price_per_mtok=0,
-    )
-
-
 def forget_seen():
     """What another worker knows: nothing but the shared store."""
-    breaker._seen.clear()
+    breakers.seen.clear()
     breaker._marked.clear()
-
-
-def make_key(key_id):
-    return KeyInfo(
-        id=key_id, name=f"key-{key_id}", prefix=f"rm-{key_id}", hashed_key="", expires_at=None, revoked=False,
-        allowed_aliases=frozenset(), allowed_policies=frozenset(), default_policy=None, rpm_limit=None,
-        tpm_limit=None, max_concurrent=None, quotas=(),
-    )
 
 
 KEY_A, KEY_B, KEY_C = make_key(1), make_key(2), make_key(3)
@@ -354,7 +333,7 @@ async def test_successful_probe_closes_and_traffic_returns(store):
     await breaker.record_success(r1)
     forget_seen()
     assert await breaker.try_acquire(r1) and await breaker.try_acquire(r1)
-    st = breaker.states_sync([breaker.route_key(1)])[breaker.route_key(1)]
+    st = breakers.states_sync([breakers.route_key(1)])[breakers.route_key(1)]
     assert st.is_clean and st.last_reason == "http_503"
 
 
@@ -386,7 +365,7 @@ async def test_success_on_a_healthy_route_writes_nothing(store):
     r1 = make_route(1, p)
     await breaker.usable_routes([r1])
     await breaker.record_success(r1)
-    assert store.get_many_sync([breaker.route_key(1), breaker.provider_key("p1")]) == {}
+    assert store.get_many_sync([breakers.route_key(1), breakers.provider_key("p1")]) == {}
 
 
 async def test_success_clears_the_failure_count(store):
@@ -421,12 +400,12 @@ async def test_reset_closes_provider_and_route(store):
     await breaker.record_failure(r1, "http_500")
     await breaker.record_failure(r1, "connect_error")
     assert (await breaker.usable_routes([r1]))[0] == []
-    breaker.reset_sync(route_id=1)
+    breakers.reset_sync(route_id=1)
     assert (await breaker.usable_routes([r1]))[0] == []
-    breaker.reset_sync(provider="p1")
+    breakers.reset_sync(provider="p1")
     assert (await breaker.usable_routes([r1]))[0] == [r1]
     with pytest.raises(ValueError):
-        breaker.reset_sync()
+        breakers.reset_sync()
 
 
 async def test_describe_all_reports_providers_and_routes(store):
@@ -439,7 +418,7 @@ async def test_describe_all_reports_providers_and_routes(store):
                                 routes=(r1, r2), created=0)},
         policies={}, default_policy=None, catch_all_alias=None, keys_by_prefix={},
     )
-    desc = breaker.describe_all_sync(snap)
+    desc = breakers.describe_all_sync(snap)
     assert desc["providers"]["p1"]["state"] == CLOSED and desc["providers"]["p2"]["state"] == CLOSED
     assert desc["routes"]["1"]["state"] == OPEN and desc["routes"]["1"]["route"] == "p1/m1"
     assert desc["routes"]["1"]["recent_failures"][0]["reason"] == "http_502"
@@ -458,7 +437,7 @@ def unreachable(monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     store = UnreachableState(f"redis://127.0.0.1:{port}/0")
-    monkeypatch.setattr(breaker, "_seen", {})
+    monkeypatch.setattr(breakers, "seen", {})
     monkeypatch.setattr(breaker, "_outage", shared_state.Outage(breaker.STORE_RETRY_S))
     # Restored by hand, not by monkeypatch: the shared clean-up fixture must never see this store.
     previous, shared_state._state = shared_state._state, store
@@ -489,7 +468,7 @@ async def test_silent_store_costs_one_timeout_then_is_left_alone_for_a_moment(mo
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)  # never accepted, never answered
     store = UnreachableState(f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
-    monkeypatch.setattr(breaker, "_seen", {})
+    monkeypatch.setattr(breakers, "seen", {})
     monkeypatch.setattr(breaker, "_outage", shared_state.Outage(breaker.STORE_RETRY_S))
     previous, shared_state._state = shared_state._state, store
     try:
@@ -530,7 +509,7 @@ async def test_one_keys_failures_take_the_route_out_for_that_key_only(store):
     usable, retry_after = await breaker.usable_routes([r1, r2], KEY_A)
     assert usable == [r2] and 29 < retry_after <= 30
     assert not await breaker.try_acquire(r1, KEY_A)
-    route_state = breaker.states_sync([breaker.route_key(1)])[breaker.route_key(1)]
+    route_state = breakers.states_sync([breakers.route_key(1)])[breakers.route_key(1)]
     assert route_state.status == CLOSED and route_state.keys == ("1",)
 
 
@@ -554,7 +533,7 @@ async def test_the_only_key_using_a_route_opens_it_on_an_outage(store):
     await breaker.record_failure(r1, "http_503", key=MASTER_KEY_INFO)
     forget_seen()
     assert (await breaker.usable_routes([r1], KEY_B))[0] == []  # a key that shows up later is kept out too
-    st = breaker.states_sync([breaker.route_key(1)])[breaker.route_key(1)]
+    st = breakers.states_sync([breakers.route_key(1)])[breakers.route_key(1)]
     assert st.status == OPEN and st.keys == ("master",)
 
 
@@ -590,7 +569,7 @@ async def test_concurrent_failures_are_all_counted(store):
     p = make_provider(failures=1000, cooldown=30)
     r1 = make_route(1, p)
     await asyncio.gather(*(breaker.record_failure(r1, "http_500", key=key) for key in [KEY_A, KEY_B] * 10))
-    st = breaker.states_sync([breaker.route_key(1)])[breaker.route_key(1)]
+    st = breakers.states_sync([breakers.route_key(1)])[breakers.route_key(1)]
     assert st.failures == 20 and set(st.keys) == {"1", "2"}
 
 
@@ -614,12 +593,12 @@ async def test_activity_marks_are_throttled_per_process(store):
     p = make_provider()
     r1 = make_route(1, p)
     await breaker.usable_routes([r1], KEY_A)
-    assert set(breaker.decode_activity(store.get_sync(breaker.activity_key(1)))) == {"1"}
-    store.delete_sync(breaker.activity_key(1))
+    assert set(breakers.decode_activity(store.get_sync(breakers.activity_key(1)))) == {"1"}
+    store.delete_sync(breakers.activity_key(1))
     await breaker.usable_routes([r1], KEY_A)
-    assert store.get_sync(breaker.activity_key(1)) is None  # marked a moment ago: no write
+    assert store.get_sync(breakers.activity_key(1)) is None  # marked a moment ago: no write
     await breaker.usable_routes([r1], KEY_B)
-    assert set(breaker.decode_activity(store.get_sync(breaker.activity_key(1)))) == {"2"}
+    assert set(breakers.decode_activity(store.get_sync(breakers.activity_key(1)))) == {"2"}
 
 
 async def test_reset_of_a_route_closes_every_keys_breaker_on_it(store):
@@ -629,7 +608,7 @@ async def test_reset_of_a_route_closes_every_keys_breaker_on_it(store):
     await breaker.record_failure(r1, "http_500", key=KEY_A)
     await breaker.record_failure(r11, "http_500", key=KEY_A)
     assert (await breaker.usable_routes([r1, r11], KEY_A))[0] == []
-    breaker.reset_sync(route_id=1)
+    breakers.reset_sync(route_id=1)
     assert (await breaker.usable_routes([r1, r11], KEY_A))[0] == [r1]  # route 11's key breaker stays
 
 
@@ -646,9 +625,9 @@ async def test_compare_and_set_writes_only_when_nothing_changed(store):
 
 def open_breaker_sync(key, reason="http_503", seconds=60.0):
     now = time.time()
-    plan = breaker.FailurePlan("route", threshold=1, cooldown_s=seconds, at_once=True)
-    st = breaker.on_failure(BreakerState(), reason=reason, now=now, plan=plan)
-    shared_state.state().set_sync(key, breaker.encode(st))
+    plan = breakers.FailurePlan("route", threshold=1, cooldown_s=seconds, at_once=True)
+    st = breakers.on_failure(BreakerState(), reason=reason, now=now, plan=plan)
+    shared_state.state().set_sync(key, breakers.encode(st))
 
 
 @pytest.fixture
@@ -661,8 +640,8 @@ def routing_rows(make_routing):
 
 def test_admin_shows_provider_and_route_breakers(admin_client, routing_rows):
     route = routing_rows.routes[0]
-    open_breaker_sync(breaker.provider_key("flaky"), reason="connect_error")
-    open_breaker_sync(breaker.route_key(route.id), reason="http_502")
+    open_breaker_sync(breakers.provider_key("flaky"), reason="connect_error")
+    open_breaker_sync(breakers.route_key(route.id), reason="http_502")
 
     listing = admin_client.get("/admin/routing/provider/").content.decode()
     assert "open until" in listing and "(connect_error)" in listing
@@ -674,27 +653,27 @@ def test_admin_shows_provider_and_route_breakers(admin_client, routing_rows):
 
 def test_admin_reset_provider_breaker_closes_provider_and_its_routes(admin_client, routing_rows):
     route = routing_rows.routes[1]
-    open_breaker_sync(breaker.provider_key("flaky"), reason="http_401")
-    open_breaker_sync(breaker.route_key(route.id))
+    open_breaker_sync(breakers.provider_key("flaky"), reason="http_401")
+    open_breaker_sync(breakers.route_key(route.id))
     response = admin_client.post("/admin/routing/provider/", {
         "action": "reset_breakers", "_selected_action": [routing_rows.providers[0].pk]}, follow=True)
     assert response.status_code == 200 and "reset" in response.content.decode()
-    states = breaker.states_sync([breaker.provider_key("flaky"), breaker.route_key(route.id)])
+    states = breakers.states_sync([breakers.provider_key("flaky"), breakers.route_key(route.id)])
     assert all(st == BreakerState() for st in states.values())
 
 
 def test_admin_reset_alias_route_breakers(admin_client, routing_rows):
-    keys = [breaker.route_key(r.id) for r in routing_rows.routes]
+    keys = [breakers.route_key(r.id) for r in routing_rows.routes]
     for key in keys:
         open_breaker_sync(key)
     admin_client.post("/admin/routing/alias/", {
         "action": "reset_route_breakers", "_selected_action": [routing_rows.alias.pk]}, follow=True)
-    assert all(st == BreakerState() for st in breaker.states_sync(keys).values())
+    assert all(st == BreakerState() for st in breakers.states_sync(keys).values())
 
 
 def test_admin_breaker_text_when_store_is_unreachable(unreachable, monkeypatch):
-    monkeypatch.setattr(breaker, "_admin_outage", shared_state.Outage(breaker.ADMIN_RETRY_AFTER_FAILURE_S))
+    monkeypatch.setattr(breakers, "_admin_outage", shared_state.Outage(breakers.ADMIN_RETRY_AFTER_FAILURE_S))
     started = time.monotonic()
-    texts = [breaker.breaker_text_sync(route_id=i) for i in range(5)]
+    texts = [breakers.breaker_text_sync(route_id=i) for i in range(5)]
     assert texts == ["unknown (shared state unreachable)"] * 5
     assert time.monotonic() - started < 3  # one timeout at most, not one per row

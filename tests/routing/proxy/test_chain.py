@@ -6,21 +6,18 @@ from collections import Counter
 import pytest
 
 from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
-from routing.proxy.errors import ApiError
-from routing.snapshot import MASTER_KEY_INFO, AliasInfo, PolicyInfo, ProviderInfo, RouteInfo, Snapshot
+from rainymodel_site.api_errors import ApiError
+from routing.snapshot import PolicyInfo
+from tests.factories import make_alias, make_master_key, make_provider, make_route, make_snapshot
 
 
 def provider(name, tier, enabled=True):
-    return ProviderInfo(name=name, kind="openai", tier=tier, base_url="http://x/v1", api_key="", extra_headers=(),
-                        enabled=enabled, connect_timeout_s=1, first_token_timeout_s=1, idle_timeout_s=1,
-                        request_timeout_s=1, max_retries=0, breaker_failures=3, breaker_cooldown_s=1,
-                        credit_cooldown_s=1)
+    return make_provider(name, tier=tier, enabled=enabled, failures=3, cooldown=1, credit=1)
 
 
-def route(id, prov, position=0, weight=1, enabled=True, context_window=None):
-    return RouteInfo(id=id, alias="a", provider=prov, upstream_model=f"m{id}", position=position, weight=weight,
-                     enabled=enabled, context_window=context_window, supports_prefill=False,
-                     input_price_per_mtok=0, output_price_per_mtok=0)
+def route(id, prov, position=0, **more):
+    """Routes here share position 0 unless a test orders them."""
+    return make_route(id, prov, position=position, **more)
 
 
 FREE, INTERNAL, PREMIUM = provider("hf", "free"), provider("ollama", "internal"), provider("or", "premium")
@@ -29,21 +26,15 @@ PREMIUM_FIRST = PolicyInfo("premium", ("premium", "free", "internal"), False)
 FREE_ONLY = PolicyInfo("free", ("free", "internal"), False)
 
 
-def alias(name="rainymodel/auto", routes=(), enabled=True, default_policy=None):
-    return AliasInfo(name=name, description="", enabled=enabled, listed=True, default_policy=default_policy,
-                     routes=tuple(routes), created=0)
+alias = make_alias
 
 
 def snap(aliases=(), policies=(AUTO, PREMIUM_FIRST, FREE_ONLY), catch_all=None):
-    return Snapshot(version=1, providers={}, aliases={a.name: a for a in aliases},
-                    policies={p.name: p for p in policies},
-                    default_policy=next((p.name for p in policies if p.is_default), None),
-                    catch_all_alias=catch_all, keys_by_prefix={})
+    return make_snapshot(aliases, policies, catch_all=catch_all)
 
 
 def key(**fields):
-    from dataclasses import replace
-    return replace(MASTER_KEY_INFO, id=1, prefix="rm-abc", **fields)
+    return make_master_key(id=1, prefix="rm-abc", **fields)
 
 
 def test_exact_alias_name_wins():

@@ -16,6 +16,13 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
+from tqdm import tqdm
+
+from apikeys.models import APIKey
+from apikeys.services import apikey_create
+from usage.models import RequestLog, UsageDaily, UsageHourly
+from usage.rollups import add_to_rollups
+from usage.synthetic import Generator, configured_routes, write_rows
 
 AGE = re.compile(r"^(\d+)([hdw])$")
 UNITS = {"h": "hours", "d": "days", "w": "weeks"}
@@ -61,8 +68,6 @@ class Command(BaseCommand):
             self.remove_generated(options["batch_size"])
 
     def prune(self, age: timedelta, batch_size: int) -> None:
-        from usage.models import RequestLog
-
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         cutoff = timezone.now() - age
@@ -78,12 +83,6 @@ class Command(BaseCommand):
                           "(hourly rollups kept).")
 
     def generate(self, *, rows: int, days: int, keys: int, batch_size: int, seed, force: bool, **_options) -> None:
-        from tqdm import tqdm
-
-        from apikeys.models import APIKey
-        from usage.models import RequestLog
-        from usage.synthetic import Generator, configured_routes, write_rows
-
         if rows < 1 or days < 1 or batch_size < 1 or keys < 1:
             raise CommandError("--rows, --days, --keys and --batch-size must be positive.")
         real_keys = APIKey.objects.exclude(name__startswith=DEMO_PREFIX).count()
@@ -115,9 +114,6 @@ class Command(BaseCommand):
 
     def _demo_keys(self, count: int, start) -> list[tuple[int, str]]:
         """Keys `demo-1` … `demo-<count>` (made when missing), dated back to `start` so no row predates its key."""
-        from apikeys.models import APIKey
-        from apikeys.services import apikey_create
-
         existing = {k.name: k for k in APIKey.objects.filter(name__startswith=DEMO_PREFIX, revoked_at__isnull=True,
                                                               owner__isnull=True)}
         created = 0
@@ -134,10 +130,6 @@ class Command(BaseCommand):
         return [(k.id, k.prefix) for k in keys]
 
     def remove_generated(self, batch_size: int) -> None:
-        from apikeys.models import APIKey
-        from usage.models import RequestLog, UsageDaily, UsageHourly
-        from usage.rollups import add_to_rollups
-
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         columns = ["id", "created_at", "api_key_id", "key_prefix", "alias", "policy", "tier", "provider",

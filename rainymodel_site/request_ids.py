@@ -1,4 +1,5 @@
-"""The /v1/ handler's only middleware (rainymodel_site.asgi.ApiHandler).
+"""Request ids under /v1/: `request_id_of` (the one place that picks one) and the /v1/ handler's only middleware
+(rainymodel_site.asgi.ApiHandler).
 
 - `x-request-id` on every API response (SPEC §5): the client's `X-Request-ID` when it is a sane token, else a new
   one. The chat-completions flow sets its own (it is also the RequestLog id); this covers everything else under

@@ -12,6 +12,8 @@ import orjson
 from django.http import HttpResponse
 from rest_framework import exceptions as drf_exceptions
 
+from rainymodel_site import error_codes as codes
+
 log = logging.getLogger(__name__)
 
 # Default OpenAI error `type` for each status.
@@ -65,37 +67,29 @@ def api_error_response(error: ApiError) -> HttpResponse:
 
 
 def exception_handler(exc, context):
-    """DRF exception handler: anything raised in an API view becomes an OpenAI-shaped error."""
+    """DRF exception handler: anything raised in an API view becomes an OpenAI-shaped error.
+
+    The API views have no DRF parsers, authenticators, permissions or throttles (settings.REST_FRAMEWORK; keys are
+    checked over the snapshot), so the DRF exceptions they can raise are MethodNotAllowed and, from content
+    negotiation, NotAcceptable; any other APIException still gets its own status and code."""
     if isinstance(exc, ApiError):
         return api_error_response(exc)
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
-        return error_response(405, "method_not_allowed", str(exc.detail))
-    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
-        return error_response(415, "unsupported_media_type", str(exc.detail), type="invalid_request_error")
-    if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
-        return error_response(401, "invalid_api_key", str(exc.detail))
-    if isinstance(exc, drf_exceptions.PermissionDenied):
-        return error_response(403, "permission_denied", str(exc.detail))
-    if isinstance(exc, drf_exceptions.NotFound):
-        return error_response(404, "not_found", str(exc.detail))
-    if isinstance(exc, drf_exceptions.Throttled):
-        return error_response(429, "rate_limit_exceeded", str(exc.detail))
-    if isinstance(exc, drf_exceptions.ParseError):
-        return error_response(400, "invalid_json", str(exc.detail))
+        return error_response(405, codes.METHOD_NOT_ALLOWED, str(exc.detail))
     if isinstance(exc, drf_exceptions.APIException):
         return error_response(exc.status_code, exc.default_code, str(exc.detail))
     log.exception("unhandled error in API view", exc_info=exc)
-    return error_response(500, "internal_error", "The server had an error while processing your request.")
+    return error_response(500, codes.INTERNAL_ERROR, "The server had an error while processing your request.")
 
 
 def not_found_handler(request, exception=None):
     """404 for any unknown path: OpenAI-shaped under /v1/, a plain page elsewhere."""
     if request.path.startswith("/v1/"):
-        return error_response(404, "unknown_url", f"Unknown request URL: {request.method} {request.path}.")
+        return error_response(404, codes.UNKNOWN_URL, f"Unknown request URL: {request.method} {request.path}.")
     return HttpResponse("Not found", status=404, content_type="text/plain")
 
 
 def server_error_handler(request):
     if request.path.startswith("/v1/"):
-        return error_response(500, "internal_error", "The server had an error while processing your request.")
+        return error_response(500, codes.INTERNAL_ERROR, "The server had an error while processing your request.")
     return HttpResponse("Server error", status=500, content_type="text/plain")
