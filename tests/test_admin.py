@@ -160,13 +160,15 @@ def test_request_log_cannot_be_added_changed_or_deleted(admin_client, configured
 
 def test_request_log_filters_and_search(admin_client, configured):
     listing = admin_client.get(admin_url(RequestLog, "changelist")).text
-    for title in ("status", "tier", "provider", "alias", "policy", "stream", "created at"):
+    for title in ("status", "endpoint", "tier", "provider", "alias", "policy", "stream", "created at"):
         assert f"By {title}" in listing
     assert "req-1" in admin_client.get(admin_url(RequestLog, "changelist") + "?q=req-1").text
     assert "req-1" in admin_client.get(admin_url(RequestLog, "changelist") + "?provider=hf&tier=free").text
     assert "req-1" not in admin_client.get(admin_url(RequestLog, "changelist") + "?status_class=errors").text
     assert "req-1" in admin_client.get(admin_url(RequestLog, "changelist") + "?status_class=2").text
     assert "req-1" not in admin_client.get(admin_url(RequestLog, "changelist") + "?q=other").text
+    assert "req-1" in admin_client.get(admin_url(RequestLog, "changelist") + "?endpoint=chat").text
+    assert "req-1" not in admin_client.get(admin_url(RequestLog, "changelist") + "?endpoint=embeddings").text
 
 
 # --- Issue 9: what operators look at first ----------------------------------------------------------------------
