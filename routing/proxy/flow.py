@@ -1,6 +1,11 @@
-"""One chat-completions request, top to bottom (SPEC §5):
+"""One /v1/ request of any operation, top to bottom (SPEC §5):
 
-    authenticate -> parse -> alias and policy -> limits -> chain -> attempts -> relay -> log
+    authenticate -> parse -> alias and policy -> chain for the endpoint -> limits -> breakers -> attempts
+    -> relay -> log
+
+What differs per endpoint (validation, endpoint name, upstream path, usage, the answer's and errors' shape,
+streaming events) comes from its `Operation` (routing/proxy/operations/__init__.py says how to add one); the
+attempts run in loop.py, the call's state and log row live in call.py.
 
 The request path reads only the in-process snapshot and the shared state, and writes only to the shared state and
 the log writer's queue: no database query, no blocking call on the event loop. Every call, whatever happens
@@ -26,9 +31,16 @@ from rainymodel_site.api_errors import ApiError, api_error_response
 from routing import snapshot
 from routing.proxy import breaker, outcomes
 from routing.proxy.call import AttemptUsage, Call
-from routing.proxy.chain import build_chain, resolve_alias, resolve_policy
+from routing.proxy.chain import (
+    build_chain,
+    chain_for_endpoint,
+    resolve_alias,
+    resolve_policy,
+)
 from routing.proxy.loop import UpstreamClientError, failure_notes, run_attempts
-from routing.proxy.relay import Relay, StreamState, is_valid_first_event
+from routing.proxy.operations import Operation, by_path
+from routing.proxy.operations.chat import CHAT
+from routing.proxy.relay import Relay, StreamState
 from routing.proxy.upstream import complete, open_stream
 from routing.proxy.validation import validate_chat_completion
 from routing.snapshot import RouteInfo
@@ -45,15 +57,21 @@ def json_response(body: bytes, status: int, headers: dict[str, str]) -> HttpResp
 
 async def chat_completions(request) -> HttpResponse:
     """The whole of `POST /v1/chat/completions`."""
+    return await serve(CHAT, request)
+
+
+async def serve(op: Operation, request) -> HttpResponse:
+    """The whole of one /v1/ call of operation `op` (operations/__init__.py says what an operation supplies)."""
     call = Call.begin(request)
+    call.endpoint = op.endpoint
     handed_off = False
     try:
-        response = await _serve(call, request)
+        response = await _serve(op, call, request)
         handed_off = isinstance(response, StreamingHttpResponse)
         return response
     except ApiError as error:
         await call.finish(error.status, error.code)
-        return _error_response(call, error)
+        return _error_response(op, call, error)
     except UpstreamClientError as client_error:
         failed = client_error.failed
         body = failed.body or orjson.dumps({"error": {"message": "The upstream rejected the request.",
@@ -61,14 +79,14 @@ async def chat_completions(request) -> HttpResponse:
                                                       "code": failed.decision.reason}})
         code = _error_code_of(body) or failed.decision.reason
         await call.finish(failed.status or 400, code)
-        return json_response(body, failed.status or 400, call.headers())
+        return json_response(op.upstream_error(body, failed.status or 400), failed.status or 400, call.headers())
     except asyncio.CancelledError:
         await call.finish(499, codes.CLIENT_DISCONNECTED)
         raise
     except Exception:
         log.exception("unexpected error serving %s", call.request_id)
         await call.finish(500, codes.INTERNAL_ERROR)
-        return _error_response(call, ApiError(500, codes.INTERNAL_ERROR,
+        return _error_response(op, call, ApiError(500, codes.INTERNAL_ERROR,
                                               "The server had an error while processing your request."))
     finally:
         if not handed_off and not call.finished:
@@ -76,16 +94,19 @@ async def chat_completions(request) -> HttpResponse:
 
 
 async def reject_early(request, status: int, code: str, message: str) -> HttpResponse:
-    """Answer a request refused before its view ran; a chat-completions call still gets its log row."""
+    """Answer a request refused before its view ran; a call to an operation's path still gets its log row, in that
+    operation's error shape."""
     call = Call.begin(request)
     error = ApiError(status, code, message)
-    if request.method == "POST" and request.path.rstrip("/").endswith("/chat/completions"):
+    op = by_path(request.path) if request.method == "POST" else None
+    if op is not None:
+        call.endpoint = op.endpoint
         await call.finish(status, code)
-    return _error_response(call, error)
+    return _error_response(op, call, error)
 
 
-def _error_response(call: Call, error: ApiError) -> HttpResponse:
-    response = api_error_response(error)
+def _error_response(op: Operation | None, call: Call, error: ApiError) -> HttpResponse:
+    response = op.render_error(error) if op is not None else api_error_response(error)
     for name, value in call.headers().items():
         response[name] = value
     return response
@@ -99,17 +120,17 @@ def _error_code_of(body: bytes) -> str | None:
         return None
 
 
-async def _serve(call: Call, request) -> HttpResponse:
+async def _serve(op: Operation, call: Call, request) -> HttpResponse:
     snap = snapshot.current()
     call.key = await require_key(request)
-    payload = parse_body(request)
+    payload = parse_body(request, op.validate)
     call.requested_model = payload["model"]
     call.stream = bool(payload.get("stream"))
     call.alias = resolve_alias(snap, payload["model"], call.key)
     call.policy = resolve_policy(snap, request.headers.get("x-rainymodel-policy"), call.key, call.alias)
     call.prompt_estimate = outcomes.estimate_tokens(len(request.body))
+    call.considered = chain_for_endpoint(call.alias, build_chain(call.alias, call.policy), op.endpoint)
     await _admit(call, payload)
-    call.considered = build_chain(call.alias, call.policy)
     chain, retry_after = await breaker.usable_routes(call.considered, call.key)
     if len(chain) < len(call.considered):
         kept = {id(route) for route in chain}
@@ -119,9 +140,9 @@ async def _serve(call: Call, request) -> HttpResponse:
         raise ApiError(503, codes.NO_AVAILABLE_ROUTE,
                        f"No route of '{call.alias.name}' is available under policy '{call.policy.name}' right now."
                        f"{failure_notes(call)}", headers={"Retry-After": str(wait)})
-    if call.stream:
-        return await _stream(call, chain, payload)
-    return await _complete(call, chain, payload)
+    if call.stream and op.stream is not None:
+        return await _stream(op, call, chain, payload)
+    return await _complete(op, call, chain, payload)
 
 
 async def _admit(call: Call, payload: dict) -> None:
@@ -139,8 +160,8 @@ def _limit_error(exceeded) -> ApiError:
     return ApiError(429, exceeded.code, exceeded.message, type=exceeded.type, headers=dict(exceeded.headers))
 
 
-def parse_body(request) -> dict:
-    """The request body as a dict that passed `validate_chat_completion`, or ApiError 400/413."""
+def parse_body(request, validate=validate_chat_completion) -> dict:
+    """The request body as a dict that passed `validate` (the operation's), or ApiError 400/413."""
     try:
         raw = request.body
     except RawPostDataException:
@@ -155,7 +176,7 @@ def parse_body(request) -> dict:
         raise ApiError(400, codes.INVALID_JSON, "The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise ApiError(400, codes.INVALID_JSON, "The request body must be a JSON object.")
-    validate_chat_completion(payload)
+    validate(payload)
     return payload
 
 
@@ -164,42 +185,29 @@ def _too_big() -> ApiError:
                     f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
 
 
-def upstream_body(payload: dict, route: RouteInfo) -> bytes:
-    """The client's body, unchanged but for `model` and (for streams) usage reporting."""
-    body = dict(payload, model=route.upstream_model)
-    if payload.get("stream"):
-        body["stream_options"] = dict(payload.get("stream_options") or {}, include_usage=True)
-    return orjson.dumps(body)
-
-
-async def _complete(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResponse:
+async def _complete(op: Operation, call: Call, chain: list[RouteInfo], payload: dict) -> HttpResponse:
     async def attempt(route):
-        return await complete(route, upstream_body(payload, route), call.deadline)
+        return await complete(route, op.upstream_body(payload, route), call.deadline, op.upstream_path, op.check)
 
     route, (body, data) = await run_attempts(call, list(chain), attempt)
     call.route = route
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    content = ""
-    for choice in data.get("choices") or ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            content += message["content"]
-    call.usages.append(AttemptUsage(route=route, prompt_tokens=usage.get("prompt_tokens"),
-                                    completion_tokens=usage.get("completion_tokens"),
-                                    completion_chars=len(content)))
+    prompt_tokens, completion_tokens, chars = op.usage(data)
+    call.usages.append(AttemptUsage(route=route, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                    completion_chars=chars))
     call.latency_ms = call.elapsed_ms()
     await call.finish(200)
-    return json_response(body, 200, call.headers())
+    return json_response(op.answer(body, data), 200, call.headers())
 
 
-async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResponse:
+async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: dict) -> HttpResponse:
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     state = StreamState(include_usage=include_usage)
+    rules = op.stream
 
     async def attempt(route):
-        stream, first = await open_stream(route, upstream_body(payload, route), call.deadline)
-        # Headers wait for a real completion chunk: a malformed or error event first still fails over.
-        while not any(is_valid_first_event(e) for e in first):
+        stream, first = await open_stream(route, op.upstream_body(payload, route), call.deadline, op.upstream_path)
+        # Headers wait for a real first event: a malformed or error event first still fails over.
+        while not any(rules.first_event(e) for e in first):
             first = await stream.first_events(route.provider.first_token_timeout_s)
         return stream, first
 
@@ -208,7 +216,8 @@ async def _stream(call: Call, chain: list[RouteInfo], payload: dict) -> HttpResp
     call.route = route
     call.usages.append(AttemptUsage(route=route))
     call.ttft_ms = call.latency_ms = call.elapsed_ms()
-    relay = Relay(call=call, state=state, payload=payload, remaining_routes=queue)
+    relay = Relay(call=call, state=state, payload=payload, remaining_routes=queue, events=rules.events(payload),
+                  upstream_path=op.upstream_path)
     response = StreamingHttpResponse(_relay_and_log(call, relay, stream, first), content_type="text/event-stream")
     for name, value in call.headers().items():
         response[name] = value
@@ -239,7 +248,7 @@ async def _relay_and_log(call: Call, relay: Relay, stream, first):
     except Exception:
         log.exception("stream relay failed for %s", call.request_id)
         status, code = 502, codes.STREAM_INTERRUPTED
-        yield relay.interruption_event(codes.INTERNAL_ERROR)
+        yield relay.events.interrupted(codes.INTERNAL_ERROR)
     finally:
         await stream.close()
         await call.finish(status, code)

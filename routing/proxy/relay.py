@@ -23,6 +23,7 @@ from routing.proxy.call import AttemptUsage, Call
 from routing.proxy.loop import run_attempts
 from routing.proxy.sse import DONE, DONE_EVENT, event
 from routing.proxy.upstream import (
+    CHAT_PATH,
     AttemptFailed,
     StreamBroken,
     UpstreamStream,
@@ -58,6 +59,20 @@ class StreamState:
         return not self.tool_calls_seen and not self.multi_choice
 
 
+class ChatEvents:
+    """What a chat-completions client receives: each relayed chunk as it came, `[DONE]`, and the
+    `stream_interrupted` error event (the chat operation's `StreamEvents`, see operations/__init__.py)."""
+
+    def event(self, payload: bytes) -> bytes:
+        return event(payload)
+
+    def done(self) -> bytes:
+        return DONE_EVENT
+
+    def interrupted(self, reason: str) -> bytes:
+        return Relay.interruption_event(reason)
+
+
 def is_valid_first_event(payload: bytes) -> bool:
     """Before headers are sent, only a real completion chunk counts as 'the first event'."""
     if payload == DONE:
@@ -72,8 +87,11 @@ def is_valid_first_event(payload: bytes) -> bool:
 class Relay:
     """Relays one upstream stream (and its continuations) to the client as SSE bytes."""
 
-    def __init__(self, *, call: Call, state: StreamState, payload: dict, remaining_routes: list[RouteInfo]):
+    def __init__(self, *, call: Call, state: StreamState, payload: dict, remaining_routes: list[RouteInfo],
+                 events=None, upstream_path: str = CHAT_PATH):
         self.call = call  # attempts, usages, the deadline and the key (breaker failures are attributed to it)
+        self.events = events or ChatEvents()  # the operation's client-side encoding (operations.StreamEvents)
+        self.upstream_path = upstream_path
         self.state = state
         self.payload = payload
         self.remaining = remaining_routes
@@ -118,11 +136,13 @@ class Relay:
                         if not self.state.finish_seen and splice is not None and not splice.passed:
                             raise SpliceMismatch("the restarted answer ended before passing the delivered text")
                         self.state.done = True
-                        out.append(DONE_EVENT)
+                        out.append(self.events.done())
                         break
                     relayed = self._check(payload, stream, usage, splice)
                     if relayed is not None:
-                        out.append(event(relayed))
+                        piece = self.events.event(relayed)
+                        if piece:
+                            out.append(piece)
             except (StreamBroken, SpliceMismatch):
                 if out:
                     yield b"".join(out)
@@ -135,7 +155,7 @@ class Relay:
         # End of body without [DONE].
         if self.state.finish_seen:
             self.state.done = True
-            yield DONE_EVENT
+            yield self.events.done()
             return
         raise StreamBroken(outcomes.RESET)
 
@@ -211,7 +231,7 @@ class Relay:
                                          replace_last=True)
                 await breaker.record_failure(route, outcomes.STREAM_INTERRUPTED, key=self.call.key)
         self.interrupted_reason = original_reason
-        yield self.interruption_event(original_reason)
+        yield self.events.interrupted(original_reason)
 
     async def _open_continuation(self, route: RouteInfo) -> tuple[str, int, UpstreamStream, list[bytes]]:
         """One continuation attempt on `route`: (outcome "continued" or "restarted", chars to skip, stream, first
@@ -224,7 +244,7 @@ class Relay:
                 body["messages"] = list(body["messages"]) + [{"role": "assistant", "content": delivered}]
             started = time.monotonic()
             try:
-                stream, first = await open_stream(route, orjson.dumps(body), self.call.deadline)
+                stream, first = await open_stream(route, orjson.dumps(body), self.call.deadline, self.upstream_path)
             except AttemptFailed as failed:
                 if mode == "prefill" and failed.status in (400, 422):
                     self.call.record_attempt(route, failed.decision.reason, failed.status, started=started)
