@@ -17,11 +17,19 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from routing.proxy import breaker, outcomes
 from rainymodel_site.api_errors import error_body
+from routing.proxy import breaker, outcomes
+from routing.proxy.call import AttemptUsage, Call
+from routing.proxy.loop import run_attempts
 from routing.proxy.sse import DONE, DONE_EVENT, event
-from routing.proxy.upstream import AttemptFailed, StreamBroken, UpstreamStream, open_stream
-from routing.snapshot import KeyInfo, RouteInfo
+from routing.proxy.upstream import (
+    CHAT_PATH,
+    AttemptFailed,
+    StreamBroken,
+    UpstreamStream,
+    open_stream,
+)
+from routing.snapshot import RouteInfo
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +59,18 @@ class StreamState:
         return not self.tool_calls_seen and not self.multi_choice
 
 
-@dataclass
-class AttemptUsage:
-    """Tokens one upstream attempt reported (or None) and the route that served it."""
+class ChatEvents:
+    """What a chat-completions client receives: each relayed chunk as it came, `[DONE]`, and the
+    `stream_interrupted` error event (the chat operation's `StreamEvents`, see operations/__init__.py)."""
 
-    route: RouteInfo
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    completion_chars: int = 0
+    def event(self, payload: bytes) -> bytes:
+        return event(payload)
+
+    def done(self) -> bytes:
+        return DONE_EVENT
+
+    def interrupted(self, reason: str) -> bytes:
+        return Relay.interruption_event(reason)
 
 
 def is_valid_first_event(payload: bytes) -> bool:
@@ -75,16 +87,19 @@ def is_valid_first_event(payload: bytes) -> bool:
 class Relay:
     """Relays one upstream stream (and its continuations) to the client as SSE bytes."""
 
-    def __init__(self, *, state: StreamState, payload: dict, remaining_routes: list[RouteInfo], deadline: float,
-                 record_attempt, usages: list[AttemptUsage], key: KeyInfo | None = None):
+    def __init__(self, *, call: Call, state: StreamState, payload: dict, remaining_routes: list[RouteInfo],
+                 events=None, upstream_path: str = CHAT_PATH):
+        self.call = call  # attempts, usages, the deadline and the key (breaker failures are attributed to it)
+        self.events = events or ChatEvents()  # the operation's client-side encoding (operations.StreamEvents)
+        self.upstream_path = upstream_path
         self.state = state
         self.payload = payload
         self.remaining = remaining_routes
-        self.deadline = deadline
-        self.record_attempt = record_attempt
-        self.usages = usages
-        self.key = key  # whose request this is: breaker failures are attributed to it
         self.interrupted_reason: str | None = None
+
+    @property
+    def usages(self) -> list[AttemptUsage]:
+        return self.call.usages
 
     async def run(self, stream: UpstreamStream, first_events: list[bytes]) -> AsyncIterator[bytes]:
         """Yield client bytes until the answer is complete or cannot be continued."""
@@ -95,8 +110,8 @@ class Relay:
             return
         except StreamBroken as broken:
             reason = broken.reason
-            self.record_attempt(stream.route, outcomes.STREAM_INTERRUPTED, 200, detail=reason, replace_last=True)
-            await breaker.record_failure(stream.route, outcomes.STREAM_INTERRUPTED, key=self.key)
+            self.call.record_attempt(stream.route, outcomes.STREAM_INTERRUPTED, 200, detail=reason, replace_last=True)
+            await breaker.record_failure(stream.route, outcomes.STREAM_INTERRUPTED, key=self.call.key)
         async for chunk in self._continue(reason):
             yield chunk
 
@@ -121,11 +136,13 @@ class Relay:
                         if not self.state.finish_seen and splice is not None and not splice.passed:
                             raise SpliceMismatch("the restarted answer ended before passing the delivered text")
                         self.state.done = True
-                        out.append(DONE_EVENT)
+                        out.append(self.events.done())
                         break
                     relayed = self._check(payload, stream, usage, splice)
                     if relayed is not None:
-                        out.append(event(relayed))
+                        piece = self.events.event(relayed)
+                        if piece:
+                            out.append(piece)
             except (StreamBroken, SpliceMismatch):
                 if out:
                     yield b"".join(out)
@@ -138,7 +155,7 @@ class Relay:
         # End of body without [DONE].
         if self.state.finish_seen:
             self.state.done = True
-            yield DONE_EVENT
+            yield self.events.done()
             return
         raise StreamBroken(outcomes.RESET)
 
@@ -192,48 +209,51 @@ class Relay:
         return payload
 
     async def _continue(self, original_reason: str) -> AsyncIterator[bytes]:
-        """Try the remaining routes to finish the answer; else end with `stream_interrupted`."""
-        while self.remaining and self.state.can_continue and time.monotonic() < self.deadline:
-            route = self.remaining.pop(0)
-            if not await breaker.try_acquire(route, self.key):
-                continue
-            modes = ["prefill", "restart"] if route.supports_prefill and self.state.delivered_chars else ["restart"]
-            for mode in modes:
-                delivered = self.state.text
-                body = dict(self.payload, model=route.upstream_model)
-                if mode == "prefill":
-                    body["messages"] = list(body["messages"]) + [{"role": "assistant", "content": delivered}]
-                started = time.monotonic()
-                try:
-                    stream, first = await open_stream(route, orjson.dumps(body), self.deadline)
-                except AttemptFailed as failed:
-                    self.record_attempt(route, failed.decision.reason, failed.status, started=started)
-                    if failed.decision.counts_against_breaker:
-                        await breaker.record_failure(route, failed.decision.reason, failed.decision.cooldown,
-                                                     key=self.key)
-                    if mode == "prefill" and failed.status in (400, 422):
-                        continue  # the route rejects prefills: restart there instead
-                    break
-                self.record_attempt(route, "continued" if mode == "prefill" else "restarted", 200, started=started)
-                usage = AttemptUsage(route=route)
-                self.usages.append(usage)
-                try:
-                    skip = 0 if mode == "prefill" else len(delivered)
-                    async for chunk in self._relay_one(stream, first, usage, skip_chars=skip):
-                        yield chunk
-                    await breaker.record_success(route, self.key)
-                    return
-                except SpliceMismatch:
-                    await stream.close()
-                    self.record_attempt(route, "splice_mismatch", 200, replace_last=True)
-                    break
-                except StreamBroken as broken:
-                    self.record_attempt(route, outcomes.STREAM_INTERRUPTED, 200, detail=broken.reason,
-                                        replace_last=True)
-                    await breaker.record_failure(route, outcomes.STREAM_INTERRUPTED, key=self.key)
-                    break
+        """Try the remaining routes (through the attempt loop, one attempt each) to finish the answer; else end
+        with `stream_interrupted`."""
+        while self.remaining and self.state.can_continue:
+            found = await run_attempts(self.call, self.remaining, self._open_continuation, retries=False,
+                                       rescue=True, ok_outcome=lambda opened: opened[0])
+            if found is None:
+                break
+            route, (_, skip, stream, first) = found
+            usage = AttemptUsage(route=route)
+            self.call.usages.append(usage)
+            try:
+                async for chunk in self._relay_one(stream, first, usage, skip_chars=skip):
+                    yield chunk
+                return
+            except SpliceMismatch:
+                await stream.close()
+                self.call.record_attempt(route, "splice_mismatch", 200, replace_last=True)
+            except StreamBroken as broken:
+                self.call.record_attempt(route, outcomes.STREAM_INTERRUPTED, 200, detail=broken.reason,
+                                         replace_last=True)
+                await breaker.record_failure(route, outcomes.STREAM_INTERRUPTED, key=self.call.key)
         self.interrupted_reason = original_reason
-        yield self.interruption_event(original_reason)
+        yield self.events.interrupted(original_reason)
+
+    async def _open_continuation(self, route: RouteInfo) -> tuple[str, int, UpstreamStream, list[bytes]]:
+        """One continuation attempt on `route`: (outcome "continued" or "restarted", chars to skip, stream, first
+        events). A prefill the route rejects (400/422) is noted and the request restarted there instead."""
+        delivered = self.state.text
+        modes = ["prefill", "restart"] if route.supports_prefill and self.state.delivered_chars else ["restart"]
+        for mode in modes:
+            body = dict(self.payload, model=route.upstream_model)
+            if mode == "prefill":
+                body["messages"] = list(body["messages"]) + [{"role": "assistant", "content": delivered}]
+            started = time.monotonic()
+            try:
+                stream, first = await open_stream(route, orjson.dumps(body), self.call.deadline, self.upstream_path)
+            except AttemptFailed as failed:
+                if mode == "prefill" and failed.status in (400, 422):
+                    self.call.record_attempt(route, failed.decision.reason, failed.status, started=started)
+                    continue
+                raise
+            if mode == "prefill":
+                return "continued", 0, stream, first
+            return "restarted", len(delivered), stream, first
+        raise AssertionError("unreachable: the restart mode returns or raises")
 
     @staticmethod
     def interruption_event(reason: str) -> bytes:

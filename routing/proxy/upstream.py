@@ -54,9 +54,13 @@ async def close_client() -> None:
         await transport.aclose()
 
 
-async def _send(route: RouteInfo, payload: bytes, budget: float) -> httpx.Response:
-    """POST the payload to the route's chat-completions URL; the response body is not read yet."""
-    request = httpx.Request("POST", route.provider.base_url + "/chat/completions", content=payload,
+CHAT_PATH = "/chat/completions"
+
+
+async def _send(route: RouteInfo, payload: bytes, budget: float, path: str = CHAT_PATH) -> httpx.Response:
+    """POST the payload to the route's URL for `path` (the operation's upstream path, under the provider's base
+    URL); the response body is not read yet."""
+    request = httpx.Request("POST", route.provider.base_url + path, content=payload,
                             headers=_headers(route),
                             extensions={"timeout": _timeout(route, budget).as_dict()})
     return await pool().handle_async_request(request)
@@ -136,12 +140,21 @@ def _transport_failure(exc: BaseException) -> AttemptFailed:
     return AttemptFailed(outcomes.classify_transport(kind), detail=type(exc).__name__)
 
 
-async def complete(route: RouteInfo, payload: bytes, deadline: float) -> tuple[bytes, dict]:
-    """A non-streaming attempt: the upstream's body and its parsed JSON, or AttemptFailed."""
+def is_chat_completion(data: dict) -> str | None:
+    """None when `data` is a usable chat completion, else what is wrong with it (the chat operation's check)."""
+    if not isinstance(data.get("choices"), list) or not data["choices"]:
+        return "body is not a chat completion"
+    return None
+
+
+async def complete(route: RouteInfo, payload: bytes, deadline: float, path: str = CHAT_PATH,
+                   check=is_chat_completion) -> tuple[bytes, dict]:
+    """A non-streaming attempt: the upstream's body and its parsed JSON, or AttemptFailed. `check(data)` returns
+    None for a usable answer, else a detail (the attempt fails as `invalid_response` and the loop moves on)."""
     budget = _attempt_budget(route, deadline)
     try:
         async with asyncio.timeout(budget):
-            response = await _send(route, payload, budget)
+            response = await _send(route, payload, budget, path)
             if response.status_code >= 300:
                 raise await _failure_from_response(response)
             try:
@@ -157,9 +170,9 @@ async def complete(route: RouteInfo, payload: bytes, deadline: float) -> tuple[b
     except orjson.JSONDecodeError:
         raise AttemptFailed(outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200,
                             detail="body is not JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-        raise AttemptFailed(outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200,
-                            detail="body is not a chat completion")
+    problem = check(data) if isinstance(data, dict) else "body is not a JSON object"
+    if problem:
+        raise AttemptFailed(outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200, detail=problem)
     return body, data
 
 
@@ -237,14 +250,15 @@ class UpstreamStream:
             pass
 
 
-async def open_stream(route: RouteInfo, payload: bytes, deadline: float) -> tuple[UpstreamStream, list[bytes]]:
+async def open_stream(route: RouteInfo, payload: bytes, deadline: float,
+                      path: str = CHAT_PATH) -> tuple[UpstreamStream, list[bytes]]:
     """Start a streaming attempt and wait for its first event(s) (within `first_token_timeout_s`)."""
     budget = _attempt_budget(route, deadline)
     first_token = min(route.provider.first_token_timeout_s, budget)
     started = time.monotonic()
     try:
         async with asyncio.timeout(first_token):
-            response = await _send(route, payload, budget)
+            response = await _send(route, payload, budget, path)
     except (httpx.HTTPError, TimeoutError, OSError) as exc:
         raise _transport_failure(exc) from exc
     if response.status_code >= 300:

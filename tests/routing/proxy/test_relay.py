@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from routing.proxy import outcomes
-from routing.proxy.relay import AttemptUsage, Relay, Splice, SpliceMismatch, StreamState
+from routing.proxy.call import AttemptUsage, Call
+from routing.proxy.relay import Relay, Splice, SpliceMismatch, StreamState
 from routing.proxy.sse import DONE
 from routing.proxy.upstream import StreamBroken
 from tests.factories import make_provider, make_route
@@ -43,17 +44,30 @@ class ScriptedStream:
         self.closed = True
 
 
+class Attempts:
+    """The call's attempts as (route label, outcome) pairs, read when compared."""
+
+    def __init__(self, call):
+        self.call = call
+
+    def pairs(self):
+        return [(a.label, a.outcome) for a in self.call.attempts]
+
+    def __eq__(self, other):
+        return self.pairs() == other
+
+    def __getitem__(self, i):
+        return self.pairs()[i]
+
+
 def make_relay(first_route, remaining, *, include_usage=False):
-    attempts = []
-
-    def record_attempt(route, outcome, status, **kwargs):
-        attempts.append((route.label, outcome))
-
-    relay = Relay(state=StreamState(include_usage=include_usage),
+    call = Call(request_id="t", client_request_id=False, started=0.0, created_at=None, deadline=float("inf"),
+                client_ip=None, user_agent="", usages=[AttemptUsage(route=first_route)])
+    call.record_attempt(first_route, "ok", 200)
+    relay = Relay(call=call, state=StreamState(include_usage=include_usage),
                   payload={"model": "x", "messages": [{"role": "user", "content": "hi"}], "stream": True},
-                  remaining_routes=list(remaining), deadline=float("inf"), record_attempt=record_attempt,
-                  usages=[AttemptUsage(route=first_route)])
-    return relay, attempts
+                  remaining_routes=list(remaining))
+    return relay, Attempts(call)
 
 
 async def run(relay, stream, first):
