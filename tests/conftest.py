@@ -99,7 +99,9 @@ def reset_shared_state():
     from django.core.cache import cache
 
     from rainymodel_site.shared_state import SharedStateUnavailable, state
+    from routing import breakers
 
+    breakers.seen.clear()  # this process's one-second cache of breaker reads
     try:
         state().flush_sync()
     except SharedStateUnavailable:
