@@ -21,9 +21,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from limits.selectors import usage_for_key_sync
 from apikeys.models import APIKey, Quota
 from apikeys.services import apikey_assign_secret, apikey_revoke
+from limits.selectors import usage_for_key_sync
 from routing.models import Alias, Policy
 
 # The session entry holding a just-created key until the next admin page shows it (and deletes it).

@@ -54,7 +54,8 @@ class APIKey(models.Model):
                                             validators=[MinValueValidator(1)], help_text="Empty: unlimited.")
     max_concurrent = models.PositiveIntegerField("requests at once", null=True, blank=True,
                                                  validators=[MinValueValidator(1)],
-                                                 help_text="Most requests in flight at the same time. Empty: unlimited.")
+                                                 help_text="Most requests in flight at the same time. "
+                                                           "Empty: unlimited.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -109,7 +110,8 @@ class Quota(models.Model):
     max_requests = models.PositiveBigIntegerField("requests", null=True, blank=True,
                                                   help_text="Most requests per period. Empty: no limit.")
     max_tokens = models.PositiveBigIntegerField("tokens", null=True, blank=True,
-                                                help_text="Most prompt + completion tokens per period. Empty: no limit.")
+                                                help_text="Most prompt + completion tokens per period. "
+                                                          "Empty: no limit.")
     max_cost_usd = models.DecimalField("cost (USD)", max_digits=14, decimal_places=6, null=True, blank=True,
                                        validators=[MinValueValidator(0)],
                                        help_text="Most spend in US dollars per period. Empty: no limit.")

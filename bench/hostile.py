@@ -352,7 +352,7 @@ def main(argv=None) -> int:
     database_url = f"sqlite:///{workdir / 'hostile.sqlite3'}"
     base_env = {"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret,
                 "DATABASE_URL": database_url}
-    print(f"| attack | server | held (s) | RSS after (MB) | notes |\n|---|---|---|---|---|")
+    print("| attack | server | held (s) | RSS after (MB) | notes |\n|---|---|---|---|---|")
     with FakeUpstream() as fake:
         key = setup_database(database_url, secret, fake.base_url)
         server = start_server(args.server, base_env)

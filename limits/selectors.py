@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from limits import base
 from limits.concurrency import slot_counters
-from limits.quotas import COUNTER_BASE, METRICS, QUOTA_GRACE_S, period_bounds, quota_counter, \
-    usage_from_log_sync
+from limits.quotas import COUNTER_BASE, METRICS, QUOTA_GRACE_S, period_bounds, quota_counter, usage_from_log_sync
 from limits.rate import rpm_counter
 from limits.tokens import tpm_counter
 from rainymodel_site.shared_state import SharedStateUnavailable

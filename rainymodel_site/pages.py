@@ -16,8 +16,8 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 from django.views.defaults import server_error as django_server_error
 
-from rainymodel_site import error_codes as codes
 from rainymodel_site import api_errors
+from rainymodel_site import error_codes as codes
 
 
 def _is_api(request) -> bool:

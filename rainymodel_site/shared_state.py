@@ -216,7 +216,7 @@ class RedisState:
         if not keys:
             return {}
         values = self._wrap_sync(self._sync.mget, [PREFIX + k for k in keys])
-        return {k: _decode(v) for k, v in zip(keys, values) if v is not None}
+        return {k: _decode(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     def set_sync(self, key, value, ttl=None):
         self._wrap_sync(lambda: self._sync.set(PREFIX + key, value, px=_ms(ttl)))
@@ -264,7 +264,7 @@ class RedisState:
         if not keys:
             return {}
         values = await self._wrap(self._client().mget([PREFIX + k for k in keys]))
-        return {k: _decode(v) for k, v in zip(keys, values) if v is not None}
+        return {k: _decode(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     async def set(self, key, value, ttl=None):
         await self._wrap(self._client().set(PREFIX + key, value, px=_ms(ttl)))

@@ -210,7 +210,8 @@ def build_snapshot(version: int) -> Snapshot:
         }
         default_policy = next((p.name for p in policies.values() if p.is_default), None)
         routing_settings = RoutingSettings.objects.filter(pk=1).select_related("catch_all_alias").first()
-        catch_all = routing_settings.catch_all_alias.name if routing_settings and routing_settings.catch_all_alias else None
+        catch_all = (routing_settings.catch_all_alias.name
+                     if routing_settings and routing_settings.catch_all_alias else None)
 
         quotas: dict[int, list[QuotaInfo]] = {}
         for q in Quota.objects.all():

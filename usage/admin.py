@@ -21,7 +21,6 @@ from routing.models import Alias, Policy, Provider
 from routing.tiers import TIERS
 from usage.models import RequestLog
 
-
 # Characters of the request id shown in the list: enough to tell rows apart at a glance. Search takes the full id,
 # which the tooltip and the row's page show.
 SHORT_ID = 8

@@ -9,14 +9,13 @@ OpenAI-shaped (rainymodel_site.api_errors).
 
 from __future__ import annotations
 
-
 import orjson
 from django.db import connections
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from rainymodel_site import error_codes as codes
 from apikeys.auth import api_key_required
+from rainymodel_site import error_codes as codes
 from rainymodel_site.api_errors import error_response
 from usage import reports
 from usage.filters import MASTER, FilterError, UsageFilter, parse_period

@@ -29,7 +29,8 @@ LATENCY_MEDIAN = {FREE: 1800, INTERNAL: 900, PREMIUM: 1400}
 TTFT_MEDIAN = {FREE: 600, INTERNAL: 250, PREMIUM: 450}
 # (status, error_code, share) of outcomes other than success.
 FAILURES = ((429, "rate_limit_exceeded", 0.025), (502, "upstream_error", 0.015), (504, "upstream_timeout", 0.008),
-            (401, "invalid_api_key", 0.006), (400, "missing_required_parameter", 0.006), (499, "client_disconnected", 0.005))
+            (401, "invalid_api_key", 0.006), (400, "missing_required_parameter", 0.006),
+            (499, "client_disconnected", 0.005))
 
 
 # The failures above that are refused before or by the limits (the rest were admitted, then failed upstream).

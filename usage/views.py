@@ -26,8 +26,17 @@ from apikeys.models import APIKey
 from routing.models import Alias, Policy, Provider
 from routing.tiers import TIERS
 from usage import charts, explanations, reports
-from usage.filters import (ENDPOINT_NAMES, NO_TIER, PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key,
-                           parse_filters, visible_key_ids)
+from usage.filters import (
+    ENDPOINT_NAMES,
+    NO_TIER,
+    PRESETS,
+    FilterError,
+    KeyNotVisible,
+    UsageFilter,
+    for_key,
+    parse_filters,
+    visible_key_ids,
+)
 from usage.models import RequestLog
 from usage.throttle import throttled
 

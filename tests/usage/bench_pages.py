@@ -29,8 +29,8 @@ def main() -> None:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from apikeys.models import APIKey
     from apikeys.keys import generate_key, hash_key, key_prefix
+    from apikeys.models import APIKey
     from routing import snapshot
     from usage.models import RequestLog, UsageHourly
 

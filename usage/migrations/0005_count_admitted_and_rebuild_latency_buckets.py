@@ -115,13 +115,13 @@ def recount_from_log(apps, schema_editor):
         Hourly.objects.filter(hour__in=hours).delete()
         wanted = set(hours)
         Hourly.objects.bulk_create(
-            [Hourly(hour=dims[0], **dict(zip(DIMENSIONS, dims[1:])), **sums)
+            [Hourly(hour=dims[0], **dict(zip(DIMENSIONS, dims[1:], strict=False)), **sums)
              for dims, sums in hourly.items() if dims[0] in wanted], batch_size=2000)
         if day in complete_days:
             daily = _summarise(rows, lambda when: when.astimezone(UTC).replace(hour=0, minute=0, second=0,
                                                                                microsecond=0))
             Daily.objects.filter(day=day).delete()
-            Daily.objects.bulk_create([Daily(day=dims[0], **dict(zip(DIMENSIONS, dims[1:])), **sums)
+            Daily.objects.bulk_create([Daily(day=dims[0], **dict(zip(DIMENSIONS, dims[1:], strict=False)), **sums)
                                        for dims, sums in daily.items()], batch_size=2000)
 
 
