@@ -64,7 +64,8 @@ class ApiHandler(ASGIHandler):
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
-        view_chain = convert_exception_to_response(self._get_response_async)
+        # django-stubs does not declare BaseHandler's private `_get_response_async`; Django 6.1 has it.
+        view_chain = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
         self._middleware_chain = convert_exception_to_response(RequestIdMiddleware(view_chain))
 
     async def handle(self, scope, receive, send):

@@ -32,7 +32,10 @@ def home(request):
 
 @cache
 def _favicon() -> bytes:
-    with open(finders.find("favicon.svg"), "rb") as svg:
+    path = finders.find("favicon.svg")
+    if not isinstance(path, str):
+        raise FileNotFoundError("static/favicon.svg is missing")
+    with open(path, "rb") as svg:
         return svg.read()
 
 

@@ -319,7 +319,7 @@ return 1
 
 def _cas_arguments(expected, values):
     keys = [PREFIX + k for k in expected] + [PREFIX + k for k in values]
-    args = [len(expected)]
+    args: list[int | str] = [len(expected)]
     for value in expected.values():
         args += ["0"] if value is None else ["1", str(value)]
     for value, ttl in values.values():
