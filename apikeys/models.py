@@ -79,9 +79,10 @@ class APIKey(models.Model):
             unknown = [n for n in self.allowed_policies if isinstance(n, str) and n.lower() not in known]
             if unknown:
                 errors["allowed_policies"] = f"No policy named {', '.join(map(repr, unknown))}."
-        if allowed_policies and self.default_policy_id and self.default_policy.name.lower() not in allowed_policies:
+        default_policy = self.default_policy if self.default_policy_id else None
+        if allowed_policies and default_policy is not None and default_policy.name.lower() not in allowed_policies:
             errors["default_policy"] = (
-                f"The default policy {self.default_policy.name!r} is not among the allowed policies."
+                f"The default policy {default_policy.name!r} is not among the allowed policies."
             )
         if errors:
             raise ValidationError(errors)
