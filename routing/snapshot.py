@@ -185,7 +185,7 @@ def build_snapshot(version: int) -> Snapshot:
                 credit_cooldown_s=p.credit_cooldown_s,
             )
         provider_names = dict(Provider.objects.values_list("id", "name"))
-        policy_names = dict(Policy.objects.values_list("id", "name"))
+        policy_names: dict[int | None, str] = dict(Policy.objects.values_list("id", "name"))  # .get(None): None
         routes_by_alias: dict[int, list[RouteInfo]] = {}
         for r in Route.objects.order_by("position", "id"):
             routes_by_alias.setdefault(r.alias_id, []).append(RouteInfo(
