@@ -29,6 +29,8 @@ SHORT_ID = 8
 class ChoicesFilter(admin.SimpleListFilter):
     """Filter on one column, with choices from `choices()` (a few rows), never from the log itself."""
 
+    parameter_name: str  # every subclass names its column
+
     def lookups(self, request, model_admin):
         return [(value, value) for value in self.values()]
 

@@ -410,7 +410,7 @@ def log_rows(f: UsageFilter) -> QuerySet[RequestLog]:
     if f.key == MASTER:
         qs = qs.filter(api_key__isnull=True, key_prefix=MASTER)
     elif f.key is not None:
-        qs = qs.filter(api_key_id=f.key)
+        qs = qs.filter(api_key_id=int(f.key))
     for name in ("alias", "policy", "provider", "endpoint"):
         if getattr(f, name):
             qs = qs.filter(**{name: getattr(f, name)})
@@ -450,5 +450,5 @@ def log_page(f: UsageFilter, *, before: tuple[datetime, str] | None = None,
         rows = rows[:LOG_PAGE_SIZE]
     names = key_names({r.api_key_id for r in rows})
     for row in rows:
-        row.key_name = names.get(row.api_key_id, "")
+        row.key_name = names.get(row.api_key_id, "") if row.api_key_id is not None else ""
     return {"rows": rows, "has_newer": has_newer and bool(rows), "has_older": has_older and bool(rows)}

@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection, transaction
 
@@ -87,8 +88,8 @@ class Generator:
         self.aliases = sorted(self.by_alias)
         self.alias_weights = [1 / (rank + 1) for rank in range(len(self.aliases))]
         # Each key mostly uses one alias and one policy, as real clients do.
-        self.habits = {key_id: (self.random.choice(self.aliases), self.random.choice(list(POLICIES)))
-                       for key_id, _ in keys}
+        self.habits: dict[int | None, tuple[str, str]] = {
+            key_id: (self.random.choice(self.aliases), self.random.choice(list(POLICIES))) for key_id, _ in keys}
         self.failure_cut = []
         total = 0.0
         for status, code, share in FAILURES:
@@ -131,7 +132,7 @@ class Generator:
                 status, error_code = failed_status, code
                 break
         stream = r.random() < 0.6
-        row = {
+        row: dict[str, Any] = {
             "id": "req_" + secrets.token_hex(12),
             "created_at": self._when(window),
             "endpoint": "chat",
@@ -187,7 +188,7 @@ def write_rows(rows: list[dict]) -> None:
     PostgreSQL, one executemany elsewhere. The rollups go through `add_to_rollups`, exactly as for real traffic.
     """
     fields = [f for f in RequestLog._meta.concrete_fields]
-    columns = [f.column for f in fields]
+    columns = [f.column for f in fields if f.column is not None]  # every concrete field has its column
     names = [f.attname for f in fields]
     ops = connection.ops
     postgres = connection.vendor == "postgresql"

@@ -281,7 +281,8 @@ async def _stream_from_one_thread(pieces):
     (`StreamingHttpResponse.__aiter__`) before the first byte went out."""
     step = sync_to_async(next, thread_sensitive=True)
     try:
-        while (piece := await step(pieces, None)) is not None:
+        # asgiref types sync_to_async(next) with next's one-argument overload; next(iterator, default) is meant.
+        while (piece := await step(pieces, None)) is not None:  # type: ignore[call-arg]
             yield piece
     finally:  # also when the client goes away: end the transaction and free the cursor on their own thread
         await sync_to_async(pieces.close, thread_sensitive=True)()

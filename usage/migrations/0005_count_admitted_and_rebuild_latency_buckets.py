@@ -63,13 +63,13 @@ def _bucket(ms) -> int:
 
 
 def _summarise(rows, truncate) -> dict:
-    groups = {}
+    groups: dict[tuple, dict[str, int | Decimal]] = {}
     for row in rows:
         dims = (truncate(row["created_at"]), *(row[d] or (0 if d == "api_key_id" else "") for d in DIMENSIONS[:-1]),
                 row["status"] // 100)
         sums = groups.get(dims)
         if sums is None:
-            sums = groups[dims] = dict.fromkeys(MEASURES, 0)
+            sums = groups[dims] = dict.fromkeys(MEASURES, 0)  # counts; cost_usd a Decimal
             sums["cost_usd"] = Decimal(0)
         sums["requests"] += 1
         sums["admitted"] += bool(row["admitted"])
