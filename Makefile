@@ -1,10 +1,11 @@
-# RainyModel: `make run` serves the proxy on 127.0.0.1:8000 (SQLite, no services needed); `make test` runs the suite.
+# RainyModel: `make run` serves the proxy on 127.0.0.1:8000 (SQLite, no services needed); `make test` runs the suite;
+# `make check` runs the checkers (ruff lint, ruff format --check, mypy; docs/development.md).
 VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test bench clean
+.PHONY: install run test check bench clean
 
 # Idempotent: the virtualenv is rebuilt only when requirements.txt changes.
 install: $(VENV)/.installed
@@ -34,6 +35,14 @@ run: install .secret_key
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# All three run even when one fails, so one run shows every finding; configured in pyproject.toml.
+check: install
+	@status=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "ruff format --check ."; $(VENV)/bin/ruff format --check --output-format concise . || status=1; \
+	echo "mypy"; $(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)

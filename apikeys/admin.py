@@ -9,6 +9,7 @@ list a "Revoke selected keys" action.
 """
 
 from datetime import UTC
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -21,9 +22,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from limits.selectors import usage_for_key_sync
 from apikeys.models import APIKey, Quota
 from apikeys.services import apikey_assign_secret, apikey_revoke
+from limits.selectors import usage_for_key_sync
 from routing.models import Alias, Policy
 
 # The session entry holding a just-created key until the next admin page shows it (and deletes it).
@@ -63,8 +64,9 @@ class APIKeyForm(forms.ModelForm):
                                   ("allowed_policies", Policy.objects.values_list("name", flat=True))):
             choices = list(names)
             stale = [n for n in (getattr(self.instance, field_name, None) or []) if n not in choices]
-            self.fields[field_name].choices = [(n, n) for n in choices] + [(n, f"{n} (no longer exists)")
-                                                                            for n in stale]
+            field = self.fields[field_name]
+            assert isinstance(field, NameChoiceField)
+            field.choices = [(n, n) for n in choices] + [(n, f"{n} (no longer exists)") for n in stale]
 
 
 class QuotaInline(admin.TabularInline):
@@ -144,7 +146,7 @@ class APIKeyAdmin(admin.ModelAdmin):
         return ["prefix", "status", "created_at", "last_used_at", "revoked_at", "usage_now"]
 
     def get_fieldsets(self, request, obj=None):
-        fieldsets = [
+        fieldsets: list[tuple[str | None, dict[str, Any]]] = [
             (None, {"fields": ["name", "owner", "expires_at"]}),
             ("Access", {"fields": ["allowed_aliases", "allowed_policies", "default_policy"]}),
             ("Rate limits (empty = unlimited)", {"fields": ["rpm_limit", "tpm_limit", "max_concurrent"]}),

@@ -21,9 +21,9 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.utils import timezone
 
-from rainymodel_site import error_codes as codes
 import limits
 from apikeys.keys import hash_key, key_prefix, looks_like_key
+from rainymodel_site import error_codes as codes
 from rainymodel_site.api_errors import ApiError, api_error_response
 from routing import snapshot
 from routing.snapshot import MASTER_KEY_INFO, KeyInfo, Snapshot

@@ -54,7 +54,8 @@ class APIKey(models.Model):
                                             validators=[MinValueValidator(1)], help_text="Empty: unlimited.")
     max_concurrent = models.PositiveIntegerField("requests at once", null=True, blank=True,
                                                  validators=[MinValueValidator(1)],
-                                                 help_text="Most requests in flight at the same time. Empty: unlimited.")
+                                                 help_text="Most requests in flight at the same time. "
+                                                           "Empty: unlimited.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -78,9 +79,10 @@ class APIKey(models.Model):
             unknown = [n for n in self.allowed_policies if isinstance(n, str) and n.lower() not in known]
             if unknown:
                 errors["allowed_policies"] = f"No policy named {', '.join(map(repr, unknown))}."
-        if allowed_policies and self.default_policy_id and self.default_policy.name.lower() not in allowed_policies:
+        default_policy = self.default_policy if self.default_policy_id else None
+        if allowed_policies and default_policy is not None and default_policy.name.lower() not in allowed_policies:
             errors["default_policy"] = (
-                f"The default policy {self.default_policy.name!r} is not among the allowed policies."
+                f"The default policy {default_policy.name!r} is not among the allowed policies."
             )
         if errors:
             raise ValidationError(errors)
@@ -109,7 +111,8 @@ class Quota(models.Model):
     max_requests = models.PositiveBigIntegerField("requests", null=True, blank=True,
                                                   help_text="Most requests per period. Empty: no limit.")
     max_tokens = models.PositiveBigIntegerField("tokens", null=True, blank=True,
-                                                help_text="Most prompt + completion tokens per period. Empty: no limit.")
+                                                help_text="Most prompt + completion tokens per period. "
+                                                          "Empty: no limit.")
     max_cost_usd = models.DecimalField("cost (USD)", max_digits=14, decimal_places=6, null=True, blank=True,
                                        validators=[MinValueValidator(0)],
                                        help_text="Most spend in US dollars per period. Empty: no limit.")

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -219,7 +220,7 @@ def many_headers(port, key, cap):
 def slow_header(port, key, cap):
     sock = connect(port)
     head = request_head("/v1/models", {"Authorization": f"Bearer {key}"}, "GET")
-    state = {"i": 0, "next": 0.0}
+    state: dict[str, Any] = {"i": 0, "next": 0.0}
 
     def feed():
         now = time.monotonic()
@@ -269,11 +270,11 @@ def many_stalled_connections(port, key, cap, count=300):
                 pass
             except OSError:
                 open_.discard(sock)
-    open_ = len(open_)
+    still_open = len(open_)
     seconds = time.monotonic() - started
     for sock in socks:
         sock.close()
-    what = f"{open_} of {len(socks)} still open" if open_ else f"all {len(socks)} closed"
+    what = f"{still_open} of {len(socks)} still open" if still_open else f"all {len(socks)} closed"
     return what, seconds, f"{count} connections with half-sent headers"
 
 
@@ -328,6 +329,7 @@ def sigkill_with_streams(server: RainyModelServer, key: str, fake, streams: int)
         t.start()
     time.sleep(2.0)
     # The worker (gunicorn: its worker processes, then the arbiter, which would otherwise start new ones).
+    assert server.process is not None and server.pid is not None, "the server is not running"
     for pid in [*server._children(), server.pid]:
         os.kill(pid, signal.SIGKILL)
     server.process.wait(5)
@@ -352,7 +354,7 @@ def main(argv=None) -> int:
     database_url = f"sqlite:///{workdir / 'hostile.sqlite3'}"
     base_env = {"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret,
                 "DATABASE_URL": database_url}
-    print(f"| attack | server | held (s) | RSS after (MB) | notes |\n|---|---|---|---|---|")
+    print("| attack | server | held (s) | RSS after (MB) | notes |\n|---|---|---|---|---|")
     with FakeUpstream() as fake:
         key = setup_database(database_url, secret, fake.base_url)
         server = start_server(args.server, base_env)

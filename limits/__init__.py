@@ -57,6 +57,7 @@ __all__ = ["Admission", "LimitExceeded", "METRICS", "admit", "check_auth_failure
 
 
 def key_subject(key: KeyInfo) -> Subject:
+    assert key.id is not None, "the master key has no limits"
     return Subject("key", key.id, key.prefix)
 
 

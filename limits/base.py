@@ -8,8 +8,12 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from rainymodel_site.shared_state import Outage, state
+
+if TYPE_CHECKING:
+    from routing.snapshot import KeyInfo
 
 log = logging.getLogger("limits")
 
@@ -111,7 +115,7 @@ class Limit:
 class Admission:
     """What `admit()` granted. Pass it to `settle()` exactly once, on every path."""
 
-    key: object  # the KeyInfo admitted
+    key: KeyInfo  # the key admitted
     limits: tuple[Limit, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False

@@ -54,7 +54,7 @@ def quota_counter(counter_id, period: str, start: datetime, metric: str) -> str:
 
 def quota_metrics(quota: QuotaInfo) -> dict[str, float]:
     """The metrics this quota limits, with their maximum."""
-    out = {}
+    out: dict[str, float] = {}
     if quota.max_requests is not None:
         out["requests"] = quota.max_requests
     if quota.max_tokens is not None:

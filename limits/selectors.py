@@ -4,10 +4,11 @@ Blocking (database and shared state): never call it from the event loop."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from limits import base
 from limits.concurrency import slot_counters
-from limits.quotas import COUNTER_BASE, METRICS, QUOTA_GRACE_S, period_bounds, quota_counter, \
-    usage_from_log_sync
+from limits.quotas import COUNTER_BASE, METRICS, QUOTA_GRACE_S, period_bounds, quota_counter, usage_from_log_sync
 from limits.rate import rpm_counter
 from limits.tokens import tpm_counter
 from rainymodel_site.shared_state import SharedStateUnavailable
@@ -26,7 +27,7 @@ def usage_for_key_sync(key_id: int) -> dict:
     now = base.utcnow()
     subject = base.Subject("key", api_key.id, api_key.prefix)
     store = base.store()
-    out = {
+    out: dict[str, Any] = {
         "key_id": api_key.id,
         "name": api_key.name,
         "prefix": api_key.prefix,

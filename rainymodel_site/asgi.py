@@ -28,10 +28,10 @@ from contextlib import closing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rainymodel_site.settings")
 
+from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
-from asgiref.sync import sync_to_async  # noqa: E402
 from django.core.exceptions import DisallowedHost, RequestAborted  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
@@ -64,7 +64,8 @@ class ApiHandler(ASGIHandler):
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
-        view_chain = convert_exception_to_response(self._get_response_async)
+        # django-stubs does not declare BaseHandler's private `_get_response_async`; Django 6.1 has it.
+        view_chain = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
         self._middleware_chain = convert_exception_to_response(RequestIdMiddleware(view_chain))
 
     async def handle(self, scope, receive, send):
@@ -106,7 +107,7 @@ class ApiHandler(ASGIHandler):
                     pass
             except BaseExceptionGroup as exception_group:
                 if len(exception_group.exceptions) == 1:
-                    raise exception_group.exceptions[0]
+                    raise exception_group.exceptions[0]  # noqa: B904 -- as in Django's ASGIHandler.handle
                 raise
             finally:
                 # The `on_close` contract: see the class docstring.

@@ -11,6 +11,7 @@ callers presenting the master key (`Authorization: Bearer $RAINYMODEL_MASTER_KEY
 import asyncio
 import hmac
 import time
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -32,8 +33,9 @@ async def health(request):
     return JsonResponse({"status": "ok", "version": settings.VERSION})
 
 
-def _readiness() -> tuple[dict, bool]:
-    checks, ready = {}, True
+def _readiness() -> tuple[dict[str, Any], bool]:
+    checks: dict[str, Any] = {}
+    ready = True
     started = time.perf_counter()
     try:
         with connection.cursor() as cursor:
@@ -113,7 +115,7 @@ async def ready(request):
     details = await _may_see_details(request)
     remaining = READY_BUDGET_S - (time.monotonic() - started)
     checks, ok = await _bounded_readiness(max(remaining, 0.1))
-    body = {"status": "ready" if ok else "not_ready"}
+    body: dict[str, Any] = {"status": "ready" if ok else "not_ready"}
     if details:
         body["checks"] = checks
     return JsonResponse(body, status=200 if ok else 503)

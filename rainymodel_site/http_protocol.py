@@ -131,8 +131,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # in the middle of that answer, just the close.
             self.transport.close()
             return
-        body = ('{"error": {"message": "%s", "type": "invalid_request_error", "param": null, "code": "%s"}}'
-                % (message, code)).encode()
+        body = (f'{{"error": {{"message": "{message}", "type": "invalid_request_error", "param": null, '
+                f'"code": "{code}"}}}}').encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             % (status, REASONS[status], len(body)) + body)

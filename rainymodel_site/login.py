@@ -68,7 +68,7 @@ def record_failure(request) -> None:
         _usage(request, key, rate, increment=True)
 
 
-class ThrottledFormMixin:
+class ThrottledFormMixin(AuthenticationForm):
     """An AuthenticationForm that refuses to check passwords once failed sign-ins are used up, and counts its own
     failures. Marks the request so the view can answer 429."""
 
@@ -80,7 +80,8 @@ class ThrottledFormMixin:
     def clean(self):
         wait = throttled_for(self.request)
         if wait is not None:
-            self.request.login_throttled = True
+            # A marker on the request for _with_429 (admin.site.login hides the form); HttpRequest does not declare it.
+            self.request.login_throttled = True  # type: ignore[union-attr]
             raise ValidationError(self.error_messages["throttled"], code="throttled",
                                   params={"wait": _in_words(wait)})
         try:

@@ -16,8 +16,8 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 from django.views.defaults import server_error as django_server_error
 
-from rainymodel_site import error_codes as codes
 from rainymodel_site import api_errors
+from rainymodel_site import error_codes as codes
 
 
 def _is_api(request) -> bool:
@@ -32,7 +32,10 @@ def home(request):
 
 @cache
 def _favicon() -> bytes:
-    with open(finders.find("favicon.svg"), "rb") as svg:
+    path = finders.find("favicon.svg")
+    if not isinstance(path, str):
+        raise FileNotFoundError("static/favicon.svg is missing")
+    with open(path, "rb") as svg:
         return svg.read()
 
 

@@ -216,7 +216,7 @@ class RedisState:
         if not keys:
             return {}
         values = self._wrap_sync(self._sync.mget, [PREFIX + k for k in keys])
-        return {k: _decode(v) for k, v in zip(keys, values) if v is not None}
+        return {k: _decode(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     def set_sync(self, key, value, ttl=None):
         self._wrap_sync(lambda: self._sync.set(PREFIX + key, value, px=_ms(ttl)))
@@ -264,7 +264,7 @@ class RedisState:
         if not keys:
             return {}
         values = await self._wrap(self._client().mget([PREFIX + k for k in keys]))
-        return {k: _decode(v) for k, v in zip(keys, values) if v is not None}
+        return {k: _decode(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
     async def set(self, key, value, ttl=None):
         await self._wrap(self._client().set(PREFIX + key, value, px=_ms(ttl)))
@@ -319,7 +319,7 @@ return 1
 
 def _cas_arguments(expected, values):
     keys = [PREFIX + k for k in expected] + [PREFIX + k for k in values]
-    args = [len(expected)]
+    args: list[int | str] = [len(expected)]
     for value in expected.values():
         args += ["0"] if value is None else ["1", str(value)]
     for value, ttl in values.values():

@@ -170,7 +170,7 @@ class RouteInline(admin.TabularInline):
         # Four add/change/delete/view icons under every row's provider double the table's height; providers are
         # edited on their own page.
         field = super().formfield_for_dbfield(db_field, request, **kwargs)
-        if db_field.name == "provider":
+        if db_field.name == "provider" and field is not None:
             widget = field.widget
             widget.can_add_related = widget.can_change_related = widget.can_delete_related = False
             widget.can_view_related = False

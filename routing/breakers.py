@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rainymodel_site.shared_state import Outage, SharedStateUnavailable, state
 from routing import reasons
@@ -93,7 +93,7 @@ def status_at(st: BreakerState, now: float) -> str:
 
 def seconds_until_half_open(st: BreakerState, now: float) -> float:
     """0 when the breaker does not keep traffic out (closed or half-open)."""
-    if status_at(st, now) != OPEN:
+    if status_at(st, now) != OPEN or st.open_until is None:  # OPEN always has open_until
         return 0.0
     return max(0.0, st.open_until - now)
 
@@ -141,6 +141,7 @@ def on_failure(st: BreakerState, *, reason: str, now: float, plan: FailurePlan, 
     if current == OPEN:
         # An attempt that began before the breaker opened, finishing late: it does not restart the cooldown, but a
         # failure that opens at once for longer (402 during a run of 503s) does extend it.
+        assert st.open_until is not None  # status_at says OPEN only with open_until
         if plan.at_once and now + plan.cooldown_s > st.open_until:
             return replace(base, open_until=now + plan.cooldown_s, cooldown_s=plan.cooldown_s)
         return base
@@ -175,7 +176,7 @@ def mark_active(activity: dict[str, float], key: str, now: float) -> dict[str, f
     return dict(sorted(fresh.items(), key=lambda item: item[1])[-ACTIVE_KEPT:])
 
 
-def decode_activity(raw: object) -> dict[str, float]:
+def decode_activity(raw: str | bytes | None) -> dict[str, float]:
     if raw is None:
         return {}
     try:
@@ -192,7 +193,7 @@ def encode(st: BreakerState) -> str:
     }, separators=(",", ":"))
 
 
-def decode(raw: object) -> BreakerState:
+def decode(raw: str | bytes | None) -> BreakerState:
     """A stored value back into a state; anything unreadable counts as closed (and is logged), so a corrupt key can
     never take a route out of service."""
     if raw is None:
@@ -216,8 +217,8 @@ def decode(raw: object) -> BreakerState:
 def describe(st: BreakerState, now: float) -> dict:
     """A plain, JSON-ready description for `/health/ready` and the admin."""
     current = status_at(st, now)
-    out = {"state": current, "failures": st.failures}
-    if current == OPEN:
+    out: dict[str, Any] = {"state": current, "failures": st.failures}
+    if current == OPEN and st.open_until is not None:  # OPEN always has open_until
         out["open_until"] = _iso(st.open_until)
         out["retry_in_s"] = round(st.open_until - now, 1)
     if st.last_reason:
@@ -232,7 +233,7 @@ def describe(st: BreakerState, now: float) -> dict:
 def describe_text(st: BreakerState, now: float) -> str:
     """One line for an admin column: `closed`, `open until 12:00:05 UTC (http_503)`, `half-open`."""
     current = status_at(st, now)
-    if current == OPEN:
+    if current == OPEN and st.open_until is not None:  # OPEN always has open_until
         until = datetime.fromtimestamp(st.open_until, UTC).strftime("%H:%M:%S UTC")
         return f"open until {until} ({st.last_reason})"
     if current == HALF_OPEN:
@@ -313,7 +314,12 @@ _admin_outage = Outage(ADMIN_RETRY_AFTER_FAILURE_S)
 def breaker_text_sync(*, provider: str | None = None, route_id: int | None = None) -> str:
     """One line for an admin column or field (`closed`, `open until 12:00:05 UTC (http_503)`, `half-open (...)`).
     Never raises: an unreachable store reads as `unknown (shared state unreachable)`."""
-    key = provider_key(provider) if provider is not None else route_key(route_id)
+    if provider is not None:
+        key = provider_key(provider)
+    elif route_id is not None:
+        key = route_key(route_id)
+    else:
+        raise TypeError("breaker_text_sync needs a provider or a route_id")
     if _admin_outage.skip():
         return "unknown (shared state unreachable)"
     try:

@@ -371,7 +371,8 @@ def build_plan(document: dict) -> _Plan:
     problems: list[str] = []
     declared = {}
     for section in ("providers", "aliases", "policies"):
-        entries = document.get(section) if isinstance(document.get(section), list) else []
+        listed = document.get(section)
+        entries = listed if isinstance(listed, list) else []
         names = {e["name"] for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)}
         declared[section] = {n.lower() for n in names} if section == "policies" else names
     for key in document:
@@ -447,7 +448,7 @@ def build_plan(document: dict) -> _Plan:
 def _validation_problems(where: str, exc: ValidationError) -> list[str]:
     if not hasattr(exc, "error_dict"):
         return [f"{where}: {m}" for m in exc.messages]
-    problems = []
+    problems: list[str] = []
     for name, errors in exc.message_dict.items():
         label = where if name == NON_FIELD_ERRORS else f"{where} {name}"
         problems.extend(f"{label}: {m}" for m in errors)
@@ -496,12 +497,12 @@ def _apply(plan: _Plan, *, replace: bool) -> ImportSummary:
     if new_default is not None:
         Policy.objects.filter(is_default=True).exclude(name__iexact=new_default).update(is_default=False)
     for entry in plan.policies:
-        obj = existing_policies.get(entry.name.lower()) or Policy()
-        _set_values(obj, entry.values)
-        if _clean(obj, entry, problems):
-            (summary.updated if obj.pk else summary.created)["policies"].append(entry.name)
-            obj.save()
-            policies[entry.name.lower()] = obj
+        policy_obj = existing_policies.get(entry.name.lower()) or Policy()
+        _set_values(policy_obj, entry.values)
+        if _clean(policy_obj, entry, problems):
+            (summary.updated if policy_obj.pk else summary.created)["policies"].append(entry.name)
+            policy_obj.save()
+            policies[entry.name.lower()] = policy_obj
 
     # Aliases and their routes. Routes are matched to existing ones by provider and model to keep their ids.
     existing_aliases = {a.name: a for a in Alias.objects.all()}
@@ -517,18 +518,18 @@ def _apply(plan: _Plan, *, replace: bool) -> ImportSummary:
                 if policy_name.lower() not in plan.declared["policies"]:
                     problems.append(f"{entry.where} default_policy: policy {policy_name!r} is not defined")
         routes = _resolve_routes(entry.routes, providers, plan.declared["providers"], problems)
-        obj = existing_aliases.get(entry.name) or Alias()
-        _set_values(obj, entry.values, relations={"default_policy": policy})
-        if not _clean(obj, entry, problems) or not resolved:
+        alias_obj = existing_aliases.get(entry.name) or Alias()
+        _set_values(alias_obj, entry.values, relations={"default_policy": policy})
+        if not _clean(alias_obj, entry, problems) or not resolved:
             for route_entry, provider in routes:  # still report what is wrong with the routes
                 route = Route(provider=provider)
                 _set_values(route, route_entry.values, relations={"provider": provider})
                 _clean(route, route_entry, problems, exclude=["alias"])
             continue
-        (summary.updated if obj.pk else summary.created)["aliases"].append(entry.name)
-        obj.save()
-        aliases[entry.name] = obj
-        _save_routes(obj, routes, problems)
+        (summary.updated if alias_obj.pk else summary.created)["aliases"].append(entry.name)
+        alias_obj.save()
+        aliases[entry.name] = alias_obj
+        _save_routes(alias_obj, routes, problems)
         summary.routes += len(routes)
 
     # Settings.

@@ -244,10 +244,10 @@ class Policy(models.Model):
         if self.name and self.name.lower() == "default":
             raise ValidationError({"name": "'default' is reserved: it means the default policy in the header."})
         if self.is_default:
-            others = Policy.objects.filter(is_default=True).exclude(pk=self.pk)
-            if others.exists():
+            other = Policy.objects.filter(is_default=True).exclude(pk=self.pk).first()
+            if other is not None:
                 raise ValidationError(
-                    {"is_default": f"{others.first().name} is already the default policy; untick it first."}
+                    {"is_default": f"{other.name} is already the default policy; untick it first."}
                 )
 
 

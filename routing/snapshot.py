@@ -185,7 +185,7 @@ def build_snapshot(version: int) -> Snapshot:
                 credit_cooldown_s=p.credit_cooldown_s,
             )
         provider_names = dict(Provider.objects.values_list("id", "name"))
-        policy_names = dict(Policy.objects.values_list("id", "name"))
+        policy_names: dict[int | None, str] = dict(Policy.objects.values_list("id", "name"))  # .get(None): None
         routes_by_alias: dict[int, list[RouteInfo]] = {}
         for r in Route.objects.order_by("position", "id"):
             routes_by_alias.setdefault(r.alias_id, []).append(RouteInfo(
@@ -210,7 +210,8 @@ def build_snapshot(version: int) -> Snapshot:
         }
         default_policy = next((p.name for p in policies.values() if p.is_default), None)
         routing_settings = RoutingSettings.objects.filter(pk=1).select_related("catch_all_alias").first()
-        catch_all = routing_settings.catch_all_alias.name if routing_settings and routing_settings.catch_all_alias else None
+        catch_all = (routing_settings.catch_all_alias.name
+                     if routing_settings and routing_settings.catch_all_alias else None)
 
         quotas: dict[int, list[QuotaInfo]] = {}
         for q in Quota.objects.all():

@@ -255,7 +255,8 @@ def _decoded_cookies(response) -> list[str]:
     for morsel in response.cookies.values():
         values.append(morsel.value)
         if morsel.key == "messages" and morsel.value:
-            decoded = CookieStorage(response.wsgi_request)._decode(morsel.value)
+            # The storage's own decoder; django-stubs does not declare this private method.
+            decoded = CookieStorage(response.wsgi_request)._decode(morsel.value)  # type: ignore[attr-defined]
             values.append(repr([str(m) for m in decoded or []]))
     return values
 

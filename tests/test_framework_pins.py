@@ -2,7 +2,8 @@
 
 `rainymodel_site.asgi.ApiHandler.handle` is a copy of Django's `ASGIHandler.handle` (without the request signals)
 that also calls other ASGIHandler internals and sets an ASGIRequest's body stream after it was made, and
-`routing.proxy.api.ApiView.async_dispatch` is a copy of adrf's `APIView.async_dispatch` (with `initial()` inline). When this test fails after an upgrade, read the upstream diff,
+`routing.proxy.api.ApiView.async_dispatch` is a copy of adrf's `APIView.async_dispatch` (with `initial()` inline).
+When this test fails after an upgrade, read the upstream diff,
 carry what matters into our copies, then record the new fingerprints below (the failure message prints them).
 """
 

@@ -21,7 +21,6 @@ from routing.models import Alias, Policy, Provider
 from routing.tiers import TIERS
 from usage.models import RequestLog
 
-
 # Characters of the request id shown in the list: enough to tell rows apart at a glance. Search takes the full id,
 # which the tooltip and the row's page show.
 SHORT_ID = 8
@@ -29,6 +28,8 @@ SHORT_ID = 8
 
 class ChoicesFilter(admin.SimpleListFilter):
     """Filter on one column, with choices from `choices()` (a few rows), never from the log itself."""
+
+    parameter_name: str  # every subclass names its column
 
     def lookups(self, request, model_admin):
         return [(value, value) for value in self.values()]

@@ -9,14 +9,15 @@ OpenAI-shaped (rainymodel_site.api_errors).
 
 from __future__ import annotations
 
+from typing import Any
 
 import orjson
 from django.db import connections
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from rainymodel_site import error_codes as codes
 from apikeys.auth import api_key_required
+from rainymodel_site import error_codes as codes
 from rainymodel_site.api_errors import error_response
 from usage import reports
 from usage.filters import MASTER, FilterError, UsageFilter, parse_period
@@ -76,7 +77,7 @@ def _usage(request):
     except FilterError as exc:
         return error_response(400, codes.INVALID_PERIOD, exc.message, param=exc.param)
     usage_filter = UsageFilter(period=period, visible_key_ids=None, key=MASTER if key.is_master else key.id)
-    body = {
+    body: dict[str, Any] = {
         "object": "usage",
         "key": {"name": key.name, "prefix": key.prefix},
         "start": _group_label(period.start),

@@ -4,6 +4,7 @@ no database, no JavaScript, no CDN, so the pages work on a closed network and pr
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from routing.tiers import TIERS
@@ -74,7 +75,7 @@ def tick_label(value: float, step: float, unit: str) -> str:
     return f"${value:,.{max(2, places) if places else 0}f}"
 
 
-def stacked_bars(buckets: list[datetime], values: dict[str, list[float]], *, bucket: str, unit: str,
+def stacked_bars(buckets: list[datetime], values: Mapping[str, Sequence[float]], *, bucket: str, unit: str,
                  empty_message: str = NO_REQUESTS) -> dict:
     """Geometry for a stacked bar chart: `values[tier][i]` is the height of tier's segment in bucket i.
 

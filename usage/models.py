@@ -38,6 +38,8 @@ ROLLUP_MEASURES = ("requests", "admitted", "errors", "fallbacks", "prompt_tokens
 
 
 class RequestLog(models.Model):
+    key_name: str  # not a column: the key's name, set on rows shown in the request log (reports.log_page)
+
     id = models.CharField("request id", primary_key=True, max_length=64,
                           help_text="The x-request-id the client was given.")
     created_at = models.DateTimeField("created at", default=timezone.now, help_text="When the request arrived.")

@@ -23,10 +23,16 @@ from django.db.models.functions import TruncDay
 from apikeys.models import APIKey
 from routing.models import Route
 from routing.tiers import FREE, PREMIUM, TIERS
-
 from usage.filters import MASTER, NO_TIER, Period, UsageFilter, ceil_hour
-from usage.models import (LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_MEASURES, TTFT_FIELDS, RequestLog, UsageDaily,
-                          UsageHourly)
+from usage.models import (
+    LATENCY_BUCKET_EDGES_MS,
+    LATENCY_FIELDS,
+    ROLLUP_MEASURES,
+    TTFT_FIELDS,
+    RequestLog,
+    UsageDaily,
+    UsageHourly,
+)
 
 MILLION = Decimal(1_000_000)
 
@@ -92,8 +98,8 @@ class Figures:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cost_usd += other.cost_usd
-        self.latency_histogram = [a + b for a, b in zip(self.latency_histogram, other.latency_histogram)]
-        self.ttft_histogram = [a + b for a, b in zip(self.ttft_histogram, other.ttft_histogram)]
+        self.latency_histogram = [a + b for a, b in zip(self.latency_histogram, other.latency_histogram, strict=False)]
+        self.ttft_histogram = [a + b for a, b in zip(self.ttft_histogram, other.ttft_histogram, strict=False)]
 
     @property
     def total_tokens(self) -> int:
@@ -245,8 +251,8 @@ def breakdown(f: UsageFilter, by: str) -> list[dict]:
                 "key": key_id if key_id else (MASTER if prefix == MASTER else None)}, "figures": figures})
         elif by == "provider":
             provider, model = values
-            table.append({"label": f"{provider}/{model}" if provider else "(no route)", "filter": {"provider": provider},
-                          "figures": figures})
+            table.append({"label": f"{provider}/{model}" if provider else "(no route)",
+                          "filter": {"provider": provider}, "figures": figures})
         else:
             value = values[0]
             table.append({"label": value or "(none)", "filter": {by: value or (NO_TIER if by == "tier" else "")},
@@ -404,7 +410,7 @@ def log_rows(f: UsageFilter) -> QuerySet[RequestLog]:
     if f.key == MASTER:
         qs = qs.filter(api_key__isnull=True, key_prefix=MASTER)
     elif f.key is not None:
-        qs = qs.filter(api_key_id=f.key)
+        qs = qs.filter(api_key_id=int(f.key))
     for name in ("alias", "policy", "provider", "endpoint"):
         if getattr(f, name):
             qs = qs.filter(**{name: getattr(f, name)})
@@ -444,5 +450,5 @@ def log_page(f: UsageFilter, *, before: tuple[datetime, str] | None = None,
         rows = rows[:LOG_PAGE_SIZE]
     names = key_names({r.api_key_id for r in rows})
     for row in rows:
-        row.key_name = names.get(row.api_key_id, "")
+        row.key_name = names.get(row.api_key_id, "") if row.api_key_id is not None else ""
     return {"rows": rows, "has_newer": has_newer and bool(rows), "has_older": has_older and bool(rows)}

@@ -2,9 +2,9 @@
 
 `usage.writer` calls `add_to_rollups(rows)` inside the transaction that inserts the rows, so a rollup never
 counts a row that was not written (nor misses one that was). Rows are first summed in Python per rollup
-dimension tuple, then merged with multi-row `INSERT … ON CONFLICT DO UPDATE` statements (one per table for a typical batch), which is atomic
-across any number of workers writing at once (PostgreSQL and SQLite both speak it). Never called on the request
-path.
+dimension tuple, then merged with multi-row `INSERT … ON CONFLICT DO UPDATE` statements (one per table for a
+typical batch), which is atomic across any number of workers writing at once (PostgreSQL and SQLite both speak
+it). Never called on the request path.
 """
 
 from __future__ import annotations
@@ -15,8 +15,16 @@ from decimal import Decimal
 
 from django.db import connection
 
-from usage.models import (DEFAULT_ENDPOINT, LATENCY_BUCKET_EDGES_MS, LATENCY_FIELDS, ROLLUP_DIMENSIONS,
-                          ROLLUP_MEASURES, TTFT_FIELDS, UsageDaily, UsageHourly)
+from usage.models import (
+    DEFAULT_ENDPOINT,
+    LATENCY_BUCKET_EDGES_MS,
+    LATENCY_FIELDS,
+    ROLLUP_DIMENSIONS,
+    ROLLUP_MEASURES,
+    TTFT_FIELDS,
+    UsageDaily,
+    UsageHourly,
+)
 
 
 def latency_bucket(ms: int) -> int:

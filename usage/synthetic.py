@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection, transaction
 
@@ -29,7 +30,8 @@ LATENCY_MEDIAN = {FREE: 1800, INTERNAL: 900, PREMIUM: 1400}
 TTFT_MEDIAN = {FREE: 600, INTERNAL: 250, PREMIUM: 450}
 # (status, error_code, share) of outcomes other than success.
 FAILURES = ((429, "rate_limit_exceeded", 0.025), (502, "upstream_error", 0.015), (504, "upstream_timeout", 0.008),
-            (401, "invalid_api_key", 0.006), (400, "missing_required_parameter", 0.006), (499, "client_disconnected", 0.005))
+            (401, "invalid_api_key", 0.006), (400, "missing_required_parameter", 0.006),
+            (499, "client_disconnected", 0.005))
 
 
 # The failures above that are refused before or by the limits (the rest were admitted, then failed upstream).
@@ -86,8 +88,8 @@ class Generator:
         self.aliases = sorted(self.by_alias)
         self.alias_weights = [1 / (rank + 1) for rank in range(len(self.aliases))]
         # Each key mostly uses one alias and one policy, as real clients do.
-        self.habits = {key_id: (self.random.choice(self.aliases), self.random.choice(list(POLICIES)))
-                       for key_id, _ in keys}
+        self.habits: dict[int | None, tuple[str, str]] = {
+            key_id: (self.random.choice(self.aliases), self.random.choice(list(POLICIES))) for key_id, _ in keys}
         self.failure_cut = []
         total = 0.0
         for status, code, share in FAILURES:
@@ -130,7 +132,7 @@ class Generator:
                 status, error_code = failed_status, code
                 break
         stream = r.random() < 0.6
-        row = {
+        row: dict[str, Any] = {
             "id": "req_" + secrets.token_hex(12),
             "created_at": self._when(window),
             "endpoint": "chat",
@@ -186,7 +188,7 @@ def write_rows(rows: list[dict]) -> None:
     PostgreSQL, one executemany elsewhere. The rollups go through `add_to_rollups`, exactly as for real traffic.
     """
     fields = [f for f in RequestLog._meta.concrete_fields]
-    columns = [f.column for f in fields]
+    columns = [f.column for f in fields if f.column is not None]  # every concrete field has its column
     names = [f.attname for f in fields]
     ops = connection.ops
     postgres = connection.vendor == "postgresql"

@@ -26,8 +26,17 @@ from apikeys.models import APIKey
 from routing.models import Alias, Policy, Provider
 from routing.tiers import TIERS
 from usage import charts, explanations, reports
-from usage.filters import (ENDPOINT_NAMES, NO_TIER, PRESETS, FilterError, KeyNotVisible, UsageFilter, for_key,
-                           parse_filters, visible_key_ids)
+from usage.filters import (
+    ENDPOINT_NAMES,
+    NO_TIER,
+    PRESETS,
+    FilterError,
+    KeyNotVisible,
+    UsageFilter,
+    for_key,
+    parse_filters,
+    visible_key_ids,
+)
 from usage.models import RequestLog
 from usage.throttle import throttled
 
@@ -272,7 +281,8 @@ async def _stream_from_one_thread(pieces):
     (`StreamingHttpResponse.__aiter__`) before the first byte went out."""
     step = sync_to_async(next, thread_sensitive=True)
     try:
-        while (piece := await step(pieces, None)) is not None:
+        # asgiref types sync_to_async(next) with next's one-argument overload; next(iterator, default) is meant.
+        while (piece := await step(pieces, None)) is not None:  # type: ignore[call-arg]
             yield piece
     finally:  # also when the client goes away: end the transaction and free the cursor on their own thread
         await sync_to_async(pieces.close, thread_sensitive=True)()

@@ -2,8 +2,9 @@
 
 import django.core.validators
 import django.db.models.deletion
-import routing.models
 from django.db import migrations, models
+
+import routing.models
 
 
 class Migration(migrations.Migration):

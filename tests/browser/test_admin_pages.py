@@ -24,9 +24,9 @@ def admin_world(django_user_model):
     long ids and model names, and the ollama-primary route of rainymodel/code with its breaker open."""
     from apikeys.services import apikey_create, apikey_revoke
     from rainymodel_site.shared_state import state
+    from routing import breakers
     from routing.config_file import import_file
     from routing.models import Route
-    from routing import breakers
     from tests.routing.conftest import DEFAULTS_FILE
     from usage.models import RequestLog
 

@@ -20,7 +20,7 @@ _ids = iter(range(900_000, 10_000_000))  # key ids no other test uses
 def make_key(*, rpm_limit=None, tpm_limit=None, max_concurrent=None, quotas=(), id=None) -> KeyInfo:
     return KeyInfo(
         id=id if id is not None else next(_ids), name="test", prefix="rm-testkey00", hashed_key="", expires_at=None,
-        revoked=False, allowed_aliases=frozenset(), allowed_policies=frozenset(), default_policy=None,
+        revoked=False, allowed_aliases=frozenset(), allowed_policies=(), default_policy=None,
         rpm_limit=rpm_limit, tpm_limit=tpm_limit, max_concurrent=max_concurrent, quotas=tuple(quotas),
     )
 

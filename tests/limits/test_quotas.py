@@ -10,7 +10,7 @@ import pytest
 import limits
 from limits import base, quotas
 from routing.snapshot import QuotaInfo
-from tests.limits.conftest import day_quota, log_row, make_key, _reset_seconds
+from tests.limits.conftest import _reset_seconds, day_quota, log_row, make_key
 
 
 async def test_daily_token_quota_is_refused_once_used(store, transactional_db):
@@ -120,7 +120,8 @@ async def test_a_request_admitted_before_the_period_ended_is_counted_in_its_own_
 
 
 @pytest.mark.parametrize("now, period, start, end", [
-    (datetime(2026, 3, 1, 13, 5, tzinfo=UTC), "day", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)),
+    (datetime(2026, 3, 1, 13, 5, tzinfo=UTC), "day",
+     datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)),
     (datetime(2026, 2, 28, 23, 59, tzinfo=UTC), "month", datetime(2026, 2, 1, tzinfo=UTC),
      datetime(2026, 3, 1, tzinfo=UTC)),
     (datetime(2026, 12, 31, 8, tzinfo=UTC), "month", datetime(2026, 12, 1, tzinfo=UTC),

@@ -8,7 +8,7 @@ import pytest
 
 import limits
 from limits import rate
-from tests.limits.conftest import make_key, _reset_seconds
+from tests.limits.conftest import _reset_seconds, make_key
 
 
 async def test_rpm_admits_exactly_the_limit_under_concurrency(store):

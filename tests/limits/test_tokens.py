@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import limits
-from tests.limits.conftest import make_key, _reset_seconds
+from tests.limits.conftest import _reset_seconds, make_key
 
 
 async def test_tpm_counts_real_tokens_at_settle_and_refuses_when_the_estimate_does_not_fit(store):

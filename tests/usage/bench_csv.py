@@ -81,6 +81,7 @@ def main() -> None:
     plain, _ = User.objects.get_or_create(username="bench-user")
     busiest = (UsageDaily.objects.exclude(api_key_id=0).values("api_key_id").annotate(n=Sum("requests"))
                .order_by("-n").values_list("api_key_id", flat=True).first())
+    assert busiest is not None, "no usage rows: generate some first"
     APIKey.objects.filter(pk=busiest).update(owner=plain)
     cookies = {}
     for who, user in (("staff", staff), ("plain", plain)):

@@ -29,8 +29,8 @@ def main() -> None:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from apikeys.models import APIKey
     from apikeys.keys import generate_key, hash_key, key_prefix
+    from apikeys.models import APIKey
     from routing import snapshot
     from usage.models import RequestLog, UsageHourly
 
@@ -43,6 +43,7 @@ def main() -> None:
 
     busiest = (UsageDaily.objects.exclude(api_key_id=0).values("api_key_id").annotate(n=Sum("requests"))
                .order_by("-n").values_list("api_key_id", flat=True).first())
+    assert busiest is not None, "no usage rows: generate some first"
     APIKey.objects.filter(pk=busiest).update(owner=plain)
     # Give the busiest key a secret this script knows, so /v1/usage can be called as that key.
     full_key = generate_key()

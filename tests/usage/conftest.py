@@ -94,7 +94,7 @@ def traffic(users, api_key, premium_routes):
     rnd = random.Random(6)
     now = timezone.now()
     rows = []
-    for i in range(400):
+    for _ in range(400):
         # Ages from 1 minute to 40 days, denser in the last day.
         age = timedelta(minutes=rnd.choice([rnd.randint(1, 23 * 60), rnd.randint(1, 40 * 24 * 60)]))
         owner_key = rnd.choice([alice_key_1, alice_key_1, alice_key_2, bob_key, bob_key, None, "master"])

@@ -4,6 +4,8 @@ usage.reports: if both agree, the rollup is right."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from django.db import connection
 
@@ -17,7 +19,7 @@ def _where(period, conditions: list[str], params: list) -> tuple[str, list]:
                                    ops.adapt_datetimefield_value(period.end), *params]
 
 
-def figures(period, conditions: list[str] = (), params: list = ()) -> dict:
+def figures(period, conditions: Sequence[str] = (), params: Sequence[Any] = ()) -> dict:
     where, values = _where(period, list(conditions), list(params))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -30,7 +32,7 @@ def figures(period, conditions: list[str] = (), params: list = ()) -> dict:
             "total_tokens": prompt + completion, "cost_usd": float(cost), "errors": errors, "fallbacks": fallbacks}
 
 
-def grouped(period, group_sql: str, conditions: list[str] = (), params: list = ()) -> dict:
+def grouped(period, group_sql: str, conditions: Sequence[str] = (), params: Sequence[Any] = ()) -> dict:
     where, values = _where(period, list(conditions), list(params))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -41,7 +43,7 @@ def grouped(period, group_sql: str, conditions: list[str] = (), params: list = (
                 for row in cursor.fetchall()}
 
 
-def column_values(period, column: str, conditions: list[str] = (), params: list = ()) -> list:
+def column_values(period, column: str, conditions: Sequence[str] = (), params: Sequence[Any] = ()) -> list:
     where, values = _where(period, list(conditions), list(params))
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {column} FROM usage_requestlog WHERE {where} AND {column} IS NOT NULL "

@@ -63,13 +63,13 @@ def _bucket(ms) -> int:
 
 
 def _summarise(rows, truncate) -> dict:
-    groups = {}
+    groups: dict[tuple, dict[str, int | Decimal]] = {}
     for row in rows:
         dims = (truncate(row["created_at"]), *(row[d] or (0 if d == "api_key_id" else "") for d in DIMENSIONS[:-1]),
                 row["status"] // 100)
         sums = groups.get(dims)
         if sums is None:
-            sums = groups[dims] = dict.fromkeys(MEASURES, 0)
+            sums = groups[dims] = dict.fromkeys(MEASURES, 0)  # counts; cost_usd a Decimal
             sums["cost_usd"] = Decimal(0)
         sums["requests"] += 1
         sums["admitted"] += bool(row["admitted"])
@@ -115,13 +115,13 @@ def recount_from_log(apps, schema_editor):
         Hourly.objects.filter(hour__in=hours).delete()
         wanted = set(hours)
         Hourly.objects.bulk_create(
-            [Hourly(hour=dims[0], **dict(zip(DIMENSIONS, dims[1:])), **sums)
+            [Hourly(hour=dims[0], **dict(zip(DIMENSIONS, dims[1:], strict=False)), **sums)
              for dims, sums in hourly.items() if dims[0] in wanted], batch_size=2000)
         if day in complete_days:
             daily = _summarise(rows, lambda when: when.astimezone(UTC).replace(hour=0, minute=0, second=0,
                                                                                microsecond=0))
             Daily.objects.filter(day=day).delete()
-            Daily.objects.bulk_create([Daily(day=dims[0], **dict(zip(DIMENSIONS, dims[1:])), **sums)
+            Daily.objects.bulk_create([Daily(day=dims[0], **dict(zip(DIMENSIONS, dims[1:], strict=False)), **sums)
                                        for dims, sums in daily.items()], batch_size=2000)
 
 

@@ -33,6 +33,7 @@ def parse_quota(text: str) -> tuple[str, str, int | Decimal]:
     kind, amount, period = match.groups()
     if period not in PERIODS:
         raise CommandError(f"--quota {text!r}: period must be {' or '.join(PERIODS)}, not {period!r}")
+    value: int | Decimal
     if kind == "cost":
         try:
             value = Decimal(amount)
@@ -157,7 +158,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--default-policy {default_policy!r}: no such policy (policies: {known})")
         quotas = [parse_quota(q) for q in quota]
         seen = set()
-        for period, field, _ in quotas:
+        for period, field, _maximum in quotas:
             if (period, field) in seen:
                 raise CommandError(f"--quota: two {field.removeprefix('max_')} quotas per {period}; give one")
             seen.add((period, field))
@@ -192,7 +193,7 @@ class Command(BaseCommand):
             return
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
-            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
 
     @staticmethod
     def _limits(api_key: APIKey) -> str:
@@ -202,10 +203,10 @@ class Command(BaseCommand):
             if value is not None:
                 parts.append(f"{label}={value}")
         for quota in api_key.quotas.all():
-            for label, value in (("requests", quota.max_requests), ("tokens", quota.max_tokens),
-                                 ("cost", quota.max_cost_usd)):
-                if value is not None:
-                    parts.append(f"{label}={value.normalize() if isinstance(value, Decimal) else value}"
+            for label, maximum in (("requests", quota.max_requests), ("tokens", quota.max_tokens),
+                                   ("cost", quota.max_cost_usd)):
+                if maximum is not None:
+                    parts.append(f"{label}={maximum.normalize() if isinstance(maximum, Decimal) else maximum}"
                                  f"/{quota.period}")
         if api_key.allowed_aliases:
             parts.append(f"aliases={','.join(api_key.allowed_aliases)}")
@@ -226,7 +227,7 @@ class Command(BaseCommand):
         # A full key must match its stored HMAC, so a typo cannot revoke some other key that shares the prefix.
         if api_key is None or (len(key) > PREFIX_LENGTH and not verify_key(key, api_key.hashed_key)):
             raise CommandError(no_match(key, prefix_exists=api_key is not None))
-        if api_key.is_revoked:
+        if api_key.revoked_at is not None:  # is_revoked, spelled so the type checker knows revoked_at is set
             self.stdout.write(f"Key {api_key.prefix} ({api_key.name}) was already revoked at "
                               f"{utc_time(api_key.revoked_at)}.")
             return

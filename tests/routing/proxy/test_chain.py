@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
 from rainymodel_site.api_errors import ApiError
+from routing.proxy.chain import build_chain, resolve_alias, resolve_policy, skip_for_context
 from routing.snapshot import PolicyInfo
 from tests.factories import make_alias, make_master_key, make_provider, make_route, make_snapshot
 

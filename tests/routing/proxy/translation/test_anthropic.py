@@ -59,6 +59,7 @@ def sdk_message(frames: list[bytes]) -> Message:
             continue
         event = STREAM_EVENT.validate_python(data)
         snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=json_bufs)
+    assert snapshot is not None, "no events"
     return Message.model_validate(snapshot.model_dump())
 
 

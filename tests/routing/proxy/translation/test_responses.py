@@ -516,8 +516,10 @@ def sdk_client(frames: list[bytes]) -> openai.OpenAI:
     """The official SDK reading `frames` as the body of POST /v1/responses (no server: an httpx transport)."""
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=b"".join(frames))
+    # openai annotates http_client with the Client of the httpx2 it depends on; an httpx.Client is what it accepts
+    # at run time (these tests run through one).
     return openai.OpenAI(api_key="rm-test", base_url="http://proxy.test/v1",
-                         http_client=httpx.Client(transport=httpx.MockTransport(answer)))
+                         http_client=httpx.Client(transport=httpx.MockTransport(answer)))  # type: ignore[arg-type]
 
 
 def test_the_sdk_stream_helper_accumulates_the_events():
