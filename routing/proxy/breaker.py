@@ -199,16 +199,16 @@ async def try_acquire(route: RouteInfo, key: KeyInfo | None = None) -> bool:
     try:
         states = _fresh(keys) or await _read(keys)
         now = time.time()
-        statuses = {key: status_at(states[key], now) for key in keys}
+        statuses = {name: status_at(states[name], now) for name in keys}
         if OPEN in statuses.values():
             return False
-        claimed = []
+        claimed: list[str] = []
         # Provider first: a provider probe decides for all its routes, so take it before a route's own slot.
-        for key in keys:
-            if statuses[key] != HALF_OPEN:
+        for name in keys:
+            if statuses[name] != HALF_OPEN:
                 continue
-            st = states[key]
-            probe = _probe_key(key, st)
+            st = states[name]
+            probe = _probe_key(name, st)
             # The claim lives one cooldown: a probe that never reports back (crashed worker) is retried after it.
             if not await state().add(probe, "1", ttl=st.cooldown_s or 60.0):
                 if claimed:
@@ -232,12 +232,12 @@ async def record_success(route: RouteInfo, key: KeyInfo | None = None) -> None:
     try:
         states = _fresh(keys) or await _read(keys)
         now = time.time()
-        for key in keys:
-            st = states[key]
+        for name in keys:
+            st = states[name]
             if not st.is_clean:
                 if st.status == OPEN:
-                    log.warning("breaker closed: %s (%s)", key, route.label)
-                await _write(key, on_success(st), now)
+                    log.warning("breaker closed: %s (%s)", name, route.label)
+                await _write(name, on_success(st), now)
     except SharedStateUnavailable as exc:
         _unavailable(exc, "recording a success")
 
@@ -277,7 +277,7 @@ async def record_failure(route: RouteInfo, reason: str, retry_after: float | Non
             _available()
             now = time.time()
             st = decode(raw.get(target))
-            others = own is not None and others_active(decode_activity(raw.get(keys[2])), token, now)
+            others = token is not None and others_active(decode_activity(raw.get(keys[2])), token, now)
             after = {target: on_failure(st, reason=reason, now=now, plan=plan, key=token, others_active=others)}
             before = {target: st}
             if own is not None:
@@ -296,7 +296,7 @@ async def record_failure(route: RouteInfo, reason: str, retry_after: float | Non
             st_before = before[k]
             if st_after.status == OPEN and (st_before.status != OPEN or st_after.open_until != st_before.open_until):
                 log.warning("breaker open: %s (%s) for %.1fs after %s", k, route.label,
-                            st_after.open_until - now, reason)
+                            (st_after.open_until or now) - now, reason)
             elif k == target and st_after.status == CLOSED and status_at(st_before, now) == HALF_OPEN:
                 log.info("breaker closed: %s (%s): the failed probe was key %s's alone", k, route.label, token)
     except SharedStateUnavailable as exc:

@@ -68,10 +68,13 @@ def _unknown_policy_message(snap: Snapshot, header: str | None, name: str) -> st
     return f"No policy to use: {wanted}. {names} Name one in the X-RainyModel-Policy header."
 
 
+_RNG = random.Random()  # weighted draws when no generator is given (tests pass their own)
+
+
 def build_chain(alias: AliasInfo, policy: PolicyInfo, rng: random.Random | None = None) -> list[RouteInfo]:
     """The alias's enabled routes on enabled providers in the policy's tiers: by tier order, then position;
     routes sharing tier and position are ordered by a weighted draw (each is first with probability weight/total)."""
-    rng = rng or random
+    draw = rng if rng is not None else _RNG
     tier_rank = {tier: i for i, tier in enumerate(policy.tiers)}
     usable = [
         r for r in alias.routes
@@ -80,11 +83,11 @@ def build_chain(alias: AliasInfo, policy: PolicyInfo, rng: random.Random | None 
     usable.sort(key=lambda r: (tier_rank[r.provider.tier], r.position))
     chain: list[RouteInfo] = []
     for _, group in groupby(usable, key=lambda r: (tier_rank[r.provider.tier], r.position)):
-        chain.extend(weighted_order(list(group), rng))
+        chain.extend(weighted_order(list(group), draw))
     return chain
 
 
-def weighted_order(routes: Sequence[RouteInfo], rng) -> list[RouteInfo]:
+def weighted_order(routes: Sequence[RouteInfo], rng: random.Random) -> list[RouteInfo]:
     """Weighted random order without replacement."""
     if len(routes) < 2:
         return list(routes)

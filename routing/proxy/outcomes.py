@@ -85,8 +85,8 @@ def classify_transport(kind: str) -> Decision:
 
 def backoff_delay(retry_number: int, rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**n)) for the n-th retry (0-based)."""
-    rng = rng or random
-    return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** retry_number)))
+    uniform = rng.uniform if rng is not None else random.uniform
+    return uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** retry_number)))
 
 
 def looks_like_context_error(body: dict | None) -> bool:

@@ -655,7 +655,7 @@ class StreamTranslator:
         self._ended = False
 
     def start(self) -> list[bytes]:
-        message = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
+        message: dict[str, Any] = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}
         return [sse("message_start", {"type": "message_start", "message": message}), sse("ping", {"type": "ping"})]
@@ -706,8 +706,8 @@ class StreamTranslator:
         # call with index 0); pieces after the first carry no id and belong to the call open at that index.
         if chat_index not in self._tool_ids or (call_id and call_id != self._tool_ids[chat_index]):
             events.extend(self._close())
-            block = {"type": "tool_use", "id": call_id or new_tool_use_id(), "name": function.get("name") or "",
-                     "input": {}}
+            block: dict[str, Any] = {"type": "tool_use", "id": call_id or new_tool_use_id(),
+                                     "name": function.get("name") or "", "input": {}}
             events.append(self._open_block("tool_use", block))
             self._tool_ids[chat_index] = block["id"]
             self._open_tool = chat_index

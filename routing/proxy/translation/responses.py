@@ -251,7 +251,7 @@ def _chat_message(item: dict, param: str) -> dict:
         # Only user turns can carry images; system and assistant turns are text, which every upstream accepts.
         allowed = ASSISTANT_PART_TYPES if role == "assistant" else ("input_text",)
         return {"role": chat_role, "content": _joined_text(content, f"{param}.content", allowed)}
-    parts = []
+    parts: list[dict[str, Any]] = []
     for index, part in enumerate(content):
         part_param = f"{param}.content[{index}]"
         kind = _part_type(part, part_param, USER_PART_TYPES)
@@ -266,7 +266,7 @@ def _chat_message(item: dict, param: str) -> dict:
                                                 "https or data: URL).", f"{part_param}.file_id")
                 raise _missing(f"{part_param}.image_url")
             _check_string(url, f"{part_param}.image_url")
-            image = {"url": url}
+            image: dict[str, Any] = {"url": url}
             if part.get("detail") is not None:
                 detail = part["detail"]
                 if detail not in ("low", "high", "auto"):
@@ -417,7 +417,7 @@ def from_chat(chat_response: dict, *, response_id: str, created_at: int, request
     status, reason = _status_for(choice.get("finish_reason"))
     item_status = "incomplete" if status == "incomplete" else "completed"
     output = []
-    parts = []
+    parts: list[dict[str, Any]] = []
     if message.get("content"):
         parts.append({"type": "output_text", "text": message["content"], "annotations": [], "logprobs": []})
     if message.get("refusal"):
@@ -465,8 +465,8 @@ def usage_of(chat_usage: dict | None) -> dict | None:
 def response_shell(*, response_id: str, created_at: int, request: dict, model: str | None,
                    status: str) -> dict:
     """A `response` object without output: the echoed request fields as the real API returns them."""
-    text = request.get("text") if isinstance(request.get("text"), dict) else {}
-    reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else {}
+    text: dict[str, Any] = request["text"] if isinstance(request.get("text"), dict) else {}
+    reasoning: dict[str, Any] = request["reasoning"] if isinstance(request.get("reasoning"), dict) else {}
     return {
         "id": response_id,
         "object": "response",
@@ -604,6 +604,7 @@ class StreamTranslator:
                 "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}))
             self._text = []
         self._text.append(text)
+        assert self._open is not None  # opened above when it was not
         events.append(self._event("response.output_text.delta", {
             "item_id": self._open["id"], "output_index": self._index, "content_index": 0, "delta": text,
             "logprobs": []}))
@@ -625,11 +626,13 @@ class StreamTranslator:
             events += self._add_item(item)
         elif function.get("name"):
             self._open["name"] += function["name"]
+        open_item = self._open
+        assert open_item is not None  # the call's item, opened above when it was not
         arguments = function.get("arguments")
         if arguments:
-            self._open["arguments"] += arguments
+            open_item["arguments"] += arguments
             events.append(self._event("response.function_call_arguments.delta", {
-                "item_id": self._open["id"], "output_index": self._index, "delta": arguments}))
+                "item_id": open_item["id"], "output_index": self._index, "delta": arguments}))
         return events
 
     def _add_item(self, item: dict) -> list[bytes]:
