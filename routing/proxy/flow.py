@@ -124,6 +124,8 @@ async def _serve(op: Operation, call: Call, request) -> HttpResponse:
     snap = snapshot.current()
     call.key = await require_key(request)
     payload = parse_body(request, op.validate)
+    if op.prepare is not None:
+        payload = await op.prepare(call, payload)
     call.requested_model = payload["model"]
     call.stream = bool(payload.get("stream"))
     call.alias = resolve_alias(snap, payload["model"], call.key)

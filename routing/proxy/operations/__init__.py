@@ -48,14 +48,17 @@ The flow never looks inside a payload except through these functions (and `strea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.http import HttpResponse
 
 from rainymodel_site.api_errors import ApiError, api_error_response
 from routing.snapshot import RouteInfo
+
+if TYPE_CHECKING:
+    from routing.proxy.call import Call
 
 
 class StreamEvents(Protocol):
@@ -94,6 +97,9 @@ class Operation:
     answer: Callable[[bytes, dict], bytes] = _unchanged
     render_error: Callable[[ApiError], HttpResponse] = api_error_response
     upstream_error: Callable[[bytes, int], bytes] = _upstream_error_unchanged
+    # Optional, async: runs once the key and the validated body are known and returns the payload the flow uses
+    # from then on (Responses: reads the stored conversation and translates to chat); its ApiError is the call's.
+    prepare: Callable[[Call, dict], Awaitable[dict]] | None = None
 
 
 def by_path(path: str) -> Operation | None:
@@ -102,5 +108,8 @@ def by_path(path: str) -> Operation | None:
         CHAT,  # the operations import this module for Operation
     )
 
+    from routing.proxy.operations.responses import RESPONSES
+
     by = {"/v1/chat/completions": CHAT}
+    by["/v1/responses"] = RESPONSES
     return by.get(path.rstrip("/"))
