@@ -21,7 +21,8 @@ class Migration(migrations.Migration):
                 ('expires_at', models.DateTimeField(db_index=True)),
                 ('response', models.JSONField()),
                 ('items', models.JSONField()),
-                ('api_key', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stored_responses', to='apikeys.apikey')),
+                ('api_key', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE,
+                                              related_name='stored_responses', to='apikeys.apikey')),
             ],
             options={
                 'ordering': ['-created_at'],

@@ -107,8 +107,7 @@ def by_path(path: str) -> Operation | None:
     from routing.proxy.operations.chat import (
         CHAT,  # the operations import this module for Operation
     )
-
-    from routing.proxy.operations.responses import RESPONSES
+    from routing.proxy.operations.responses import RESPONSES  # likewise
 
     by = {"/v1/chat/completions": CHAT}
     by["/v1/responses"] = RESPONSES
