@@ -336,3 +336,18 @@ def test_missing_key_is_logged_under_responses(fake_upstream, make_routing, prox
     proxy.reload()
     response = httpx.post(proxy.url + "/v1/responses", json={"model": MODEL, "input": "hi"}, timeout=30)
     assert response.status_code == 401 and response.json()["error"]["code"]
+    [row] = proxy.logs(1)
+    assert (row.endpoint, row.status) == ("responses", 401)
+
+
+def test_streamed_response_is_stored_and_continued(fake_upstream, make_routing, api_key, proxy):
+    make_routing(upstream(fake_upstream))
+    _, key = api_key()
+    client = proxy.openai(key)
+    with client.responses.stream(model=MODEL, input="remember kiwi", store=True) as stream:
+        first = stream.get_final_response()
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+    client.responses.create(model=MODEL, input="which word?", previous_response_id=first.id)
+    messages = fake_upstream.requests.chat()[-1].body["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"] == first.output_text
