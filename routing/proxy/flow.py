@@ -130,7 +130,8 @@ async def _serve(op: Operation, call: Call, request) -> HttpResponse:
     call.stream = bool(payload.get("stream"))
     call.alias = resolve_alias(snap, payload["model"], call.key)
     call.policy = resolve_policy(snap, request.headers.get("x-rainymodel-policy"), call.key, call.alias)
-    call.prompt_estimate = outcomes.estimate_tokens(len(request.body))
+    # An operation's `prepare` may have estimated more (a stored conversation sent along); never less than the body.
+    call.prompt_estimate = max(call.prompt_estimate, outcomes.estimate_tokens(len(request.body)))
     call.considered = chain_for_endpoint(call.alias, build_chain(call.alias, call.policy), op.endpoint)
     await _admit(call, payload)
     chain, retry_after = await breaker.usable_routes(call.considered, call.key)

@@ -98,6 +98,18 @@ def test_previous_response_id_after_store(fake_upstream, make_routing, api_key, 
     assert [r.status for r in proxy.logs(3)] == [200, 200, 404]
 
 
+def test_stored_conversation_counts_in_the_prompt_estimate(fake_upstream, make_routing, api_key, proxy):
+    make_routing(upstream(fake_upstream))
+    _, key = api_key()
+    client = proxy.openai(key)
+    first = client.responses.create(model=MODEL, input="long " * 2000, store=True)
+    fake_upstream.default = fu.no_usage()
+    client.responses.create(model=MODEL, input="and?", previous_response_id=first.id)
+    row = proxy.logs(2)[-1]
+    assert row.usage_estimated
+    assert row.prompt_tokens >= 10000 // 4  # the 10 000 stored characters, not just this request's few bytes
+
+
 def test_get_and_delete_are_scoped_to_the_key(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
     _, key = api_key()

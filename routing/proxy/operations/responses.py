@@ -32,10 +32,12 @@ from responses_store import store
 from routing.proxy.call import Call
 from routing.proxy.operations import Operation, StreamRules
 from routing.proxy.operations.chat import usage as chat_usage
+from routing.proxy.outcomes import estimate_tokens
 from routing.proxy.relay import is_valid_first_event
 from routing.proxy.translation.responses import (
     ResponsesRequestError,
     StreamTranslator,
+    estimate_input_chars,
     from_chat,
     items_for_storage,
     new_response_id,
@@ -102,6 +104,8 @@ async def prepare(call: Call, payload: dict) -> dict:
         chat = to_chat(payload, previous=previous)
     except ResponsesRequestError as error:
         raise _api_error(error) from None
+    # The stored conversation goes upstream too: the limits' estimate and a log row without upstream usage count it.
+    call.prompt_estimate = estimate_tokens(estimate_input_chars(payload, previous=previous))
     _current.set(ResponsesCall(request=payload, response_id=new_response_id(), created_at=int(time.time()),
                                key_id=key_id, store=should_store(payload), previous_items=previous))
     return chat
