@@ -157,9 +157,14 @@ def test_store_default_setting(fake_upstream, make_routing, api_key, proxy, sett
     client.responses.create(model=MODEL, input="not stored")
     settings.RAINYMODEL_RESPONSES_STORE_DEFAULT = True
     kept = client.responses.create(model=MODEL, input="stored by the setting")
-    client.responses.create(model=MODEL, input="refused", store=False)
+    assert kept.store is True
+    with client.responses.stream(model=MODEL, input="streamed, stored by the setting") as stream:
+        streamed = stream.get_final_response()
+    assert streamed.store is True
+    assert not client.responses.create(model=MODEL, input="refused", store=False).store
     assert client.responses.retrieve(kept.id).id == kept.id
-    assert list(StoredResponse.objects.values_list("id", flat=True)) == [kept.id]
+    assert client.responses.retrieve(streamed.id).id == streamed.id
+    assert set(StoredResponse.objects.values_list("id", flat=True)) == {kept.id, streamed.id}
 
 
 def test_stream_text(fake_upstream, make_routing, api_key, proxy):

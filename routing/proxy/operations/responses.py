@@ -129,8 +129,9 @@ class ResponsesEvents:
 
     def __init__(self, ctx: ResponsesCall):
         self.ctx = ctx
+        # `store` as decided (the setting may store a request that did not send it), in every event's response.
         self.translator = StreamTranslator(response_id=ctx.response_id, created_at=ctx.created_at,
-                                           request=ctx.request)
+                                           request=dict(ctx.request, store=ctx.store))
         self.started = False
 
     def _start(self) -> list[bytes]:
