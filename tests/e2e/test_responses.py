@@ -368,3 +368,14 @@ def test_streamed_response_is_stored_and_continued(fake_upstream, make_routing, 
     messages = fake_upstream.requests.chat()[-1].body["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[1]["content"] == first.output_text
+
+
+def test_a_body_over_the_limit_is_413_logged_under_responses(fake_upstream, make_routing, api_key, proxy, settings):
+    make_routing(upstream(fake_upstream))
+    _, key = api_key()
+    settings.RAINYMODEL_MAX_BODY_BYTES = 2000
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
+    response = post(proxy, key, {"model": MODEL, "input": "x" * 5000})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    [row] = proxy.logs(1)
+    assert (row.endpoint, row.status, row.error_code) == ("responses", 413, "request_too_large")
