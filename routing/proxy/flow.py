@@ -132,7 +132,8 @@ async def _serve(op: Operation, call: Call, request) -> HttpResponse:
     call.policy = resolve_policy(snap, request.headers.get("x-rainymodel-policy"), call.key, call.alias)
     # An operation's `prepare` may have estimated more (a stored conversation sent along); never less than the body.
     call.prompt_estimate = max(call.prompt_estimate, outcomes.estimate_tokens(len(request.body)))
-    call.considered = chain_for_endpoint(call.alias, build_chain(call.alias, call.policy), op.endpoint)
+    call.considered = chain_for_endpoint(call.alias, build_chain(call.alias, call.policy),
+                                         op.route_endpoint or op.endpoint)
     await _admit(call, payload)
     chain, retry_after = await breaker.usable_routes(call.considered, call.key)
     if len(chain) < len(call.considered):

@@ -379,3 +379,19 @@ def test_a_body_over_the_limit_is_413_logged_under_responses(fake_upstream, make
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
     [row] = proxy.logs(1)
     assert (row.endpoint, row.status, row.error_code) == ("responses", 413, "request_too_large")
+
+
+def test_it_runs_on_the_routes_serving_chat(fake_upstream, second_upstream, make_routing, api_key, proxy):
+    from routing.models import Route
+
+    make_routing(upstream(fake_upstream), upstream(second_upstream, tier="premium"))
+    Route.objects.filter(provider__base_url=fake_upstream.base_url).update(endpoints=["embeddings"])
+    Route.objects.filter(provider__base_url=second_upstream.base_url).update(endpoints=["chat"])
+    _, key = api_key()
+    raw = proxy.openai(key).responses.with_raw_response.create(model=MODEL, input="hi")
+    assert raw.parse().status == "completed" and raw.headers["x-rainymodel-route"] == "premium"
+    assert fake_upstream.requests.chat() == []
+    Route.objects.update(endpoints=["embeddings"])
+    refused = post(proxy, key, {"model": MODEL, "input": "hi"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsupported_endpoint"
+    assert [(r.endpoint, r.status) for r in proxy.logs(2)] == [("responses", 200), ("responses", 400)]

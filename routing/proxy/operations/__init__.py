@@ -100,6 +100,9 @@ class Operation:
     # Optional, async: runs once the key and the validated body are known and returns the payload the flow uses
     # from then on (Responses: reads the stored conversation and translates to chat); its ApiError is the call's.
     prepare: Callable[[Call, dict], Awaitable[dict]] | None = None
+    # Optional: the endpoint the routes must serve when it is not `endpoint` (Responses runs on routes serving
+    # "chat" and is logged as "responses").
+    route_endpoint: str | None = None
 
 
 def by_path(path: str) -> Operation | None:

@@ -178,4 +178,5 @@ RESPONSES = Operation(
     stream=StreamRules(first_event=is_valid_first_event, events=events),
     answer=answer,
     prepare=prepare,
+    route_endpoint="chat",  # translated onto chat completions: the routes serving chat serve it
 )
