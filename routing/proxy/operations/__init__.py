@@ -30,6 +30,10 @@ How to add an endpoint (embeddings, completions, responses, messages, ...):
    - `upstream_error(body, status) -> bytes`: an upstream client error (the loop's RETURN) as this API shows it
      (default: the upstream's body unchanged).
    - `stream`: `StreamRules` when the endpoint streams, else None.
+   - `prepare` (optional, async): `(call, payload) -> payload`, run after the key and `validate`; what it returns
+     is the payload from then on (Responses: reads the stored conversation off the loop, translates to chat).
+   - `route_endpoint` (optional): the endpoint the routes must serve when it differs from `endpoint` (Responses
+     and Messages run on the routes serving "chat" and are logged under their own name).
 2. Streaming (`StreamRules`): the relay (relay.py) always reads the upstream's chat-completions SSE: headers wait
    until `first_event(payload)` accepts an event (a malformed or error event first still fails over to the next
    route), each later event is checked (malformed ones dropped, an `error` event is a break) and continuation after
