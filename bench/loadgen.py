@@ -109,7 +109,9 @@ class Connection:
 def answer_ok(status: int, body: bytes, stream: bool) -> bool:
     if status != 200:
         return False
-    return body.rstrip().endswith(b"data: [DONE]") if stream else b'"choices"' in body
+    if stream:  # chat ends with [DONE]; /v1/responses with its response.completed event
+        return body.rstrip().endswith(b"data: [DONE]") or b"event: response.completed" in body
+    return b'"choices"' in body or b'"object":"response"' in body
 
 
 async def run_load(port: int, request: bytes, *, stream: bool, clients: int = 1, count: int | None = None,

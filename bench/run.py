@@ -190,6 +190,33 @@ class Target:
         return result
 
 
+class ResponsesTarget(Target):
+    """RainyModel's POST /v1/responses with the same prompt: translated onto the same chat upstream."""
+
+    def request(self, stream: bool) -> bytes:
+        body = {"model": self.model, "input": MESSAGES[0]["content"]}
+        if stream:
+            body["stream"] = True
+        return build_request(self.port, self.path, body, self.api_key)
+
+
+def responses_rows(results: dict) -> list[str]:
+    """Report rows for /v1/responses beside chat's: what it adds over the fake, and over chat completions."""
+    if "responses" not in results:
+        return []
+    direct, chat, resp = results["direct"], results["rainymodel"], results["responses"]
+    lines = ["", "| /v1/responses | mode | fake upstream direct | RainyModel chat | RainyModel responses | "
+                 "added by RainyModel | added over chat |", "|---|---|---|---|---|---|---|"]
+    for mode in ("non-stream", "stream"):
+        for key, label in (("p50_ms", "latency p50, 1 client (ms)"), ("p99_ms", "latency p99, 1 client (ms)")):
+            lines.append(f"| {label} | {mode} | {fmt(direct[mode][key])} | {fmt(chat[mode][key])} | "
+                         f"{fmt(resp[mode][key])} | **{fmt(resp[mode][key] - direct[mode][key])}** | "
+                         f"{fmt(resp[mode][key] - chat[mode][key])} |")
+        lines.append(f"| throughput (req/s) | {mode} | {direct[mode]['throughput_rps']:.0f} | "
+                     f"{chat[mode]['throughput_rps']:.0f} | **{resp[mode]['throughput_rps']:.0f}** | | |")
+    return lines
+
+
 def measure(target: Target, args, requests: int | None = None) -> dict:
     requests = requests or args.requests
     figures = {}
@@ -276,6 +303,7 @@ def report(results: dict, args) -> str:
                      f"failed requests through LiteLLM: {lite_errors}.")
     elif lite:
         lines.append(f"- LiteLLM: not measured ({lite['measured']}).")
+    lines += responses_rows(results)
     return "\n".join(lines) + "\n"
 
 
@@ -325,10 +353,16 @@ def main(argv=None) -> int:
             return 2
         results["direct"] = measure(direct, args)
         results["rainymodel"] = measure(rainymodel, args)
+        responses = ResponsesTarget("responses", server.port, "/v1/responses", ALIAS, key)
+        problem = check_answers(responses)
+        if problem:
+            log(problem)
+            return 2
+        results["responses"] = measure(responses, args)
         rss, hwm = server.rss_bytes(), rss_of(server.pid)[1]
         results["rss_mb"], results["hwm_mb"] = rss / 2**20, hwm / 2**20
         server.stop()
-        results["proxied_requests"] = rainymodel.sent
+        results["proxied_requests"] = rainymodel.sent + responses.sent
         results["log_rows"] = count_log_rows()
 
         if args.with_litellm:

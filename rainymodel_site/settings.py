@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "routing",
     "apikeys",
     "usage",
+    "responses_store",
 ]
 
 # The browser-facing pages' middleware. The API (/v1/) is served by rainymodel_site.asgi.ApiHandler with its own
@@ -178,6 +179,10 @@ RATELIMIT_IP_META_KEY = "REMOTE_ADDR"
 # RainyModel's own settings (SPEC §2).
 RAINYMODEL_MASTER_KEY = envstr("RAINYMODEL_MASTER_KEY")
 RAINYMODEL_MAX_BODY_BYTES = envint("RAINYMODEL_MAX_BODY_BYTES", 10 * 1024 * 1024)
+# /v1/responses: store responses (for previous_response_id) only when the client sends store: true, unless this
+# turns storing on for every request that does not send store: false (privacy: off by default; docs/api.md).
+RAINYMODEL_RESPONSES_STORE_DEFAULT = envbool("RAINYMODEL_RESPONSES_STORE_DEFAULT", False)
+RAINYMODEL_RESPONSES_TTL_S = envint("RAINYMODEL_RESPONSES_TTL_S", 30 * 24 * 3600)  # `manage.py responses prune`
 RAINYMODEL_BODY_TIMEOUT_S = envfloat("RAINYMODEL_BODY_TIMEOUT_S", 30.0)  # whole body, from the end of the headers
 RAINYMODEL_LOG_FLUSH_S = envfloat("RAINYMODEL_LOG_FLUSH_S", 1.0)
 RAINYMODEL_DEADLINE_S = envfloat("RAINYMODEL_DEADLINE_S", 300.0)

@@ -8,7 +8,9 @@ from django.http import HttpResponse
 from apikeys.auth import require_key
 from routing import snapshot
 from routing.proxy import flow
-from rainymodel_site.api_errors import not_found_handler
+from routing.proxy.operations.responses import RESPONSES
+from rainymodel_site.api_errors import error_response, not_found_handler
+from responses_store import store as response_store
 
 
 class ApiView(APIView):
@@ -66,3 +68,33 @@ class ModelsView(ApiView):
 
 def unknown_endpoint(request, *args, **kwargs):
     return not_found_handler(request)
+
+
+class ResponsesView(ApiView):
+    """POST /v1/responses: the Responses API, translated onto the chat upstreams (operations/responses.py)."""
+
+    async def post(self, request):
+        return await flow.serve(RESPONSES, request._request)
+
+
+class ResponseDetailView(ApiView):
+    """GET and DELETE /v1/responses/{id}: a stored response (`store: true`) of this key; any other id, another
+    key's or an expired one is 404 `response_not_found`. Reads and deletes run off the event loop."""
+
+    async def get(self, request, response_id):
+        key = await require_key(request._request)
+        stored = await response_store.load(response_id, key.id)
+        if stored is None:
+            return _response_not_found(response_id)
+        return HttpResponse(orjson.dumps(stored.response), content_type="application/json")
+
+    async def delete(self, request, response_id):
+        key = await require_key(request._request)
+        if not await response_store.delete(response_id, key.id):
+            return _response_not_found(response_id)
+        return HttpResponse(orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True}),
+                            content_type="application/json")
+
+
+def _response_not_found(response_id: str) -> HttpResponse:
+    return error_response(404, "response_not_found", f"Response with id '{response_id}' not found.")

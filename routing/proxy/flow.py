@@ -124,12 +124,16 @@ async def _serve(op: Operation, call: Call, request) -> HttpResponse:
     snap = snapshot.current()
     call.key = await require_key(request)
     payload = parse_body(request, op.validate)
+    if op.prepare is not None:
+        payload = await op.prepare(call, payload)
     call.requested_model = payload["model"]
     call.stream = bool(payload.get("stream"))
     call.alias = resolve_alias(snap, payload["model"], call.key)
     call.policy = resolve_policy(snap, request.headers.get("x-rainymodel-policy"), call.key, call.alias)
-    call.prompt_estimate = outcomes.estimate_tokens(len(request.body))
-    call.considered = chain_for_endpoint(call.alias, build_chain(call.alias, call.policy), op.endpoint)
+    # An operation's `prepare` may have estimated more (a stored conversation sent along); never less than the body.
+    call.prompt_estimate = max(call.prompt_estimate, outcomes.estimate_tokens(len(request.body)))
+    call.considered = chain_for_endpoint(call.alias, build_chain(call.alias, call.policy),
+                                         op.route_endpoint or op.endpoint)
     await _admit(call, payload)
     chain, retry_after = await breaker.usable_routes(call.considered, call.key)
     if len(chain) < len(call.considered):

@@ -5,5 +5,7 @@ from routing.proxy import api
 urlpatterns = [
     path("chat/completions", api.ChatCompletionsView.as_view()),
     path("models", api.ModelsView.as_view()),
+    path("responses", api.ResponsesView.as_view()),
+    path("responses/<str:response_id>", api.ResponseDetailView.as_view()),
     re_path(r"^.*$", api.unknown_endpoint),
 ]

@@ -81,6 +81,8 @@ class Behaviour:
     framing: str = "chunked"              # streams: "chunked" or "close" (close-delimited body)
     finish_reason: str = "stop"
     headers: tuple[tuple[str, str], ...] = ()  # extra response headers
+    tool_call: tuple[str, str] | None = None  # (name, arguments JSON): answer with this function call, no text
+    text: str | None = None               # answer exactly this text (one chunk per word) instead of the seeded words
 
     def but(self, **changes) -> Behaviour:
         return dataclasses.replace(self, **changes)
@@ -200,7 +202,7 @@ def answer_for(messages, tokens: int = 20) -> str:
 
 def _answer_pieces(messages, behaviour: Behaviour) -> list[str]:
     """The content of each chunk. A prefill continued here gets only what follows the prefill text."""
-    words = answer_words(messages, behaviour.tokens)
+    words = behaviour.text.split(" ") if behaviour.text is not None else answer_words(messages, behaviour.tokens)
     pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     if behaviour.continue_prefill and last.get("role") == ROLE_OF_PREFILL:
@@ -553,6 +555,11 @@ class FakeUpstream:
                          "logprobs": None, "finish_reason": b.finish_reason}],
             "system_fingerprint": "fp_fake",
         }
+        if b.tool_call is not None:
+            completion["choices"][0]["message"].update(content=None, tool_calls=[{
+                "id": f"call_fake{self._counter:08d}", "type": "function",
+                "function": {"name": b.tool_call[0], "arguments": b.tool_call[1]}}])
+            completion["choices"][0]["finish_reason"] = "tool_calls"
         if b.usage:
             completion["usage"] = usage
         payload = json.dumps(completion).encode()
@@ -611,6 +618,13 @@ class FakeUpstream:
             await asyncio.sleep(b.first_token_delay)
         if b.role_chunk:
             send(chunk({"role": "assistant", "content": "", "refusal": None}))
+        if b.tool_call is not None:  # the call in two argument pieces, then finish_reason tool_calls
+            name, arguments = b.tool_call
+            half = len(arguments) // 2
+            send(chunk({"tool_calls": [{"index": 0, "id": f"call_fake{self._counter:08d}", "type": "function",
+                                        "function": {"name": name, "arguments": arguments[:half]}}]}))
+            send(chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}))
+            pieces, b = [], b.but(finish_reason="tool_calls")
         for i, piece in enumerate(pieces):
             if b.malformed_after == i:
                 send(b"data: {this is not json\n\n")

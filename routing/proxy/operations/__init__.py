@@ -30,6 +30,10 @@ How to add an endpoint (embeddings, completions, responses, messages, ...):
    - `upstream_error(body, status) -> bytes`: an upstream client error (the loop's RETURN) as this API shows it
      (default: the upstream's body unchanged).
    - `stream`: `StreamRules` when the endpoint streams, else None.
+   - `prepare` (optional, async): `(call, payload) -> payload`, run after the key and `validate`; what it returns
+     is the payload from then on (Responses: reads the stored conversation off the loop, translates to chat).
+   - `route_endpoint` (optional): the endpoint the routes must serve when it differs from `endpoint` (Responses
+     and Messages run on the routes serving "chat" and are logged under their own name).
 2. Streaming (`StreamRules`): the relay (relay.py) always reads the upstream's chat-completions SSE: headers wait
    until `first_event(payload)` accepts an event (a malformed or error event first still fails over to the next
    route), each later event is checked (malformed ones dropped, an `error` event is a break) and continuation after
@@ -48,14 +52,17 @@ The flow never looks inside a payload except through these functions (and `strea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.http import HttpResponse
 
 from rainymodel_site.api_errors import ApiError, api_error_response
 from routing.snapshot import RouteInfo
+
+if TYPE_CHECKING:
+    from routing.proxy.call import Call
 
 
 class StreamEvents(Protocol):
@@ -94,6 +101,12 @@ class Operation:
     answer: Callable[[bytes, dict], bytes] = _unchanged
     render_error: Callable[[ApiError], HttpResponse] = api_error_response
     upstream_error: Callable[[bytes, int], bytes] = _upstream_error_unchanged
+    # Optional, async: runs once the key and the validated body are known and returns the payload the flow uses
+    # from then on (Responses: reads the stored conversation and translates to chat); its ApiError is the call's.
+    prepare: Callable[[Call, dict], Awaitable[dict]] | None = None
+    # Optional: the endpoint the routes must serve when it is not `endpoint` (Responses runs on routes serving
+    # "chat" and is logged as "responses").
+    route_endpoint: str | None = None
 
 
 def by_path(path: str) -> Operation | None:
@@ -101,6 +114,8 @@ def by_path(path: str) -> Operation | None:
     from routing.proxy.operations.chat import (
         CHAT,  # the operations import this module for Operation
     )
+    from routing.proxy.operations.responses import RESPONSES  # likewise
 
     by = {"/v1/chat/completions": CHAT}
+    by["/v1/responses"] = RESPONSES
     return by.get(path.rstrip("/"))
