@@ -102,6 +102,10 @@ async def reject_early(request, status: int, code: str, message: str) -> HttpRes
     if op is not None:
         call.endpoint = op.endpoint
         await call.finish(status, code)
+    elif request.path.rstrip("/") == "/v1/messages/count_tokens":  # not logged, but answered in Anthropic's shape
+        from routing.proxy.operations.messages import render_error
+
+        return render_error(error)
     return _error_response(op, call, error)
 
 
@@ -200,9 +204,9 @@ async def _complete(op: Operation, call: Call, chain: list[RouteInfo], payload: 
 
 
 async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: dict) -> HttpResponse:
-    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-    state = StreamState(include_usage=include_usage)
     rules = op.stream
+    include_usage = rules.wants_usage or bool((payload.get("stream_options") or {}).get("include_usage"))
+    state = StreamState(include_usage=include_usage)
 
     async def attempt(route):
         stream, first = await open_stream(route, op.upstream_body(payload, route), call.deadline, op.upstream_path)

@@ -5,5 +5,7 @@ from routing.proxy import api
 urlpatterns = [
     path("chat/completions", api.ChatCompletionsView.as_view()),
     path("models", api.ModelsView.as_view()),
+    path("messages", api.MessagesView.as_view()),
+    path("messages/count_tokens", api.CountTokensView.as_view()),
     re_path(r"^.*$", api.unknown_endpoint),
 ]

@@ -72,6 +72,7 @@ class StreamEvents(Protocol):
 class StreamRules:
     first_event: Callable[[bytes], bool]            # may the response headers go out on this upstream event?
     events: Callable[[dict], StreamEvents]          # a fresh encoder per call, given the client's payload
+    wants_usage: bool = False                       # relay the upstream's usage-only chunk to `events` always
 
 
 def _unchanged(body: bytes, data: dict) -> bytes:
@@ -102,5 +103,7 @@ def by_path(path: str) -> Operation | None:
         CHAT,  # the operations import this module for Operation
     )
 
-    by = {"/v1/chat/completions": CHAT}
+    from routing.proxy.operations.messages import MESSAGES
+
+    by = {"/v1/chat/completions": CHAT, "/v1/messages": MESSAGES}
     return by.get(path.rstrip("/"))
