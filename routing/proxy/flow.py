@@ -220,8 +220,11 @@ async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: di
     call.route = route
     call.usages.append(AttemptUsage(route=route))
     call.ttft_ms = call.latency_ms = call.elapsed_ms()
-    relay = Relay(call=call, state=state, payload=payload, remaining_routes=queue, events=rules.events(payload),
-                  upstream_path=op.upstream_path)
+    # The relay continues a broken stream with the upstream's request (a translated operation's chat payload),
+    # never the client's own body.
+    upstream_payload = orjson.loads(op.upstream_body(payload, route))
+    relay = Relay(call=call, state=state, payload=upstream_payload, remaining_routes=queue,
+                  events=rules.events(payload), upstream_path=op.upstream_path)
     response = StreamingHttpResponse(_relay_and_log(call, relay, stream, first), content_type="text/event-stream")
     for name, value in call.headers().items():
         response[name] = value

@@ -178,6 +178,34 @@ def test_mid_stream_break_is_an_error_event_and_the_sdk_raises(fake_upstream, ma
     assert [(r.endpoint, r.status, r.error_code) for r in rows] == [("messages", 502, "stream_interrupted")] * 2
 
 
+def test_broken_stream_is_continued_on_the_next_route_with_the_chat_request(fake_upstream, second_upstream,
+                                                                          make_routing, api_key, proxy):
+    make_routing(upstream(fake_upstream, tier="free", name="a", **FAST),
+                 upstream(second_upstream, tier="premium", name="b", **FAST))
+    _, key = api_key()
+    fake_upstream.script(fu.cut_after(5))
+    with client(proxy, key).messages.stream(model=MODEL, max_tokens=50, system="Be brief.",
+                                            messages=user("go on")) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == fu.answer_for(user("go on")) and final.stop_reason == "end_turn"
+    rescue = second_upstream.requests.chat()[0].body
+    assert rescue["messages"][0] == {"role": "system", "content": "Be brief."}  # chat, not the Anthropic body
+    assert rescue["model"] == "fake-model" and "system" not in rescue
+    [row] = proxy.logs(1)
+    assert (row.endpoint, row.status, row.fallback) == ("messages", 200, True)
+
+
+def test_stream_fails_over_before_the_first_event(fake_upstream, second_upstream, make_routing, api_key, proxy):
+    make_routing(upstream(fake_upstream, tier="free", name="a", **FAST),
+                 upstream(second_upstream, tier="premium", name="b", **FAST))
+    _, key = api_key()
+    fake_upstream.default = fu.status(503)
+    with client(proxy, key).messages.stream(model=MODEL, max_tokens=50, messages=user()) as stream:
+        final = stream.get_final_message()
+        assert stream.response.headers["x-rainymodel-route"] == "premium"
+    assert final.content[0].text == fu.answer_for(user())
+
+
 def test_first_text_delta_arrives_before_the_upstream_finishes(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream, idle_timeout_s=5, request_timeout_s=30))
     _, key = api_key()
