@@ -237,6 +237,37 @@ def test_rate_limit_is_a_rate_limit_error_with_retry_after(fake_upstream, make_r
     assert [(r.endpoint, r.status) for r in proxy.logs(2)] == [("messages", 200), ("messages", 429)]
 
 
+def test_quota_and_tpm_refuse_it_like_chat(fake_upstream, make_routing, api_key, proxy):
+    make_routing(upstream(fake_upstream))
+    _, key = api_key(quotas=[("month", "max_requests", 1)])
+    sdk = client(proxy, key)
+    sdk.messages.create(model=MODEL, max_tokens=5, messages=user())
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        sdk.messages.create(model=MODEL, max_tokens=5, messages=user())
+    assert "quota" in refused.value.body["error"]["message"]
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    _, small = api_key(tpm_limit=50)
+    response = post(proxy, small, {"model": MODEL, "max_tokens": 10_000, "messages": user()})
+    assert_anthropic_error(response, 429, "rate_limit_error")
+    assert [(r.endpoint, r.status) for r in proxy.logs(3)] == [("messages", 200), ("messages", 429),
+                                                               ("messages", 429)]
+
+
+def test_an_alias_whose_routes_do_not_serve_messages_is_a_400(fake_upstream, make_routing, api_key, proxy):
+    from routing.config_version import bump_version
+
+    routing = make_routing(upstream(fake_upstream))
+    for route in routing.routes:
+        route.endpoints = ["chat"]
+        route.save()
+    bump_version()
+    _, key = api_key()
+    error = assert_anthropic_error(post(proxy, key, {"model": MODEL, "max_tokens": 5, "messages": user()}), 400,
+                                   "invalid_request_error")
+    assert "does not serve messages" in error["error"]["message"]
+    assert fake_upstream.requests.chat() == []
+
+
 def test_bad_key_is_an_authentication_error_at_the_edge(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
     api_key()
