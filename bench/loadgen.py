@@ -109,7 +109,9 @@ class Connection:
 def answer_ok(status: int, body: bytes, stream: bool) -> bool:
     if status != 200:
         return False
-    return body.rstrip().endswith(b"data: [DONE]") if stream else b'"choices"' in body
+    if stream:  # chat's end, or an Anthropic Messages stream's
+        return body.rstrip().endswith((b"data: [DONE]", b'data: {"type":"message_stop"}'))
+    return b'"choices"' in body or b'"type":"message"' in body
 
 
 async def run_load(port: int, request: bytes, *, stream: bool, clients: int = 1, count: int | None = None,
