@@ -102,7 +102,6 @@ def by_path(path: str) -> Operation | None:
     from routing.proxy.operations.chat import (
         CHAT,  # the operations import this module for Operation
     )
-
     from routing.proxy.operations.messages import MESSAGES
 
     by = {"/v1/chat/completions": CHAT, "/v1/messages": MESSAGES}
