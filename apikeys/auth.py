@@ -1,6 +1,7 @@
 """API-key authentication over the in-process snapshot: no database query on the request path.
 
-`authenticate(snap, headers)` accepts `Authorization: Bearer <key>` or `api-key: <key>`, looks the key up by prefix
+`authenticate(snap, headers)` accepts `Authorization: Bearer <key>`, `api-key: <key>` or `x-api-key: <key>` (the
+anthropic SDK's header; every /v1/ endpoint takes all three, docs/api.md), looks the key up by prefix
 in the snapshot and compares its HMAC in constant time. The master key (`RAINYMODEL_MASTER_KEY`) is compared in
 constant time too and has no limits. `authenticate_request(snap, headers)` is the request path's form: a key the
 snapshot does not know yet (created a moment ago) gets one rate-limited version check before it is refused.
@@ -43,14 +44,17 @@ class UnknownKey(KeyRejected):
 
 
 def presented_key(headers) -> str | None:
-    """The key the client sent, from `Authorization: Bearer` or `api-key`; None when there is none."""
+    """The key the client sent, from `Authorization: Bearer`, `api-key` or `x-api-key` (first found, in that order);
+    None when there is none."""
     authorization = headers.get("authorization") or headers.get("Authorization") or ""
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    value = headers.get("api-key") or headers.get("Api-Key") or ""
-    return value.strip() or None
+    value = (headers.get("api-key") or headers.get("Api-Key") or "").strip()
+    if not value:
+        value = (headers.get("x-api-key") or headers.get("X-Api-Key") or "").strip()
+    return value or None
 
 
 def authenticate(snap: Snapshot, headers) -> KeyInfo:
@@ -58,7 +62,8 @@ def authenticate(snap: Snapshot, headers) -> KeyInfo:
     key = presented_key(headers)
     if not key:
         raise KeyRejected(codes.INVALID_API_KEY,
-                          "No API key provided. Send it as 'Authorization: Bearer <key>' or in the 'api-key' header.")
+                          "No API key provided. Send it as 'Authorization: Bearer <key>' or in the 'api-key' "
+                          "or 'x-api-key' header.")
     master = settings.RAINYMODEL_MASTER_KEY
     if master and hmac.compare_digest(key.encode(), master.encode()):
         return MASTER_KEY_INFO

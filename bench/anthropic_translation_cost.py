@@ -1,5 +1,5 @@
 """What translating the Anthropic Messages API to chat completions costs per request and per streamed chunk
-(routing/proxy/translation/anthropic.py; figures in docs/api-messages.md).
+(routing/proxy/translation/anthropic.py; figures in docs/api.md, "Anthropic Messages API").
 
 Pure CPU, one process, no server: times `to_chat` on a small and on a tool_use -> tool_result conversation,
 `from_chat` on a text answer, and a 20-chunk stream through `StreamTranslator` (start, 20 feeds, finish), and

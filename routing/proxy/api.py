@@ -98,3 +98,36 @@ class ResponseDetailView(ApiView):
 
 def _response_not_found(response_id: str) -> HttpResponse:
     return error_response(404, "response_not_found", f"Response with id '{response_id}' not found.")
+class MessagesView(ApiView):
+    """POST /v1/messages: the Anthropic Messages API over the chat upstreams (operations/messages.py)."""
+
+    async def post(self, request):
+        from routing.proxy.operations.messages import MESSAGES
+
+        return await flow.serve(MESSAGES, request._request)
+
+    async def async_method_not_allowed(self, request, *args, **kwargs):
+        from rainymodel_site import error_codes
+        from rainymodel_site.api_errors import ApiError
+        from routing.proxy.operations.messages import render_error
+
+        return render_error(ApiError(405, error_codes.METHOD_NOT_ALLOWED, f'Method "{request.method}" not allowed.'))
+
+
+class CountTokensView(MessagesView):
+    """POST /v1/messages/count_tokens: an estimate (`{"input_tokens": N}`), authenticated, with no upstream call
+    and no RequestLog row (like /v1/models); errors in Anthropic's shape (docs/api.md)."""
+
+    async def post(self, request):
+        from rainymodel_site.api_errors import ApiError
+        from routing.proxy.chain import resolve_alias
+        from routing.proxy.operations.messages import count_tokens, render_error
+
+        try:
+            key = await require_key(request._request)
+            payload = flow.parse_body(request._request, lambda payload: None)
+            body = count_tokens(payload)  # validates, model included
+            resolve_alias(snapshot.current(), payload["model"], key)
+        except ApiError as error:
+            return render_error(error)
+        return HttpResponse(body, content_type="application/json")

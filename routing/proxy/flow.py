@@ -102,6 +102,10 @@ async def reject_early(request, status: int, code: str, message: str) -> HttpRes
     if op is not None:
         call.endpoint = op.endpoint
         await call.finish(status, code)
+    elif request.path.rstrip("/") == "/v1/messages/count_tokens":  # not logged, but answered in Anthropic's shape
+        from routing.proxy.operations.messages import render_error
+
+        return render_error(error)
     return _error_response(op, call, error)
 
 
@@ -204,9 +208,9 @@ async def _complete(op: Operation, call: Call, chain: list[RouteInfo], payload: 
 
 
 async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: dict) -> HttpResponse:
-    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-    state = StreamState(include_usage=include_usage)
     rules = op.stream
+    include_usage = rules.wants_usage or bool((payload.get("stream_options") or {}).get("include_usage"))
+    state = StreamState(include_usage=include_usage)
 
     async def attempt(route):
         stream, first = await open_stream(route, op.upstream_body(payload, route), call.deadline, op.upstream_path)
@@ -220,8 +224,11 @@ async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: di
     call.route = route
     call.usages.append(AttemptUsage(route=route))
     call.ttft_ms = call.latency_ms = call.elapsed_ms()
-    relay = Relay(call=call, state=state, payload=payload, remaining_routes=queue, events=rules.events(payload),
-                  upstream_path=op.upstream_path)
+    # The relay continues a broken stream with the upstream's request (a translated operation's chat payload),
+    # never the client's own body.
+    upstream_payload = orjson.loads(op.upstream_body(payload, route))
+    relay = Relay(call=call, state=state, payload=upstream_payload, remaining_routes=queue,
+                  events=rules.events(payload), upstream_path=op.upstream_path)
     response = StreamingHttpResponse(_relay_and_log(call, relay, stream, first), content_type="text/event-stream")
     for name, value in call.headers().items():
         response[name] = value

@@ -7,5 +7,7 @@ urlpatterns = [
     path("models", api.ModelsView.as_view()),
     path("responses", api.ResponsesView.as_view()),
     path("responses/<str:response_id>", api.ResponseDetailView.as_view()),
+    path("messages", api.MessagesView.as_view()),
+    path("messages/count_tokens", api.CountTokensView.as_view()),
     re_path(r"^.*$", api.unknown_endpoint),
 ]

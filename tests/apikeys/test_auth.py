@@ -146,3 +146,19 @@ def test_decorated_async_view_gets_the_key(live_key):
     _, full_key = live_key
     assert asyncio.run(view(bearer(full_key))) == "live"
     assert asyncio.run(view(request())).status_code == 401
+
+
+def test_x_api_key_header_opens_the_door(live_key):
+    """The anthropic clients' header (issue 13), accepted on every /v1/ endpoint."""
+    api_key, full_key = live_key
+    assert door(request({"x-api-key": full_key})).id == api_key.id
+
+
+def test_bearer_then_api_key_then_x_api_key(live_key):
+    from apikeys.auth import presented_key
+
+    assert presented_key({"authorization": "Bearer a", "api-key": "b", "x-api-key": "c"}) == "a"
+    assert presented_key({"api-key": "b", "x-api-key": "c"}) == "b"
+    assert presented_key({"api-key": " ", "x-api-key": "c"}) == "c"
+    assert presented_key({"x-api-key": " "}) is None
+    assert "x-api-key" in refused(request({"x-api-key": " "})).message

@@ -81,6 +81,8 @@ class Behaviour:
     framing: str = "chunked"              # streams: "chunked" or "close" (close-delimited body)
     finish_reason: str = "stop"
     headers: tuple[tuple[str, str], ...] = ()  # extra response headers
+    tool_call_after_text: tuple[str, str] | None = None  # (name, arguments JSON): this call after the text (fu.tool_call)
+    honour_stop: bool = False             # cut the answer before the first of the request's `stop` strings
     tool_call: tuple[str, str] | None = None  # (name, arguments JSON): answer with this function call, no text
     text: str | None = None               # answer exactly this text (one chunk per word) instead of the seeded words
 
@@ -171,6 +173,19 @@ def continue_prefill(**more) -> Behaviour:
 def invalid_completion(body: bytes = b'{"object": "list", "data": []}', **more) -> Behaviour:
     """200 with a JSON body that is not a chat completion (for streams too: JSON, not SSE)."""
     return Behaviour(invalid_completion=True, invalid_body=body, **more)
+
+
+def tool_call(name: str, arguments: str, tokens: int = 0, **more) -> Behaviour:
+    """Answer with one tool call (`finish_reason: tool_calls`) after `tokens` words of text; streamed, the
+    arguments come in two pieces."""
+    more.setdefault("finish_reason", "tool_calls")
+    return Behaviour(tokens=tokens, tool_call_after_text=(name, arguments), **more)
+
+
+def honour_stop(**more) -> Behaviour:
+    """Stop before the first of the request's `stop` strings found in the answer (vLLM-like: non-streamed answers
+    name it as `choices[0].stop_reason`)."""
+    return Behaviour(honour_stop=True, **more)
 
 
 # --- deterministic answers ----------------------------------------------------------------------------------------
@@ -534,6 +549,13 @@ class FakeUpstream:
             return await self._send_json(writer, 200, b.invalid_body)
 
         pieces = _answer_pieces(messages, b)
+        matched_stop = None
+        if b.honour_stop and isinstance(body.get("stop"), list):
+            text = "".join(pieces)
+            found = [(text.find(s), s) for s in body["stop"] if isinstance(s, str) and s and s in text]
+            if found:
+                cut, matched_stop = min(found)
+                pieces = [text[:cut]] if cut else []
         self._counter += 1
         completion_id = f"chatcmpl-fake{self._counter:08d}"
         created = int(time.time())
@@ -555,6 +577,12 @@ class FakeUpstream:
                          "logprobs": None, "finish_reason": b.finish_reason}],
             "system_fingerprint": "fp_fake",
         }
+        if matched_stop is not None:
+            completion["choices"][0]["stop_reason"] = matched_stop
+        if b.tool_call_after_text is not None:
+            completion["choices"][0]["message"]["tool_calls"] = [{
+                "id": f"call_fake{self._counter:08d}", "type": "function",
+                "function": {"name": b.tool_call_after_text[0], "arguments": b.tool_call_after_text[1]}}]
         if b.tool_call is not None:
             completion["choices"][0]["message"].update(content=None, tool_calls=[{
                 "id": f"call_fake{self._counter:08d}", "type": "function",
@@ -635,6 +663,13 @@ class FakeUpstream:
                 await asyncio.sleep(b.token_delay)
             send(chunk({"content": piece}))
         n = len(pieces)
+        if b.tool_call_after_text is not None:
+            name, arguments = b.tool_call_after_text
+            half = len(arguments) // 2
+            send(chunk({"tool_calls": [{"index": 0, "id": f"call_{completion_id}", "type": "function",
+                                        "function": {"name": name, "arguments": ""}}]}))
+            for part in (arguments[:half], arguments[half:]):
+                send(chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
         if b.malformed_after is not None and b.malformed_after >= n:
             send(b"data: {this is not json\n\n")
         if (b.stall_after is not None and b.stall_after >= n) or (b.cut_after is not None and b.cut_after >= n):

@@ -42,7 +42,9 @@ How to add an endpoint (embeddings, completions, responses, messages, ...):
    `done() -> bytes` (the end: chat's `[DONE]`, Responses' `response.completed`, Anthropic's `message_stop`) and
    `interrupted(reason) -> bytes` (a break nothing could continue: chat's `stream_interrupted` error event,
    Responses' `response.failed`, Anthropic's `error` event). A translated stream keeps its translation state in
-   that object. The relay's `ChatEvents` is the chat one.
+   that object. The relay's `ChatEvents` is the chat one. `wants_usage=True` passes the upstream's usage-only
+   chunk to `events` even when the client did not ask for it (Anthropic's message_delta carries usage). A broken
+   stream is continued with `upstream_body(payload, route)`'s JSON (the translated request), never the client's.
 3. Add a view in api.py (`return await flow.serve(operations.<NAME>, request._request)`), a URL in urls.py, and the
    operation to `BY_PATH` below so requests refused before the view (asgi.py) are logged under its endpoint.
 
@@ -79,6 +81,7 @@ class StreamEvents(Protocol):
 class StreamRules:
     first_event: Callable[[bytes], bool]            # may the response headers go out on this upstream event?
     events: Callable[[dict], StreamEvents]          # a fresh encoder per call, given the client's payload
+    wants_usage: bool = False                       # relay the upstream's usage-only chunk to `events` always
 
 
 def _unchanged(body: bytes, data: dict) -> bytes:
@@ -114,8 +117,8 @@ def by_path(path: str) -> Operation | None:
     from routing.proxy.operations.chat import (
         CHAT,  # the operations import this module for Operation
     )
+    from routing.proxy.operations.messages import MESSAGES  # likewise
     from routing.proxy.operations.responses import RESPONSES  # likewise
 
-    by = {"/v1/chat/completions": CHAT}
-    by["/v1/responses"] = RESPONSES
+    by = {"/v1/chat/completions": CHAT, "/v1/responses": RESPONSES, "/v1/messages": MESSAGES}
     return by.get(path.rstrip("/"))

@@ -10,7 +10,7 @@ functions over parsed JSON (issue 13).
 It must never do I/O: no Django, no httpx, no settings, no clock, no logging of bodies; only the stdlib and orjson,
 so the request path can call it per request and tests can call it without a server.
 
-Decisions (the docs in docs/api-messages.md say the same to users):
+Decisions (the docs in docs/api.md, "Anthropic Messages API" say the same to users):
 - `model` in answers is the `model` the caller passes: the alias the client asked for, because Anthropic clients
   (Claude Code, the SDK) compare it with what they sent; the upstream model is in the response headers and log.
 - `top_k` is validated and then dropped: chat completions has no such field and strict upstreams reject unknown
