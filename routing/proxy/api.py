@@ -6,9 +6,11 @@ from adrf.views import APIView
 from django.http import HttpResponse
 
 from apikeys.auth import require_key
+from rainymodel_site import error_codes as codes
+from rainymodel_site.api_errors import ApiError, not_found_handler
 from routing import snapshot
 from routing.proxy import flow
-from rainymodel_site.api_errors import not_found_handler
+from routing.proxy.operations.embeddings import EMBEDDINGS
 
 
 class ApiView(APIView):
@@ -55,13 +57,41 @@ class ModelsView(ApiView):
     async def get(self, request):
         key = await require_key(request._request)
         snap = snapshot.current()
-        data = [
-            {"id": alias.name, "object": "model", "created": alias.created, "owned_by": "rainymodel",
-             "description": alias.description, "endpoints": list(alias.endpoints)}
-            for alias in snap.aliases.values()
-            if alias.enabled and alias.listed and (not key.allowed_aliases or alias.name in key.allowed_aliases)
-        ]
+        data = [model_object(alias) for alias in snap.aliases.values() if is_visible(alias, key)]
         return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+def model_object(alias) -> dict:
+    """One alias as OpenAI's model object, plus the endpoints its routes serve: the list's entries and the
+    retrieve answer are the same object."""
+    return {"id": alias.name, "object": "model", "created": alias.created, "owned_by": "rainymodel",
+            "description": alias.description, "endpoints": list(alias.endpoints)}
+
+
+def is_visible(alias, key) -> bool:
+    """Whether `key` sees `alias` in /v1/models (and can retrieve it): listed, enabled and allowed to the key."""
+    return alias.enabled and alias.listed and (not key.allowed_aliases or alias.name in key.allowed_aliases)
+
+
+class ModelView(ApiView):
+    """GET /v1/models/{id} (ids contain a slash: `rainymodel/auto`): the alias's entry of /v1/models, or 404
+    `model_not_found` for anything the key's list does not show (unknown, disabled, unlisted, not allowed)."""
+
+    async def get(self, request, model_id: str):
+        key = await require_key(request._request)
+        alias = snapshot.current().aliases.get(model_id)
+        if alias is None or not is_visible(alias, key):
+            raise ApiError(404, codes.MODEL_NOT_FOUND,
+                           f"The model '{model_id[:200]}' does not exist or you do not have access to it.",
+                           param="model")
+        return HttpResponse(orjson.dumps(model_object(alias)), content_type="application/json")
+
+
+class EmbeddingsView(ApiView):
+    """POST /v1/embeddings (operations/embeddings.py)."""
+
+    async def post(self, request):
+        return await flow.serve(EMBEDDINGS, request._request)
 
 
 def unknown_endpoint(request, *args, **kwargs):

@@ -5,5 +5,7 @@ from routing.proxy import api
 urlpatterns = [
     path("chat/completions", api.ChatCompletionsView.as_view()),
     path("models", api.ModelsView.as_view()),
+    path("embeddings", api.EmbeddingsView.as_view()),
+    path("models/<path:model_id>", api.ModelView.as_view()),
     re_path(r"^.*$", api.unknown_endpoint),
 ]

@@ -101,6 +101,8 @@ def by_path(path: str) -> Operation | None:
     from routing.proxy.operations.chat import (
         CHAT,  # the operations import this module for Operation
     )
+    from routing.proxy.operations.embeddings import EMBEDDINGS
 
     by = {"/v1/chat/completions": CHAT}
+    by["/v1/embeddings"] = EMBEDDINGS
     return by.get(path.rstrip("/"))
