@@ -109,7 +109,7 @@ class Connection:
 def answer_ok(status: int, body: bytes, stream: bool) -> bool:
     if status != 200:
         return False
-    return body.rstrip().endswith(b"data: [DONE]") if stream else b'"choices"' in body
+    return body.rstrip().endswith(b"data: [DONE]") if stream else (b'"choices"' in body or b'"embedding"' in body)
 
 
 async def run_load(port: int, request: bytes, *, stream: bool, clients: int = 1, count: int | None = None,
