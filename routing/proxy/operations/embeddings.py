@@ -104,8 +104,8 @@ def upstream_body(payload: dict, route: RouteInfo) -> bytes:
 
 
 def check(data: dict) -> str | None:
-    """None when `data` is an embedding list: `data` a non-empty array of objects whose `embedding` is an array
-    of numbers (float) or a string (base64)."""
+    """None when `data` is an embedding list: `data` a non-empty array of objects whose `embedding` is a
+    non-empty array starting with a number (float) or a non-empty string (base64)."""
     items = data.get("data")
     if not isinstance(items, list) or not items:
         return "no embeddings in the answer"
@@ -116,8 +116,10 @@ def check(data: dict) -> str | None:
         if isinstance(vector, str):
             if not vector:
                 return "an empty base64 embedding"
-        elif not isinstance(vector, list) or not vector or \
-                not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+        elif not isinstance(vector, list) or not vector or isinstance(vector[0], bool) or \
+                not isinstance(vector[0], (int, float)):
+            # The first number of each vector only: a batch can hold millions of numbers, and a wrong answer is
+            # a wrong shape (an error object, a chat completion, nested lists), not one bad number in a vector.
             return "an embedding is not an array of numbers"
     return None
 
