@@ -10,9 +10,10 @@ can drive it:
         assert fake.requests[1].body["model"] == "m"
 
 It serves `POST /v1/chat/completions` (streaming and not) and `GET /v1/models`. Only chat completions consume
-the script (one behaviour per request, FIFO; `fake.default` when the queue is empty). `POST /v1/embeddings` (issue 12)
-consumes the same script: deterministic vectors (`embedding_for`), float or base64 of little-endian float32. Every request received is
-recorded in `fake.requests`, including those that were then reset or left hanging.
+the script (one behaviour per request, FIFO; `fake.default` when the queue is empty). `POST /v1/embeddings`
+(issue 12) consumes the same script: deterministic vectors (`embedding_for`), float or base64 of little-endian
+float32. Every request received is recorded in `fake.requests`, including those that were then reset or left
+hanging.
 
 Answers are deterministic: the text is a function of the last user message (`answer_for`), and a longer answer
 to the same messages begins with the shorter one, so a restarted or continued answer can be checked against text
