@@ -7,9 +7,10 @@ from django.http import HttpResponse
 
 from apikeys.auth import require_key
 from rainymodel_site import error_codes as codes
-from rainymodel_site.api_errors import ApiError, not_found_handler
+from rainymodel_site.api_errors import ApiError, api_error_response, not_found_handler
 from routing import snapshot
 from routing.proxy import flow
+from routing.proxy.call import Call
 from routing.proxy.operations.embeddings import EMBEDDINGS
 
 
@@ -55,10 +56,11 @@ class ModelsView(ApiView):
     (`"endpoints": ["chat", "completions"]`, an extra field beside OpenAI's; docs/api.md)."""
 
     async def get(self, request):
-        key = await require_key(request._request)
-        snap = snapshot.current()
-        data = [model_object(alias) for alias in snap.aliases.values() if is_visible(alias, key)]
-        return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+        def answer(key) -> dict:
+            snap = snapshot.current()
+            return {"object": "list", "data": [model_object(a) for a in snap.aliases.values() if is_visible(a, key)]}
+
+        return await logged_lookup(request._request, answer)
 
 
 def model_object(alias) -> dict:
@@ -78,13 +80,36 @@ class ModelView(ApiView):
     `model_not_found` for anything the key's list does not show (unknown, disabled, unlisted, not allowed)."""
 
     async def get(self, request, model_id: str):
-        key = await require_key(request._request)
-        alias = snapshot.current().aliases.get(model_id)
-        if alias is None or not is_visible(alias, key):
-            raise ApiError(404, codes.MODEL_NOT_FOUND,
-                           f"The model '{model_id[:200]}' does not exist or you do not have access to it.",
-                           param="model")
-        return HttpResponse(orjson.dumps(model_object(alias)), content_type="application/json")
+        def answer(key) -> dict:
+            alias = snapshot.current().aliases.get(model_id)
+            if alias is None or not is_visible(alias, key):
+                raise ApiError(404, codes.MODEL_NOT_FOUND,
+                               f"The model '{model_id[:200]}' does not exist or you do not have access to it.",
+                               param="model")
+            return model_object(alias)
+
+        return await logged_lookup(request._request, answer, requested_model=model_id)
+
+
+async def logged_lookup(request, answer, requested_model: str = "") -> HttpResponse:
+    """A model lookup (list or retrieve) with its one RequestLog row, `endpoint = models` (SPEC §5 "More
+    endpoints"): no upstream, no tokens, not admitted by the limits; `answer(key)` builds the body or raises
+    ApiError. The response's x-request-id is the row's id."""
+    call = Call.begin(request)
+    call.endpoint = "models"
+    call.requested_model = requested_model
+    try:
+        call.key = await require_key(request)
+        response = HttpResponse(orjson.dumps(answer(call.key)), content_type="application/json")
+        await call.finish(200)
+    except ApiError as error:
+        await call.finish(error.status, error.code)
+        response = api_error_response(error)
+    except BaseException:
+        await call.finish(500, codes.INTERNAL_ERROR)  # the handler answers; the call still keeps its row
+        raise
+    response["x-request-id"] = call.request_id
+    return response
 
 
 class EmbeddingsView(ApiView):

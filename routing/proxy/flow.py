@@ -102,6 +102,10 @@ async def reject_early(request, status: int, code: str, message: str) -> HttpRes
     if op is not None:
         call.endpoint = op.endpoint
         await call.finish(status, code)
+    elif request.method == "GET" and (request.path == "/v1/models" or request.path.startswith("/v1/models/")):
+        call.endpoint = "models"  # model lookups keep a row too (api.logged_lookup)
+        call.requested_model = request.path[len("/v1/models/"):]
+        await call.finish(status, code)
     return _error_response(op, call, error)
 
 

@@ -73,12 +73,21 @@ def test_retrieve_needs_a_key_and_get(fake_upstream, make_routing, api_key, prox
     assert posted.status_code == 405 and posted.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_model_lookups_are_not_logged(fake_upstream, make_routing, api_key, proxy):
+def test_model_lookups_are_logged_once_each_as_models(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
-    _, key = api_key()
+    api_key_row, key = api_key()
     client = proxy.openai(key)
     client.models.list()
-    client.models.retrieve("rainymodel/auto")
+    raw = client.models.with_raw_response.retrieve("rainymodel/auto")
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("rainymodel/nope")
-    assert proxy.logs() == []
+    anonymous = httpx.get(proxy.url + "/v1/models/rainymodel/auto")
+    rows = proxy.logs(expected=4)
+    assert [(r.endpoint, r.status, r.error_code) for r in rows] == [
+        ("models", 200, ""), ("models", 200, ""), ("models", 404, "model_not_found"), ("models", 401,
+                                                                                       "invalid_api_key")]
+    assert [r.requested_model for r in rows] == ["", "rainymodel/auto", "rainymodel/nope", "rainymodel/auto"]
+    assert [r.api_key_id for r in rows[:3]] == [api_key_row.id] * 3
+    assert rows[1].id == raw.headers["x-request-id"] and rows[3].id == anonymous.headers["x-request-id"]
+    assert all(r.prompt_tokens == 0 and not r.admitted and not r.attempts for r in rows)
+    assert not fake_upstream.requests
