@@ -112,7 +112,8 @@ def answer_ok(status: int, body: bytes, stream: bool) -> bool:
     if stream:  # chat ends with [DONE]; /v1/responses with response.completed; Anthropic Messages with message_stop
         return (body.rstrip().endswith((b"data: [DONE]", b'data: {"type":"message_stop"}'))
                 or b"event: response.completed" in body)
-    return b'"choices"' in body or b'"object":"response"' in body or b'"type":"message"' in body
+    return (b'"choices"' in body or b'"object":"response"' in body or b'"type":"message"' in body
+            or b'"embedding"' in body)
 
 
 async def run_load(port: int, request: bytes, *, stream: bool, clients: int = 1, count: int | None = None,

@@ -7,6 +7,7 @@
 4. measures, non-streaming and streaming: latency at 1 client (p50/p99 over --requests requests, after a warmup)
    calling the fake directly and through RainyModel, hence the latency RainyModel adds; throughput at
    --clients concurrent clients (req/s over --duration seconds); the worker's resident memory from /proc;
+   then the same for `POST /v1/embeddings` (non-streaming only; `--no-embeddings` skips it);
 5. stops RainyModel gracefully and checks the request log holds exactly one row per request sent;
 6. with --with-litellm, installs the LiteLLM proxy into bench/.litellm-venv and measures it the same way.
 
@@ -251,6 +252,46 @@ def check_answers(target: Target) -> str | None:
     return None
 
 
+class EmbeddingsTarget(Target):
+    """POST /v1/embeddings (issue 12): one short string, float vectors (the fake's vector has --tokens numbers)."""
+
+    def request(self, stream: bool) -> bytes:
+        body = {"model": self.model, "input": "Embed this sentence for the benchmark.", "encoding_format": "float"}
+        return build_request(self.port, self.path, body, self.api_key)
+
+
+def measure_embeddings(target: Target, args) -> dict:
+    """`measure` for embeddings: no streaming, so the non-stream figures only."""
+    target.load(False, count=args.warmup)
+    single = target.load(False, count=args.requests)
+    many = target.load(False, clients=args.clients, duration=args.duration)
+    log(f"{target.name} embeddings: 1 client p50 {percentile(single.latencies, 50) * 1000:.2f} ms, "
+        f"{args.clients} clients {many.throughput():.0f} req/s")
+    return {"p50_ms": percentile(single.latencies, 50) * 1000, "p99_ms": percentile(single.latencies, 99) * 1000,
+            "requests_1_client": single.sent, "errors_1_client": single.errors,
+            "throughput_rps": many.throughput(), "errors_concurrent": many.errors}
+
+
+def report_embeddings(results: dict, args) -> str:
+    """The embeddings rows, beside chat's non-stream rows of the same run."""
+    if "embeddings_direct" not in results:
+        return ""
+    lines = ["", "Embeddings (same run, same server; `--no-embeddings` skips them), beside chat non-stream:", "",
+             "| measure | endpoint | fake upstream direct | RainyModel | added by RainyModel |",
+             "|---|---|---|---|---|"]
+    chat = (results["direct"]["non-stream"], results["rainymodel"]["non-stream"])
+    embed = (results["embeddings_direct"], results["embeddings_rainymodel"])
+    for key, label in (("p50_ms", "latency p50, 1 client (ms)"), ("p99_ms", "latency p99, 1 client (ms)")):
+        for endpoint, (d, r) in (("chat", chat), ("embeddings", embed)):
+            lines.append(f"| {label} | {endpoint} | {fmt(d[key])} | {fmt(r[key])} | **{fmt(r[key] - d[key])}** |")
+    for endpoint, (d, r) in (("chat", chat), ("embeddings", embed)):
+        lines.append(f"| throughput, {args.clients} clients (req/s) | {endpoint} | {d['throughput_rps']:.0f} | "
+                     f"**{r['throughput_rps']:.0f}** | |")
+    errors = embed[1]["errors_1_client"] + embed[1]["errors_concurrent"]
+    lines.append(f"\n- Failed embeddings requests through RainyModel: {errors}.")
+    return "\n".join(lines) + "\n"
+
+
 # --- report -------------------------------------------------------------------------------------------------------
 
 def fmt(value, digits=2):
@@ -314,6 +355,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of concurrent load per measurement")
     parser.add_argument("--tokens", type=int, default=20, help="words in each fake answer (stream chunks)")
+    parser.add_argument("--embeddings", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure POST /v1/embeddings, direct and through RainyModel (default: yes)")
     parser.add_argument("--with-litellm", action="store_true", help="also measure the LiteLLM proxy")
     parser.add_argument("--litellm-requests", type=int, default=None,
                         help="requests at 1 client for LiteLLM (default: --requests; it is much slower)")
@@ -359,10 +402,16 @@ def main(argv=None) -> int:
             log(problem)
             return 2
         results["responses"] = measure(responses, args)
+        embeddings = None
+        if args.embeddings:
+            embeddings = EmbeddingsTarget("rainymodel", server.port, "/v1/embeddings", ALIAS, key)
+            results["embeddings_direct"] = measure_embeddings(
+                EmbeddingsTarget("direct", fake_port, "/v1/embeddings", "fake-model", None), args)
+            results["embeddings_rainymodel"] = measure_embeddings(embeddings, args)
         rss, hwm = server.rss_bytes(), rss_of(server.pid)[1]
         results["rss_mb"], results["hwm_mb"] = rss / 2**20, hwm / 2**20
         server.stop()
-        results["proxied_requests"] = rainymodel.sent + responses.sent
+        results["proxied_requests"] = rainymodel.sent + responses.sent + (embeddings.sent if embeddings else 0)
         results["log_rows"] = count_log_rows()
 
         if args.with_litellm:
@@ -395,7 +444,7 @@ def main(argv=None) -> int:
         fake.terminate()
         fake.wait(5)
 
-    table = report(results, args)
+    table = report(results, args) + report_embeddings(results, args)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

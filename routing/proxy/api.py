@@ -6,11 +6,15 @@ from adrf.views import APIView
 from django.http import HttpResponse
 
 from apikeys.auth import require_key
+from rainymodel_site import error_codes as codes
+from rainymodel_site.api_errors import ApiError, api_error_response, not_found_handler
 from routing import snapshot
 from routing.proxy import flow
-from routing.proxy.operations.responses import RESPONSES
 from rainymodel_site.api_errors import error_response, not_found_handler
 from responses_store import store as response_store
+from routing.proxy.call import Call
+from routing.proxy.operations.embeddings import EMBEDDINGS
+from routing.proxy.operations.responses import RESPONSES
 
 
 class ApiView(APIView):
@@ -55,15 +59,67 @@ class ModelsView(ApiView):
     (`"endpoints": ["chat", "completions"]`, an extra field beside OpenAI's; docs/api.md)."""
 
     async def get(self, request):
-        key = await require_key(request._request)
-        snap = snapshot.current()
-        data = [
-            {"id": alias.name, "object": "model", "created": alias.created, "owned_by": "rainymodel",
-             "description": alias.description, "endpoints": list(alias.endpoints)}
-            for alias in snap.aliases.values()
-            if alias.enabled and alias.listed and (not key.allowed_aliases or alias.name in key.allowed_aliases)
-        ]
-        return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+        def answer(key) -> dict:
+            snap = snapshot.current()
+            return {"object": "list", "data": [model_object(a) for a in snap.aliases.values() if is_visible(a, key)]}
+
+        return await logged_lookup(request._request, answer)
+
+
+def model_object(alias) -> dict:
+    """One alias as OpenAI's model object, plus the endpoints its routes serve: the list's entries and the
+    retrieve answer are the same object."""
+    return {"id": alias.name, "object": "model", "created": alias.created, "owned_by": "rainymodel",
+            "description": alias.description, "endpoints": list(alias.endpoints)}
+
+
+def is_visible(alias, key) -> bool:
+    """Whether `key` sees `alias` in /v1/models (and can retrieve it): listed, enabled and allowed to the key."""
+    return alias.enabled and alias.listed and (not key.allowed_aliases or alias.name in key.allowed_aliases)
+
+
+class ModelView(ApiView):
+    """GET /v1/models/{id} (ids contain a slash: `rainymodel/auto`): the alias's entry of /v1/models, or 404
+    `model_not_found` for anything the key's list does not show (unknown, disabled, unlisted, not allowed)."""
+
+    async def get(self, request, model_id: str):
+        def answer(key) -> dict:
+            alias = snapshot.current().aliases.get(model_id)
+            if alias is None or not is_visible(alias, key):
+                raise ApiError(404, codes.MODEL_NOT_FOUND,
+                               f"The model '{model_id[:200]}' does not exist or you do not have access to it.",
+                               param="model")
+            return model_object(alias)
+
+        return await logged_lookup(request._request, answer, requested_model=model_id)
+
+
+async def logged_lookup(request, answer, requested_model: str = "") -> HttpResponse:
+    """A model lookup (list or retrieve) with its one RequestLog row, `endpoint = models` (SPEC §5 "More
+    endpoints"): no upstream, no tokens, not admitted by the limits; `answer(key)` builds the body or raises
+    ApiError. The response's x-request-id is the row's id."""
+    call = Call.begin(request)
+    call.endpoint = "models"
+    call.requested_model = requested_model
+    try:
+        call.key = await require_key(request)
+        response = HttpResponse(orjson.dumps(answer(call.key)), content_type="application/json")
+        await call.finish(200)
+    except ApiError as error:
+        await call.finish(error.status, error.code)
+        response = api_error_response(error)
+    except BaseException:
+        await call.finish(500, codes.INTERNAL_ERROR)  # the handler answers; the call still keeps its row
+        raise
+    response["x-request-id"] = call.request_id
+    return response
+
+
+class EmbeddingsView(ApiView):
+    """POST /v1/embeddings (operations/embeddings.py)."""
+
+    async def post(self, request):
+        return await flow.serve(EMBEDDINGS, request._request)
 
 
 def unknown_endpoint(request, *args, **kwargs):

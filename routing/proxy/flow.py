@@ -106,6 +106,10 @@ async def reject_early(request, status: int, code: str, message: str) -> HttpRes
         from routing.proxy.operations.messages import render_error
 
         return render_error(error)
+    elif request.method == "GET" and (request.path == "/v1/models" or request.path.startswith("/v1/models/")):
+        call.endpoint = "models"  # model lookups keep a row too (api.logged_lookup)
+        call.requested_model = request.path[len("/v1/models/"):]
+        await call.finish(status, code)
     return _error_response(op, call, error)
 
 

@@ -9,5 +9,7 @@ urlpatterns = [
     path("responses/<str:response_id>", api.ResponseDetailView.as_view()),
     path("messages", api.MessagesView.as_view()),
     path("messages/count_tokens", api.CountTokensView.as_view()),
+    path("embeddings", api.EmbeddingsView.as_view()),
+    path("models/<path:model_id>", api.ModelView.as_view()),
     re_path(r"^.*$", api.unknown_endpoint),
 ]

@@ -10,8 +10,10 @@ can drive it:
         assert fake.requests[1].body["model"] == "m"
 
 It serves `POST /v1/chat/completions` (streaming and not) and `GET /v1/models`. Only chat completions consume
-the script (one behaviour per request, FIFO; `fake.default` when the queue is empty). Every request received is
-recorded in `fake.requests`, including those that were then reset or left hanging.
+the script (one behaviour per request, FIFO; `fake.default` when the queue is empty). `POST /v1/embeddings`
+(issue 12) consumes the same script: deterministic vectors (`embedding_for`), float or base64 of little-endian
+float32. Every request received is recorded in `fake.requests`, including those that were then reset or left
+hanging.
 
 Answers are deterministic: the text is a function of the last user message (`answer_for`), and a longer answer
 to the same messages begins with the shorter one, so a restarted or continued answer can be checked against text
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64 as _base64
 import dataclasses
 import hashlib
 import json
@@ -509,6 +512,8 @@ class FakeUpstream:
             created = int(time.time())
             data = [{"id": m, "object": "model", "created": created, "owned_by": "fake"} for m in self.models]
             return await self._send_json(writer, 200, json.dumps({"object": "list", "data": data}).encode())
+        if request.path.rstrip("/").endswith("/embeddings") and request.method == "POST":
+            return await self._embeddings(request, reader, writer)
         if not is_chat:
             return await self._send_json(writer, 404, _error_body(404, f"Unknown path {request.path}", code="not_found"))
         if request.method != "POST":
@@ -704,6 +709,57 @@ class FakeUpstream:
             pass
         finally:
             request.client_closed.set()
+
+    # embeddings (issue 12): POST /v1/embeddings consumes the same script as chat completions
+    async def _embeddings(self, request: RecordedRequest, reader, writer) -> bool:
+        """Deterministic vectors (`embedding_for`), float or base64 of little-endian float32 as asked, with usage.
+        Scripted behaviours apply as for chat: `status`, `reset`, `hang`, `first_token_delay`, `no_usage`,
+        `invalid_completion` (a 200 whose body is `invalid_body`); `tokens` is the vector's length unless the
+        request asks for `dimensions`."""
+        body = request.body
+        inputs = body.get("input") if isinstance(body, dict) else None
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            return await self._send_json(writer, 400, _error_body(
+                400, "The body must be a JSON object with an input.", code="invalid_request"))
+        b = self._next_behaviour()
+        request.behaviour = b
+        if b.reset:
+            _abort_with_rst(writer)
+            return False
+        if b.hang:
+            await self._wait_client_gone(reader, request)
+            return False
+        if b.first_token_delay:
+            await asyncio.sleep(b.first_token_delay)
+        if b.status != 200:
+            extra = [("retry-after", b.retry_after)] if b.retry_after is not None else []
+            return await self._send_json(writer, b.status, _error_body(
+                b.status, b.error_message or f"fake upstream error {b.status}", b.error_type, b.error_param,
+                b.error_code), extra)
+        if b.invalid_completion:
+            return await self._send_json(writer, 200, b.invalid_body)
+        dimensions = body.get("dimensions") if isinstance(body.get("dimensions"), int) else b.tokens
+        base64 = body.get("encoding_format") == "base64"
+        data = []
+        for index, item in enumerate(inputs):
+            vector = embedding_for(item, dimensions)
+            encoded = _base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if base64 else vector
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        answer = {"object": "list", "data": data, "model": body.get("model") or "fake-model"}
+        if b.usage:
+            tokens = sum(len(item) if isinstance(item, list) else len(str(item).split()) for item in inputs)
+            answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return await self._send_json(writer, 200, json.dumps(answer).encode(), list(b.headers))
+
+
+def embedding_for(item, dimensions: int = 20) -> list[float]:
+    """The fake's vector for one input (a string or a token list): `dimensions` floats in [-1, 1) seeded by the
+    input, each exactly representable as float32 so a base64 answer decodes to the same numbers."""
+    seed = int.from_bytes(hashlib.sha256(json.dumps(item).encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    return [rng.randrange(-1024, 1024) / 1024 for _ in range(dimensions)]
 
 
 def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
