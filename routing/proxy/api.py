@@ -64,5 +64,14 @@ class ModelsView(ApiView):
         return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
+class CompletionsView(ApiView):
+    """POST /v1/completions: legacy text completions, `suffix` (FIM) included (operations/completions.py)."""
+
+    async def post(self, request):
+        from routing.proxy.operations.completions import COMPLETIONS
+
+        return await flow.serve(COMPLETIONS, request._request)
+
+
 def unknown_endpoint(request, *args, **kwargs):
     return not_found_handler(request)

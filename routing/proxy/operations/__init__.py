@@ -101,6 +101,8 @@ def by_path(path: str) -> Operation | None:
     from routing.proxy.operations.chat import (
         CHAT,  # the operations import this module for Operation
     )
+    from routing.proxy.operations.completions import COMPLETIONS
 
     by = {"/v1/chat/completions": CHAT}
+    by["/v1/completions"] = COMPLETIONS
     return by.get(path.rstrip("/"))
