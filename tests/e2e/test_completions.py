@@ -1,6 +1,8 @@
 """POST /v1/completions (legacy text completions, `suffix` for fill-in-the-middle) end to end: the official openai
 SDK against the in-process RainyModel and fake upstreams on loopback, real sockets (issue 12, docs/api.md)."""
 
+import time
+
 import httpx
 import openai
 import orjson
@@ -12,6 +14,7 @@ from tests.fakes.routing_config import upstream
 FAST = {"connect_timeout_s": 0.5, "first_token_timeout_s": 0.5, "idle_timeout_s": 0.5, "request_timeout_s": 5}
 PROMPT = "def add(a, b):\n    "
 SUFFIX = "\n    return result\n"
+M = "rainymodel/auto"
 
 
 def post(proxy, key, body, **kwargs):
@@ -116,6 +119,23 @@ def test_malformed_events_are_dropped_and_a_missing_done_is_added(fake_upstream,
     assert events.count(b"[DONE]") == 1
 
 
+def test_text_reaches_the_client_before_the_upstream_finishes(fake_upstream, make_routing, api_key, proxy):
+    make_routing(upstream(fake_upstream, idle_timeout_s=5))
+    _, key = api_key()
+    fake_upstream.default = fu.ok(tokens=6, token_delay=0.4)  # the upstream needs >= 2 s in all
+    proxy.reload()
+    started = time.monotonic()
+    first_text_after = None
+    with httpx.stream("POST", proxy.url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": M, "prompt": PROMPT, "stream": True}, timeout=30) as response:
+        for line in response.iter_lines():
+            if first_text_after is None and line.startswith("data: {") and '"text": ""' not in line:
+                first_text_after = time.monotonic() - started
+    total = time.monotonic() - started
+    assert total >= 2.0 and first_text_after is not None
+    assert first_text_after < total - 1.0  # relayed as it came, not buffered until the end
+
+
 # --- failover -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("first", [fu.status(503), fu.hang()], ids=["503", "timeout"])
@@ -131,6 +151,16 @@ def test_failover_to_the_next_tier(first, fake_upstream, second_upstream, make_r
     assert raw.headers["x-rainymodel-tried"].count(",") == 1
     row = proxy.logs(1)[0]
     assert (row.endpoint, row.status, row.tier) == ("completions", 200, "premium")
+
+
+def test_a_200_that_is_not_a_text_completion_moves_on(fake_upstream, second_upstream, make_routing, api_key, proxy):
+    chat_shaped = b'{"object": "chat.completion", "choices": [{"index": 0, "message": {"content": "hi"}}]}'
+    fake_upstream.default = fu.invalid_completion(body=chat_shaped)
+    make_routing(upstream(fake_upstream, **FAST), upstream(second_upstream, tier="premium"))
+    _, key = api_key()
+    r = post(proxy, key, {"model": M, "prompt": PROMPT, "suffix": SUFFIX})
+    assert r.status_code == 200 and r.json()["choices"][0]["text"] == fu.completion_answer_for(PROMPT, SUFFIX)
+    assert r.headers["x-rainymodel-fallback-reason"] == "invalid_response"
 
 
 def test_streamed_failover_before_the_first_event(fake_upstream, second_upstream, make_routing, api_key, proxy):
@@ -235,8 +265,6 @@ def test_token_quota_counts_completion_tokens(fake_upstream, make_routing, api_k
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------
-
-M = "rainymodel/auto"
 
 
 @pytest.mark.parametrize("body,code,param", [
