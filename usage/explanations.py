@@ -29,6 +29,7 @@ ERROR_CODES = {
     "decimal_below_min_value": "A number field (e.g. temperature or a penalty) was below its smallest allowed value.",
     "decimal_above_max_value": "A number field (e.g. temperature or top_p) was above its largest allowed value.",
     "array_above_max_length": "A list field (e.g. stop) had more entries than allowed.",
+    "empty_array": "A list field that needs at least one entry (e.g. a completions prompt) was empty.",
     "invalid_host": "The request named a Host this server does not answer for (ALLOWED_HOSTS).",
     "method_not_allowed": "The endpoint does not accept this HTTP method.",
     "unsupported_media_type": "The request body was not sent as application/json.",

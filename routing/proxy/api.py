@@ -122,6 +122,15 @@ class EmbeddingsView(ApiView):
         return await flow.serve(EMBEDDINGS, request._request)
 
 
+class CompletionsView(ApiView):
+    """POST /v1/completions: legacy text completions, `suffix` (FIM) included (operations/completions.py)."""
+
+    async def post(self, request):
+        from routing.proxy.operations.completions import COMPLETIONS
+
+        return await flow.serve(COMPLETIONS, request._request)
+
+
 def unknown_endpoint(request, *args, **kwargs):
     return not_found_handler(request)
 

@@ -184,6 +184,9 @@ class Relay:
         choice = choices[0] if isinstance(choices[0], dict) else {}
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         content = delta.get("content") if isinstance(delta.get("content"), str) else ""
+        legacy = "delta" not in choice and isinstance(choice.get("text"), str)  # a /v1/completions chunk
+        if legacy:
+            content = choice["text"]
         if delta.get("tool_calls"):
             self.state.tool_calls_seen = True
         usage.completion_chars += len(content)
@@ -196,9 +199,12 @@ class Relay:
                     raise SpliceMismatch("the restarted answer ended before passing the delivered text")
                 new_text = ""  # it ends exactly where the delivered text ends: relay just the finish
                 splice.passed = True
-            delta = dict(delta, content=new_text)
-            delta.pop("role", None)
-            choice = dict(choice, delta=delta)
+            if legacy:
+                choice = dict(choice, text=new_text)
+            else:
+                delta = dict(delta, content=new_text)
+                delta.pop("role", None)
+                choice = dict(choice, delta=delta)
             payload = orjson.dumps(dict(obj, choices=[choice] + choices[1:]))
             content = new_text
         if content:
@@ -237,7 +243,9 @@ class Relay:
         """One continuation attempt on `route`: (outcome "continued" or "restarted", chars to skip, stream, first
         events). A prefill the route rejects (400/422) is noted and the request restarted there instead."""
         delivered = self.state.text
-        modes = ["prefill", "restart"] if route.supports_prefill and self.state.delivered_chars else ["restart"]
+        # Prefill needs chat `messages`; a legacy completion (`prompt`) is only ever restarted and spliced.
+        can_prefill = route.supports_prefill and isinstance(self.payload.get("messages"), list)
+        modes = ["prefill", "restart"] if can_prefill and self.state.delivered_chars else ["restart"]
         for mode in modes:
             body = dict(self.payload, model=route.upstream_model)
             if mode == "prefill":

@@ -11,5 +11,6 @@ urlpatterns = [
     path("messages/count_tokens", api.CountTokensView.as_view()),
     path("embeddings", api.EmbeddingsView.as_view()),
     path("models/<path:model_id>", api.ModelView.as_view()),
+    path("completions", api.CompletionsView.as_view()),
     re_path(r"^.*$", api.unknown_endpoint),
 ]

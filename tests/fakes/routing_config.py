@@ -17,6 +17,7 @@ PROVIDER_FIELDS = {
     "credit_cooldown_s",
 }
 ROUTE_FIELDS = {
+    "endpoints",
     "upstream_model", "position", "weight", "enabled", "context_window", "supports_prefill", "input_price_per_mtok",
     "output_price_per_mtok",
 }

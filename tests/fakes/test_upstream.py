@@ -383,3 +383,46 @@ def test_cut_after_on_a_close_delimited_stream_ends_cleanly_but_without_finish_o
     assert "[DONE]" not in events
     assert content_of(events) == " ".join(answer_for(MESSAGES, 10).split()[:2])
     assert all(json.loads(e)["choices"][0]["finish_reason"] is None for e in events)
+
+
+# --- POST /v1/completions (legacy text completions) ---------------------------------------------------------------
+
+def test_completions_answer_text_seeded_by_prompt_and_suffix(fake):
+    from tests.fakes.upstream import completion_answer_for
+
+    r = httpx.post(fake.base_url + "/completions", json={"model": "m", "prompt": "def f(", "suffix": "):"},
+                   timeout=5)
+    body = r.json()
+    assert r.status_code == 200 and body["object"] == "text_completion" and body["fake_suffix_received"] is True
+    assert body["choices"][0]["text"] == completion_answer_for("def f(", "):") != completion_answer_for("def f(")
+    assert body["usage"]["completion_tokens"] == 20
+    assert fake.requests.completions()[0].body["suffix"] == "):" and fake.requests.chat() == []
+
+
+def test_completions_stream_text_chunks_usage_and_done(fake):
+    from tests.fakes.upstream import completion_answer_for
+
+    body = {"model": "m", "prompt": "p", "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", fake.base_url + "/completions", json=body, timeout=5) as response:
+        events = sse_data(list(response.iter_lines()))
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "text_completion" for c in chunks)
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == completion_answer_for("p")
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 20
+
+
+def test_completions_follow_the_scripted_behaviours(fake):
+    from tests.fakes.upstream import reject_suffix
+
+    fake.script(status(503), reject_suffix(), reject_suffix())
+    url = fake.base_url + "/completions"
+    assert httpx.post(url, json={"model": "m", "prompt": "p"}, timeout=5).status_code == 503
+    refused = httpx.post(url, json={"model": "m", "prompt": "p", "suffix": "s"}, timeout=5)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "suffix"
+    assert httpx.post(url, json={"model": "m", "prompt": "p"}, timeout=5).status_code == 200  # no suffix: fine
+    fake.script(cut_after(2))
+    with httpx.stream("POST", url, json={"model": "m", "prompt": "p", "stream": True}, timeout=5) as response:
+        with pytest.raises(httpx.RemoteProtocolError):
+            list(response.iter_lines())

@@ -9,7 +9,8 @@ can drive it:
         ... point a provider at fake.base_url ...
         assert fake.requests[1].body["model"] == "m"
 
-It serves `POST /v1/chat/completions` (streaming and not) and `GET /v1/models`. Only chat completions consume
+It serves `POST /v1/chat/completions` (streaming and not), `POST /v1/completions` (legacy text completions with the
+same behaviours, `text_completion` objects and chunks) and `GET /v1/models`. Only chat and text completions consume
 the script (one behaviour per request, FIFO; `fake.default` when the queue is empty). `POST /v1/embeddings`
 (issue 12) consumes the same script: deterministic vectors (`embedding_for`), float or base64 of little-endian
 float32. Every request received is recorded in `fake.requests`, including those that were then reset or left
@@ -78,6 +79,7 @@ class Behaviour:
     usage: bool = True                    # include usage (non-stream body; usage chunk when asked for)
     role_chunk: bool = True               # streams: OpenAI's first chunk carrying only the role
     reject_prefill: bool = False          # 400 when the last message has role assistant
+    reject_suffix: bool = False           # /v1/completions: 400 when the body has a `suffix` (no FIM)
     continue_prefill: bool = False        # answer an assistant prefill with only the rest of the answer
     invalid_completion: bool = False      # 200 whose body is not a chat completion
     invalid_body: bytes = b'{"object": "list", "data": []}'
@@ -231,6 +233,24 @@ def _answer_pieces(messages, behaviour: Behaviour) -> list[str]:
     return pieces
 
 
+def _completion_messages(body: dict) -> list[dict]:
+    """A /v1/completions body seen as chat messages, so its answer is seeded like chat's: by prompt + suffix."""
+    prompt = body.get("prompt")
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt)
+    suffix = body.get("suffix")
+    return [{"role": "user", "content": text + (suffix if isinstance(suffix, str) else "")}]
+
+
+def completion_answer_for(prompt, suffix: str | None = None, tokens: int = 20) -> str:
+    """The text the fake gives to a /v1/completions request (the same for every route)."""
+    return answer_for(_completion_messages({"prompt": prompt, "suffix": suffix}), tokens)
+
+
+def reject_suffix(**more) -> Behaviour:
+    """/v1/completions: 400 `unsupported_parameter` when the body has a `suffix` (an upstream without FIM)."""
+    return Behaviour(reject_suffix=True, **more)
+
+
 def _prompt_tokens(messages) -> int:
     return sum(len(_text_of(m.get("content", "")).split()) + 4 for m in messages if isinstance(m, dict))
 
@@ -274,6 +294,10 @@ class _RequestList(list):
 
     def chat(self) -> list[RecordedRequest]:
         return [r for r in list(self) if r.path.endswith("/chat/completions")]
+
+    def completions(self) -> list[RecordedRequest]:
+        """The legacy text-completion requests (POST /v1/completions)."""
+        return [r for r in list(self) if r.path.rstrip("/").endswith("/v1/completions")]
 
 
 # --- the server ---------------------------------------------------------------------------------------------------
@@ -514,6 +538,8 @@ class FakeUpstream:
             return await self._send_json(writer, 200, json.dumps({"object": "list", "data": data}).encode())
         if request.path.rstrip("/").endswith("/embeddings") and request.method == "POST":
             return await self._embeddings(request, reader, writer)
+        if request.path.rstrip("/").endswith("/v1/completions") and request.method == "POST":
+            return await self._completion(request, reader, writer)
         if not is_chat:
             return await self._send_json(writer, 404, _error_body(404, f"Unknown path {request.path}", code="not_found"))
         if request.method != "POST":
@@ -526,9 +552,25 @@ class FakeUpstream:
         request.behaviour = behaviour
         return await self._perform(behaviour, request, reader, writer)
 
-    async def _perform(self, b: Behaviour, request: RecordedRequest, reader, writer) -> bool:
+    async def _completion(self, request: RecordedRequest, reader, writer) -> bool:
+        """POST /v1/completions: the same behaviours as chat, answering `text_completion` objects. The answer is
+        seeded by prompt + suffix (`completion_answer_for`); the body says whether a suffix came
+        (`fake_suffix_received`)."""
         body = request.body
-        messages = body["messages"]
+        if not isinstance(body, dict) or "prompt" not in body:
+            return await self._send_json(writer, 400, _error_body(
+                400, "The body must be a JSON object with a prompt.", code="invalid_request"))
+        behaviour = self._next_behaviour()
+        request.behaviour = behaviour
+        if behaviour.reject_suffix and body.get("suffix") is not None:
+            return await self._send_json(writer, 400, _error_body(
+                400, "This model does not support the suffix parameter.", "invalid_request_error", "suffix",
+                "unsupported_parameter"))
+        return await self._perform(behaviour, request, reader, writer, kind="completion")
+
+    async def _perform(self, b: Behaviour, request: RecordedRequest, reader, writer, kind: str = "chat") -> bool:
+        body = request.body
+        messages = body["messages"] if kind == "chat" else _completion_messages(body)
         model = body.get("model") if isinstance(body.get("model"), str) else "fake-model"
         stream = body.get("stream") is True
 
@@ -562,7 +604,7 @@ class FakeUpstream:
                 cut, matched_stop = min(found)
                 pieces = [text[:cut]] if cut else []
         self._counter += 1
-        completion_id = f"chatcmpl-fake{self._counter:08d}"
+        completion_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-fake{self._counter:08d}"
         created = int(time.time())
         usage = {"prompt_tokens": _prompt_tokens(messages), "completion_tokens": len(pieces),
                  "total_tokens": _prompt_tokens(messages) + len(pieces)}
@@ -570,7 +612,7 @@ class FakeUpstream:
             include_usage = isinstance(body.get("stream_options"), dict) and \
                 body["stream_options"].get("include_usage") is True
             return await self._stream(b, request, reader, writer, pieces, completion_id, created, model,
-                                      usage if (include_usage and b.usage) else None)
+                                      usage if (include_usage and b.usage) else None, kind=kind)
 
         if b.first_token_delay:
             await asyncio.sleep(b.first_token_delay)
@@ -593,6 +635,12 @@ class FakeUpstream:
                 "id": f"call_fake{self._counter:08d}", "type": "function",
                 "function": {"name": b.tool_call[0], "arguments": b.tool_call[1]}}])
             completion["choices"][0]["finish_reason"] = "tool_calls"
+        if kind == "completion":
+            completion = {
+                "id": completion_id, "object": "text_completion", "created": created, "model": model,
+                "choices": [{"index": 0, "text": "".join(pieces), "logprobs": None, "finish_reason": b.finish_reason}],
+                "system_fingerprint": "fp_fake", "fake_suffix_received": body.get("suffix") is not None,
+            }
         if b.usage:
             completion["usage"] = usage
         payload = json.dumps(completion).encode()
@@ -608,7 +656,7 @@ class FakeUpstream:
         return await self._send_json(writer, 200, payload, list(b.headers))
 
     async def _stream(self, b: Behaviour, request, reader, writer, pieces, completion_id, created, model,
-                      usage) -> bool:
+                      usage, kind: str = "chat") -> bool:
         chunked = b.framing == "chunked"
         headers = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"),
                    ("x-request-id", completion_id)]
@@ -622,6 +670,11 @@ class FakeUpstream:
             return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
 
         def chunk(delta: dict, finish_reason=None) -> bytes:
+            if kind == "completion":  # OpenAI's legacy stream: `text` in each choice, no delta, no role chunk
+                event = {"id": completion_id, "object": "text_completion", "created": created, "model": model,
+                         "choices": [{"index": 0, "text": delta.get("content", ""), "logprobs": None,
+                                      "finish_reason": finish_reason}]}
+                return b"data: " + json.dumps(event).encode() + b"\n\n"
             event = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                      "system_fingerprint": "fp_fake",
                      "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
@@ -649,7 +702,7 @@ class FakeUpstream:
         if b.first_token_delay:
             await flush()
             await asyncio.sleep(b.first_token_delay)
-        if b.role_chunk:
+        if b.role_chunk and kind == "chat":
             send(chunk({"role": "assistant", "content": "", "refusal": None}))
         if b.tool_call is not None:  # the call in two argument pieces, then finish_reason tool_calls
             name, arguments = b.tool_call
@@ -681,8 +734,9 @@ class FakeUpstream:
             return await stop_here(cut=b.cut_after is not None and b.cut_after >= n)
         send(chunk({}, b.finish_reason))
         if usage is not None:
-            event = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "system_fingerprint": "fp_fake", "choices": [], "usage": usage}
+            event = {"id": completion_id, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+                     "created": created, "model": model, "system_fingerprint": "fp_fake", "choices": [],
+                     "usage": usage}
             send(b"data: " + json.dumps(event).encode() + b"\n\n")
         if b.done:
             send(b"data: [DONE]\n\n")

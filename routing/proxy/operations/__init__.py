@@ -117,10 +117,11 @@ def by_path(path: str) -> Operation | None:
     from routing.proxy.operations.chat import (
         CHAT,  # the operations import this module for Operation
     )
+    from routing.proxy.operations.completions import COMPLETIONS  # likewise
     from routing.proxy.operations.embeddings import EMBEDDINGS  # likewise
     from routing.proxy.operations.messages import MESSAGES  # likewise
     from routing.proxy.operations.responses import RESPONSES  # likewise
 
-    by = {"/v1/chat/completions": CHAT, "/v1/embeddings": EMBEDDINGS, "/v1/responses": RESPONSES,
-          "/v1/messages": MESSAGES}
+    by = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS,
+          "/v1/responses": RESPONSES, "/v1/messages": MESSAGES}
     return by.get(path.rstrip("/"))
