@@ -48,20 +48,33 @@ class NameChoiceField(forms.MultipleChoiceField):
 
 
 class APIKeyForm(forms.ModelForm):
-    allowed_aliases = NameChoiceField(required=False, label="Allowed aliases",
-                                      help_text="Aliases this key may call. None ticked: all.")
-    allowed_policies = NameChoiceField(required=False, label="Allowed policies",
-                                       help_text="Policies this key may ask for. None ticked: all.")
+    allowed_aliases = NameChoiceField(
+        required=False, label="Allowed aliases", help_text="Aliases this key may call. None ticked: all."
+    )
+    allowed_policies = NameChoiceField(
+        required=False, label="Allowed policies", help_text="Policies this key may ask for. None ticked: all."
+    )
 
     class Meta:
         model = APIKey
-        fields = ["name", "owner", "expires_at", "allowed_aliases", "allowed_policies", "default_policy",
-                  "rpm_limit", "tpm_limit", "max_concurrent"]
+        fields = [
+            "name",
+            "owner",
+            "expires_at",
+            "allowed_aliases",
+            "allowed_policies",
+            "default_policy",
+            "rpm_limit",
+            "tpm_limit",
+            "max_concurrent",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for field_name, names in (("allowed_aliases", Alias.objects.values_list("name", flat=True)),
-                                  ("allowed_policies", Policy.objects.values_list("name", flat=True))):
+        for field_name, names in (
+            ("allowed_aliases", Alias.objects.values_list("name", flat=True)),
+            ("allowed_policies", Policy.objects.values_list("name", flat=True)),
+        ):
             choices = list(names)
             stale = [n for n in (getattr(self.instance, field_name, None) or []) if n not in choices]
             field = self.fields[field_name]
@@ -103,6 +116,7 @@ def amount(value, grouped=True) -> str:
 
 def usage_table(usage: dict):
     """limits.selectors.usage_for_key_sync as a small read-only table."""
+
     def cell(used, maximum):
         if used is None:
             return "-"
@@ -113,13 +127,19 @@ def usage_table(usage: dict):
     current = usage["current"]
     if current is not None:
         limits = usage["limits"]
-        rows += [("requests this minute", cell(current["requests_this_minute"], limits["rpm_limit"])),
-                 ("tokens this minute", cell(current["tokens_this_minute"], limits["tpm_limit"])),
-                 ("in flight", cell(current["in_flight"], limits["max_concurrent"]))]
+        rows += [
+            ("requests this minute", cell(current["requests_this_minute"], limits["rpm_limit"])),
+            ("tokens this minute", cell(current["tokens_this_minute"], limits["tpm_limit"])),
+            ("in flight", cell(current["in_flight"], limits["max_concurrent"])),
+        ]
     for quota in usage["quotas"]:
         for metric in ("requests", "tokens", "cost"):
-            rows.append((f"{metric} this {quota['period']} (resets {quota['resets_at']:%Y-%m-%d %H:%M} UTC)",
-                         cell(quota[metric]["used"], quota[metric]["max"])))
+            rows.append(
+                (
+                    f"{metric} this {quota['period']} (resets {quota['resets_at']:%Y-%m-%d %H:%M} UTC)",
+                    cell(quota[metric]["used"], quota[metric]["max"]),
+                )
+            )
     rows.append(("last used (UTC)", short_time(usage["last_used_at"], "never")))
     if usage["shared_state_error"]:
         rows.append(("shared state", f"unreachable ({usage['shared_state_error']}); quota usage from the log"))
@@ -152,9 +172,17 @@ class APIKeyAdmin(admin.ModelAdmin):
             ("Rate limits (empty = unlimited)", {"fields": ["rpm_limit", "tpm_limit", "max_concurrent"]}),
         ]
         if obj is not None:
-            fieldsets.insert(1, ("Key", {"fields": ["prefix", "status", "created_at", "last_used_at", "revoked_at"],
-                                         "description": "Only the prefix is stored in readable form; the full key "
-                                                        "was shown once, when it was created."}))
+            fieldsets.insert(
+                1,
+                (
+                    "Key",
+                    {
+                        "fields": ["prefix", "status", "created_at", "last_used_at", "revoked_at"],
+                        "description": "Only the prefix is stored in readable form; the full key "
+                        "was shown once, when it was created.",
+                    },
+                ),
+            )
             fieldsets.append(("Usage now", {"fields": ["usage_now"]}))
         return fieldsets
 
@@ -168,9 +196,11 @@ class APIKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="per-minute limits")
     def limits(self, obj):
-        parts = [f"{obj.rpm_limit:,} rpm" if obj.rpm_limit else "",
-                 f"{obj.tpm_limit:,} tpm" if obj.tpm_limit else "",
-                 f"{obj.max_concurrent} at once" if obj.max_concurrent else ""]
+        parts = [
+            f"{obj.rpm_limit:,} rpm" if obj.rpm_limit else "",
+            f"{obj.tpm_limit:,} tpm" if obj.tpm_limit else "",
+            f"{obj.max_concurrent} at once" if obj.max_concurrent else "",
+        ]
         return " · ".join(p for p in parts if p) or "unlimited"
 
     @admin.display(description="last used", ordering="last_used_at")
@@ -185,9 +215,11 @@ class APIKeyAdmin(admin.ModelAdmin):
     def quota_summary(self, obj):
         parts = []
         for quota in obj.quotas.all():
-            limits = [f"{amount(quota.max_requests)} req" if quota.max_requests is not None else "",
-                      f"{amount(quota.max_tokens)} tok" if quota.max_tokens is not None else "",
-                      f"${amount(quota.max_cost_usd)}" if quota.max_cost_usd is not None else ""]
+            limits = [
+                f"{amount(quota.max_requests)} req" if quota.max_requests is not None else "",
+                f"{amount(quota.max_tokens)} tok" if quota.max_tokens is not None else "",
+                f"${amount(quota.max_cost_usd)}" if quota.max_cost_usd is not None else "",
+            ]
             parts.append(f"{' / '.join(p for p in limits if p)} per {quota.period}")
         return "; ".join(parts) or "-"
 
@@ -196,8 +228,10 @@ class APIKeyAdmin(admin.ModelAdmin):
             # The only time the full key exists outside the client's hands. It waits server-side for the next page
             # (never in a cookie: see the module docstring) and is deleted when shown.
             if isinstance(request.session, CookieSessionStore):
-                raise PermissionDenied("API keys cannot be created while sessions are stored in cookies: the new "
-                                       "key would travel in one. Use a server-side SESSION_ENGINE.")
+                raise PermissionDenied(
+                    "API keys cannot be created while sessions are stored in cookies: the new "
+                    "key would travel in one. Use a server-side SESSION_ENGINE."
+                )
             full_key = apikey_assign_secret(api_key=obj)
             obj.save()
             # Django's own "was added successfully" message follows; the key itself is in the page's banner.
@@ -222,8 +256,9 @@ class APIKeyAdmin(admin.ModelAdmin):
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
-        revoke = path("<path:object_id>/revoke/", self.admin_site.admin_view(self.revoke_view),
-                      name="apikeys_apikey_revoke")
+        revoke = path(
+            "<path:object_id>/revoke/", self.admin_site.admin_view(self.revoke_view), name="apikeys_apikey_revoke"
+        )
         return [revoke, *super().get_urls()]
 
     def revoke_view(self, request, object_id):
@@ -233,16 +268,24 @@ class APIKeyAdmin(admin.ModelAdmin):
             raise PermissionDenied
         change_url = reverse("admin:apikeys_apikey_change", args=[api_key.pk])
         if api_key.is_revoked:
-            self.message_user(request, f"API key “{api_key.name}” ({api_key.prefix}…) was already revoked at "
-                                       f"{short_time(api_key.revoked_at)} UTC.", messages.WARNING)
+            self.message_user(
+                request,
+                f"API key “{api_key.name}” ({api_key.prefix}…) was already revoked at "
+                f"{short_time(api_key.revoked_at)} UTC.",
+                messages.WARNING,
+            )
             return redirect(change_url)
         if request.method == "POST":
             apikey_revoke(api_key=api_key)
             who = request.user.get_username()
             when = short_time(api_key.revoked_at)
             self.log_change(request, api_key, "Revoked.")
-            self.message_user(request, f"API key “{api_key.name}” ({api_key.prefix}…) revoked by {who} at {when} "
-                                       f"UTC; it stops working within seconds.", messages.SUCCESS)
+            self.message_user(
+                request,
+                f"API key “{api_key.name}” ({api_key.prefix}…) revoked by {who} at {when} "
+                f"UTC; it stops working within seconds.",
+                messages.SUCCESS,
+            )
             return redirect(change_url)
         context = {
             **self.admin_site.each_context(request),
@@ -262,8 +305,10 @@ class APIKeyAdmin(admin.ModelAdmin):
                 apikey_revoke(api_key=api_key)
                 self.log_change(request, api_key, "Revoked.")
                 revoked.append(f"{api_key.prefix}…")
-        self.message_user(request, f"Revoked {len(revoked)} key(s) ({', '.join(revoked) or 'none'}); they stop "
-                                   f"working within seconds.")
+        self.message_user(
+            request,
+            f"Revoked {len(revoked)} key(s) ({', '.join(revoked) or 'none'}); they stop working within seconds.",
+        )
 
 
 def short_time(value, empty="-") -> str:

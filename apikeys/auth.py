@@ -61,9 +61,10 @@ def authenticate(snap: Snapshot, headers) -> KeyInfo:
     """Return the caller's key or raise KeyRejected (`invalid_api_key` or `key_expired`)."""
     key = presented_key(headers)
     if not key:
-        raise KeyRejected(codes.INVALID_API_KEY,
-                          "No API key provided. Send it as 'Authorization: Bearer <key>' or in the 'api-key' "
-                          "or 'x-api-key' header.")
+        raise KeyRejected(
+            codes.INVALID_API_KEY,
+            "No API key provided. Send it as 'Authorization: Bearer <key>' or in the 'api-key' or 'x-api-key' header.",
+        )
     master = settings.RAINYMODEL_MASTER_KEY
     if master and hmac.compare_digest(key.encode(), master.encode()):
         return MASTER_KEY_INFO
@@ -110,8 +111,9 @@ async def require_key(request) -> KeyInfo:
         try:
             await limits.check_auth_failures(ip)
         except limits.LimitExceeded as exceeded:
-            raise ApiError(429, exceeded.code, exceeded.message, type=exceeded.type,
-                           headers=dict(exceeded.headers)) from None
+            raise ApiError(
+                429, exceeded.code, exceeded.message, type=exceeded.type, headers=dict(exceeded.headers)
+            ) from None
         await limits.record_auth_failure(ip)
         raise ApiError(401, rejected.code, rejected.message) from None
     request.api_key = key
@@ -122,6 +124,7 @@ def api_key_required(view):
     """Decorator for a plain Django view under /v1/ (sync or async): the view runs only behind `require_key`, and
     reads the key as `request.api_key`; a refusal is answered as an OpenAI-shaped error."""
     if iscoroutinefunction(view):
+
         @wraps(view)
         async def async_door(request, *args, **kwargs):
             try:
@@ -129,6 +132,7 @@ def api_key_required(view):
             except ApiError as error:
                 return api_error_response(error)
             return await view(request, *args, **kwargs)
+
         return async_door
 
     @wraps(view)
@@ -139,4 +143,5 @@ def api_key_required(view):
             except ApiError as error:
                 return api_error_response(error)
         return view(request, *args, **kwargs)
+
     return door

@@ -23,39 +23,67 @@ def validate_name_list(value):
 class APIKey(models.Model):
     name = models.CharField("name", max_length=200, help_text="Who or what uses the key, e.g. alice-laptop.")
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="api_keys",
-        verbose_name="owner", help_text="The user who sees this key's usage on the usage pages.",
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="api_keys",
+        verbose_name="owner",
+        help_text="The user who sees this key's usage on the usage pages.",
     )
-    prefix = models.CharField("prefix", max_length=12, unique=True, editable=False,
-                              help_text="The key's first 12 characters: the only part ever shown again.")
-    hashed_key = models.CharField("key HMAC", max_length=64, editable=False,
-                                  help_text="HMAC-SHA256 of the full key, keyed by SECRET_KEY.")
+    prefix = models.CharField(
+        "prefix",
+        max_length=12,
+        unique=True,
+        editable=False,
+        help_text="The key's first 12 characters: the only part ever shown again.",
+    )
+    hashed_key = models.CharField(
+        "key HMAC", max_length=64, editable=False, help_text="HMAC-SHA256 of the full key, keyed by SECRET_KEY."
+    )
     created_at = models.DateTimeField("created", default=timezone.now, editable=False)
-    expires_at = models.DateTimeField("expires", null=True, blank=True,
-                                      help_text="After this the key gets 401 key_expired. Empty: never.")
-    revoked_at = models.DateTimeField("revoked", null=True, blank=True,
-                                      help_text="When the key was revoked; a revoked key gets 401.")
+    expires_at = models.DateTimeField(
+        "expires", null=True, blank=True, help_text="After this the key gets 401 key_expired. Empty: never."
+    )
+    revoked_at = models.DateTimeField(
+        "revoked", null=True, blank=True, help_text="When the key was revoked; a revoked key gets 401."
+    )
     last_used_at = models.DateTimeField("last used", null=True, blank=True, editable=False)
     allowed_aliases = models.JSONField(
-        "allowed aliases", default=list, blank=True, validators=[validate_name_list],
+        "allowed aliases",
+        default=list,
+        blank=True,
+        validators=[validate_name_list],
         help_text="Aliases this key may call. None ticked: all.",
     )
     allowed_policies = models.JSONField(
-        "allowed policies", default=list, blank=True, validators=[validate_name_list],
+        "allowed policies",
+        default=list,
+        blank=True,
+        validators=[validate_name_list],
         help_text="Policies this key may ask for. None ticked: all.",
     )
     default_policy = models.ForeignKey(
-        "routing.Policy", null=True, blank=True, on_delete=models.SET_NULL, verbose_name="default policy",
+        "routing.Policy",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        verbose_name="default policy",
         help_text="Used when a request sends no X-RainyModel-Policy. Must be among the allowed policies.",
     )
-    rpm_limit = models.PositiveIntegerField("requests per minute", null=True, blank=True,
-                                            validators=[MinValueValidator(1)], help_text="Empty: unlimited.")
-    tpm_limit = models.PositiveIntegerField("tokens per minute", null=True, blank=True,
-                                            validators=[MinValueValidator(1)], help_text="Empty: unlimited.")
-    max_concurrent = models.PositiveIntegerField("requests at once", null=True, blank=True,
-                                                 validators=[MinValueValidator(1)],
-                                                 help_text="Most requests in flight at the same time. "
-                                                           "Empty: unlimited.")
+    rpm_limit = models.PositiveIntegerField(
+        "requests per minute", null=True, blank=True, validators=[MinValueValidator(1)], help_text="Empty: unlimited."
+    )
+    tpm_limit = models.PositiveIntegerField(
+        "tokens per minute", null=True, blank=True, validators=[MinValueValidator(1)], help_text="Empty: unlimited."
+    )
+    max_concurrent = models.PositiveIntegerField(
+        "requests at once",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Most requests in flight at the same time. Empty: unlimited.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -81,9 +109,7 @@ class APIKey(models.Model):
                 errors["allowed_policies"] = f"No policy named {', '.join(map(repr, unknown))}."
         default_policy = self.default_policy if self.default_policy_id else None
         if allowed_policies and default_policy is not None and default_policy.name.lower() not in allowed_policies:
-            errors["default_policy"] = (
-                f"The default policy {default_policy.name!r} is not among the allowed policies."
-            )
+            errors["default_policy"] = f"The default policy {default_policy.name!r} is not among the allowed policies."
         if errors:
             raise ValidationError(errors)
 
@@ -106,16 +132,24 @@ class APIKey(models.Model):
 
 class Quota(models.Model):
     api_key = models.ForeignKey(APIKey, related_name="quotas", on_delete=models.CASCADE, verbose_name="API key")
-    period = models.CharField("per", max_length=10, choices=[(p, p) for p in PERIODS],
-                              help_text="Calendar day or month, UTC.")
-    max_requests = models.PositiveBigIntegerField("requests", null=True, blank=True,
-                                                  help_text="Most requests per period. Empty: no limit.")
-    max_tokens = models.PositiveBigIntegerField("tokens", null=True, blank=True,
-                                                help_text="Most prompt + completion tokens per period. "
-                                                          "Empty: no limit.")
-    max_cost_usd = models.DecimalField("cost (USD)", max_digits=14, decimal_places=6, null=True, blank=True,
-                                       validators=[MinValueValidator(0)],
-                                       help_text="Most spend in US dollars per period. Empty: no limit.")
+    period = models.CharField(
+        "per", max_length=10, choices=[(p, p) for p in PERIODS], help_text="Calendar day or month, UTC."
+    )
+    max_requests = models.PositiveBigIntegerField(
+        "requests", null=True, blank=True, help_text="Most requests per period. Empty: no limit."
+    )
+    max_tokens = models.PositiveBigIntegerField(
+        "tokens", null=True, blank=True, help_text="Most prompt + completion tokens per period. Empty: no limit."
+    )
+    max_cost_usd = models.DecimalField(
+        "cost (USD)",
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Most spend in US dollars per period. Empty: no limit.",
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["api_key", "period"], name="one_quota_per_period")]

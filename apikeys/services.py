@@ -10,16 +10,33 @@ from apikeys.models import APIKey, Quota
 
 
 @transaction.atomic
-def apikey_create(*, name, owner=None, rpm_limit=None, tpm_limit=None, max_concurrent=None, allowed_aliases=(),
-                  allowed_policies=(), default_policy=None, expires_at=None, quotas=()) -> tuple[APIKey, str]:
+def apikey_create(
+    *,
+    name,
+    owner=None,
+    rpm_limit=None,
+    tpm_limit=None,
+    max_concurrent=None,
+    allowed_aliases=(),
+    allowed_policies=(),
+    default_policy=None,
+    expires_at=None,
+    quotas=(),
+) -> tuple[APIKey, str]:
     """Create a key and return it with the full key string, which is never retrievable again.
 
     `quotas` is an iterable of (period, field, value), e.g. ("day", "max_requests", 1000).
     """
     api_key = APIKey(
-        name=name, owner=owner, rpm_limit=rpm_limit, tpm_limit=tpm_limit, max_concurrent=max_concurrent,
-        allowed_aliases=list(allowed_aliases), allowed_policies=list(allowed_policies),
-        default_policy=default_policy, expires_at=expires_at,
+        name=name,
+        owner=owner,
+        rpm_limit=rpm_limit,
+        tpm_limit=tpm_limit,
+        max_concurrent=max_concurrent,
+        allowed_aliases=list(allowed_aliases),
+        allowed_policies=list(allowed_policies),
+        default_policy=default_policy,
+        expires_at=expires_at,
     )
     full_key = apikey_assign_secret(api_key=api_key)
     api_key.full_clean()

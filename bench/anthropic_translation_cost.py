@@ -21,24 +21,49 @@ sys.path.insert(0, str(ROOT))
 
 from routing.proxy.translation.anthropic import StreamTranslator, from_chat, to_chat  # noqa: E402
 
-TOOL = {"name": "get_weather", "description": "Weather for a city",
-        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
-SMALL = {"model": "rainymodel/auto", "max_tokens": 256, "system": "Be brief.",
-         "messages": [{"role": "user", "content": "Say hello in five words."}]}
-TOOL_TURN = {"model": "rainymodel/auto", "max_tokens": 256, "tools": [TOOL], "messages": [
-    {"role": "user", "content": "Weather in Paris?"},
-    {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_a", "name": "get_weather",
-                                       "input": {"city": "Paris"}}]},
-    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_a", "content": "18C and sunny"}]},
-]}
+TOOL = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+SMALL = {
+    "model": "rainymodel/auto",
+    "max_tokens": 256,
+    "system": "Be brief.",
+    "messages": [{"role": "user", "content": "Say hello in five words."}],
+}
+TOOL_TURN = {
+    "model": "rainymodel/auto",
+    "max_tokens": 256,
+    "tools": [TOOL],
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"city": "Paris"}}],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_a", "content": "18C and sunny"}]},
+    ],
+}
 WORDS = "the quick brown fox jumps over the lazy dog and keeps running far away from the farm today".split()
-CHAT = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(WORDS)},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32}}
-CHUNKS = [{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-           "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
-          for word in (WORDS * 2)[:20]]
+CHAT = {
+    "id": "c",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(WORDS)}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
+}
+CHUNKS = [
+    {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}],
+    }
+    for word in (WORDS * 2)[:20]
+]
 
 
 def stream_once():
@@ -58,8 +83,10 @@ def measure(name: str, call, runs: int) -> None:
         call()
         times.append(time.perf_counter_ns() - start)
     times.sort()
-    print(f"| {name} | {times[len(times) // 2] / 1000:.1f} | {statistics.fmean(times) / 1000:.1f} | "
-          f"{times[int(len(times) * 0.99)] / 1000:.1f} |")
+    print(
+        f"| {name} | {times[len(times) // 2] / 1000:.1f} | {statistics.fmean(times) / 1000:.1f} | "
+        f"{times[int(len(times) * 0.99)] / 1000:.1f} |"
+    )
 
 
 def main() -> None:

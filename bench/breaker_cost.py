@@ -43,15 +43,44 @@ def fixtures():
     from routing.snapshot import MASTER_KEY_INFO, ProviderInfo, RouteInfo
 
     provider = ProviderInfo(
-        name="bench", kind="openai", tier="free", base_url="http://127.0.0.1:9/v1", api_key="", extra_headers=(),
-        enabled=True, connect_timeout_s=1, first_token_timeout_s=1, idle_timeout_s=1, request_timeout_s=1,
-        max_retries=0, breaker_failures=10**9, breaker_cooldown_s=15, credit_cooldown_s=3600,
+        name="bench",
+        kind="openai",
+        tier="free",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="",
+        extra_headers=(),
+        enabled=True,
+        connect_timeout_s=1,
+        first_token_timeout_s=1,
+        idle_timeout_s=1,
+        request_timeout_s=1,
+        max_retries=0,
+        breaker_failures=10**9,
+        breaker_cooldown_s=15,
+        credit_cooldown_s=3600,
     )
-    routes = [RouteInfo(id=i, alias="a", provider=provider, upstream_model=f"m{i}", position=i, weight=1,
-                        enabled=True, context_window=None, supports_prefill=False, input_price_per_mtok=0,
-                        output_price_per_mtok=0) for i in (1, 2)]
-    keys = [MASTER_KEY_INFO.__class__(**{**{f: getattr(MASTER_KEY_INFO, f) for f in MASTER_KEY_INFO.__slots__},
-                                          "id": i, "name": f"k{i}"}) for i in range(1, 21)]
+    routes = [
+        RouteInfo(
+            id=i,
+            alias="a",
+            provider=provider,
+            upstream_model=f"m{i}",
+            position=i,
+            weight=1,
+            enabled=True,
+            context_window=None,
+            supports_prefill=False,
+            input_price_per_mtok=0,
+            output_price_per_mtok=0,
+        )
+        for i in (1, 2)
+    ]
+    keys = [
+        MASTER_KEY_INFO.__class__(
+            **{**{f: getattr(MASTER_KEY_INFO, f) for f in MASTER_KEY_INFO.__slots__}, "id": i, "name": f"k{i}"}
+        )
+        for i in range(1, 21)
+    ]
     return routes, keys
 
 

@@ -30,9 +30,15 @@ from tests.fakes.server import RainyModelServer, free_port  # noqa: E402
 
 ENDPOINTS = {
     "chat": ("/v1/chat/completions", lambda model: {"model": model, "messages": MESSAGES}),
-    "completions": ("/v1/completions",
-                    lambda model: {"model": model, "prompt": "def add(a, b):\n    ", "suffix": "\n    return c\n",
-                                   "max_tokens": 32}),
+    "completions": (
+        "/v1/completions",
+        lambda model: {
+            "model": model,
+            "prompt": "def add(a, b):\n    ",
+            "suffix": "\n    return c\n",
+            "max_tokens": 32,
+        },
+    ),
 }
 
 
@@ -64,8 +70,11 @@ def main(argv=None) -> int:
     try:
         key = setup_database(database_url, secret, fake_port)
         server = RainyModelServer(
-            base_env={"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret,
-                      "DATABASE_URL": database_url},
+            base_env={
+                "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
+                "SECRET_KEY": secret,
+                "DATABASE_URL": database_url,
+            },
             env={"RAINYMODEL_LOG_FLUSH_S": "1.0", "REDIS_URL": "", "LOG_LEVEL": "WARNING"},
         ).start()
         for name, (path, body_for) in ENDPOINTS.items():
@@ -81,8 +90,10 @@ def main(argv=None) -> int:
             server.stop()
         fake.terminate()
         fake.wait(5)
-    print(f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"{args.requests} requests at 1 client after {args.warmup} warmup, {args.tokens}-word answers\n")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{args.requests} requests at 1 client after {args.warmup} warmup, {args.tokens}-word answers\n"
+    )
     print("| endpoint | mode | direct p50 ms | direct p99 ms | via RainyModel p50 ms | p99 ms | added p50 ms |")
     print("|---|---|---|---|---|---|---|")
     for name, mode, d50, d99, r50, r99 in rows:

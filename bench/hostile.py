@@ -42,8 +42,16 @@ class ProductionServer(RainyModelServer):
     """The production command: gunicorn with gunicorn.conf.py and one uvicorn worker."""
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "gunicorn", "rainymodel_site.asgi:application", "--bind",
-                f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "rainymodel_site.asgi:application",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+        ]
 
 
 def run_command_args() -> tuple[str, ...]:
@@ -51,7 +59,7 @@ def run_command_args() -> tuple[str, ...]:
     for line in (ROOT / "Makefile").read_text().replace("\\\n", " ").splitlines():
         if "uvicorn rainymodel_site.asgi:application" in line:
             words = line.split()
-            return tuple(words[words.index("$(PORT)") + 1:])
+            return tuple(words[words.index("$(PORT)") + 1 :])
     raise SystemExit("no uvicorn command in the Makefile")
 
 
@@ -64,8 +72,9 @@ def start_server(kind: str, base_env: dict[str, str]) -> RainyModelServer:
 
 
 def setup_database(database_url: str, secret: str, fake_url: str) -> str:
-    os.environ.update({"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret,
-                       "DATABASE_URL": database_url})
+    os.environ.update(
+        {"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret, "DATABASE_URL": database_url}
+    )
     os.environ.pop("REDIS_URL", None)
     import django
 
@@ -91,6 +100,7 @@ def count_rows() -> int:
 
 
 # --- one attack = one connection doing something nasty -------------------------------------------------------------
+
 
 def connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -157,8 +167,9 @@ def request_head(path: str, headers: dict[str, str], method: str = "POST", versi
 def big_body_without_key(port, key, cap):
     sock = connect(port)
     total = 200 * MB
-    sock.sendall(request_head("/v1/chat/completions", {"Content-Length": str(total),
-                                                        "Content-Type": "application/json"}))
+    sock.sendall(
+        request_head("/v1/chat/completions", {"Content-Length": str(total), "Content-Type": "application/json"})
+    )
     block = b"x" * MB
     left = [total]
 
@@ -167,22 +178,25 @@ def big_body_without_key(port, key, cap):
             return b""
         left[0] -= MB
         return block
+
     what, seconds, sent = hold(sock, cap, feed)
     return what, seconds, f"{sent / MB:.0f} MB of 200 MB uploaded before the answer"
 
 
 def huge_content_length(port, key, cap):
     sock = connect(port)
-    sock.sendall(request_head("/v1/chat/completions", {"Authorization": f"Bearer {key}",
-                                                        "Content-Length": str(200 * MB)}))
+    sock.sendall(
+        request_head("/v1/chat/completions", {"Authorization": f"Bearer {key}", "Content-Length": str(200 * MB)})
+    )
     what, seconds, _ = hold(sock, cap)
     return what, seconds, "Content-Length 200 MB, valid key, no body sent"
 
 
 def chunked_over_limit(port, key, cap):
     sock = connect(port)
-    sock.sendall(request_head("/v1/chat/completions", {"Authorization": f"Bearer {key}",
-                                                        "Transfer-Encoding": "chunked"}))
+    sock.sendall(
+        request_head("/v1/chat/completions", {"Authorization": f"Bearer {key}", "Transfer-Encoding": "chunked"})
+    )
     chunk = b"%x\r\n" % MB + b"x" * MB + b"\r\n"
     left = [100]
 
@@ -191,6 +205,7 @@ def chunked_over_limit(port, key, cap):
             return b""
         left[0] -= 1
         return chunk
+
     what, seconds, sent = hold(sock, cap, feed)
     return what, seconds, f"{sent / MB:.0f} MB chunked (of up to 100 MB) sent before the answer"
 
@@ -205,6 +220,7 @@ def huge_header(port, key, cap):
             return b""
         part, view[0] = view[0][:MB], view[0][MB:]
         return bytes(part)
+
     what, seconds, sent = hold(sock, cap, feed)
     return what, seconds, f"{sent / MB:.1f} MB of a 32 MB header sent"
 
@@ -228,15 +244,18 @@ def slow_header(port, key, cap):
             return b""
         state["i"] += 1
         state["next"] = now + 2.0
-        return head[state["i"] - 1:state["i"]]
+        return head[state["i"] - 1 : state["i"]]
+
     what, seconds, sent = hold(sock, cap, feed)
     return what, seconds, f"one header byte every 2 s ({sent} bytes sent)"
 
 
 def stalled_body(port, key, cap):
     sock = connect(port)
-    sock.sendall(request_head("/v1/chat/completions", {"Authorization": f"Bearer {key}",
-                                                        "Content-Length": str(len(CHAT))}) + CHAT[:10])
+    sock.sendall(
+        request_head("/v1/chat/completions", {"Authorization": f"Bearer {key}", "Content-Length": str(len(CHAT))})
+        + CHAT[:10]
+    )
     what, seconds, _ = hold(sock, cap)
     return what, seconds, "10 of the body's bytes, then nothing"
 
@@ -280,9 +299,14 @@ def many_stalled_connections(port, key, cap, count=300):
 
 def http10(port, key, cap):
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(request_head("/v1/chat/completions", {"Authorization": f"Bearer {key}",
-                                                        "Content-Type": "application/json",
-                                                        "Content-Length": str(len(CHAT))}, version="1.0") + CHAT)
+    sock.sendall(
+        request_head(
+            "/v1/chat/completions",
+            {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Content-Length": str(len(CHAT))},
+            version="1.0",
+        )
+        + CHAT
+    )
     started = time.monotonic()
     data = b""
     while True:
@@ -291,14 +315,29 @@ def http10(port, key, cap):
             break
         data += part
     head = data.split(b"\r\n\r\n", 1)[0].lower()
-    framing = ("content-length" if b"content-length:" in head else
-               "chunked (invalid for HTTP/1.0)" if b"transfer-encoding: chunked" in head else "close-delimited")
+    framing = (
+        "content-length"
+        if b"content-length:" in head
+        else "chunked (invalid for HTTP/1.0)"
+        if b"transfer-encoding: chunked" in head
+        else "close-delimited"
+    )
     seconds = time.monotonic() - started
     return status_of(bytearray(data)) or "closed", seconds, f"HTTP/1.0 request; answer framed by {framing}"
 
 
-ATTACKS = [big_body_without_key, huge_content_length, chunked_over_limit, huge_header, many_headers, slow_header,
-           stalled_body, silent_connection, many_stalled_connections, http10]
+ATTACKS = [
+    big_body_without_key,
+    huge_content_length,
+    chunked_over_limit,
+    huge_header,
+    many_headers,
+    slow_header,
+    stalled_body,
+    silent_connection,
+    many_stalled_connections,
+    http10,
+]
 
 
 def sigkill_with_streams(server: RainyModelServer, key: str, fake, streams: int) -> str:
@@ -309,20 +348,29 @@ def sigkill_with_streams(server: RainyModelServer, key: str, fake, streams: int)
     before = count_rows()
     finished_early = 0
     for _ in range(5):
-        httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                   json={"model": "rainymodel/auto", "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+        httpx.post(
+            server.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "rainymodel/auto", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=10,
+        )
         finished_early += 1
     time.sleep(1.5)  # more than one flush interval: these five must survive
 
     def one_stream():
         try:
-            with httpx.stream("POST", server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                              json={"model": "rainymodel/auto", "stream": True,
-                                    "messages": [{"role": "user", "content": "hi"}]}, timeout=30) as response:
+            with httpx.stream(
+                "POST",
+                server.url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "rainymodel/auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+                timeout=30,
+            ) as response:
                 for _ in response.iter_bytes():
                     pass
         except httpx.HTTPError:
             pass
+
     fake.default = ok(tokens=400, token_delay=0.05)
     threads = [threading.Thread(target=one_stream, daemon=True) for _ in range(streams)]
     for t in threads:
@@ -336,8 +384,10 @@ def sigkill_with_streams(server: RainyModelServer, key: str, fake, streams: int)
     for t in threads:
         t.join(5)
     survived = count_rows() - before
-    return (f"{streams} streams in flight + {finished_early} calls finished >1 flush interval earlier: "
-            f"{survived} rows survived ({finished_early} expected from the finished calls)")
+    return (
+        f"{streams} streams in flight + {finished_early} calls finished >1 flush interval earlier: "
+        f"{survived} rows survived ({finished_early} expected from the finished calls)"
+    )
 
 
 def main(argv=None) -> int:
@@ -352,8 +402,11 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rainymodel-hostile-"))
     secret = secrets.token_urlsafe(40)
     database_url = f"sqlite:///{workdir / 'hostile.sqlite3'}"
-    base_env = {"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret,
-                "DATABASE_URL": database_url}
+    base_env = {
+        "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
+        "SECRET_KEY": secret,
+        "DATABASE_URL": database_url,
+    }
     print("| attack | server | held (s) | RSS after (MB) | notes |\n|---|---|---|---|---|")
     with FakeUpstream() as fake:
         key = setup_database(database_url, secret, fake.base_url)
@@ -364,8 +417,11 @@ def main(argv=None) -> int:
                 what, seconds, note = attack(server.port, key, args.cap)
                 time.sleep(0.5)
                 rss = server.rss_bytes()
-                print(f"| {attack.__name__} | {what} | {seconds:.1f} | {rss / MB:.0f} ({(rss - rss_before) / MB:+.0f})"
-                      f" | {note} |", flush=True)
+                print(
+                    f"| {attack.__name__} | {what} | {seconds:.1f} | {rss / MB:.0f} ({(rss - rss_before) / MB:+.0f})"
+                    f" | {note} |",
+                    flush=True,
+                )
             print(f"\nSIGKILL: {sigkill_with_streams(server, key, fake, args.streams)}")
         finally:
             server.kill()

@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 
 def build_request(port: int, path: str, body: dict, api_key: str | None) -> bytes:
     payload = json.dumps(body).encode()
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
-             f"Content-Length: {len(payload)}", "User-Agent: rainymodel-bench"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        "User-Agent: rainymodel-bench",
+    ]
     if api_key:
         lines.append(f"Authorization: Bearer {api_key}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
@@ -26,8 +31,8 @@ def build_request(port: int, path: str, body: dict, api_key: str | None) -> byte
 
 @dataclass
 class Result:
-    latencies: list[float] = field(default_factory=list)   # seconds, whole answer
-    ttfb: list[float] = field(default_factory=list)        # seconds, first body bytes
+    latencies: list[float] = field(default_factory=list)  # seconds, whole answer
+    ttfb: list[float] = field(default_factory=list)  # seconds, first body bytes
     sent: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
@@ -95,7 +100,7 @@ class Connection:
                 if len(buf) >= end:
                     if size == 0:
                         return b"".join(parts), first
-                    parts.append(bytes(buf[line_end + 2:line_end + 2 + size]))
+                    parts.append(bytes(buf[line_end + 2 : line_end + 2 + size]))
                     if first is None:
                         first = time.perf_counter()
                     pos = end
@@ -110,14 +115,24 @@ def answer_ok(status: int, body: bytes, stream: bool) -> bool:
     if status != 200:
         return False
     if stream:  # chat ends with [DONE]; /v1/responses with response.completed; Anthropic Messages with message_stop
-        return (body.rstrip().endswith((b"data: [DONE]", b'data: {"type":"message_stop"}'))
-                or b"event: response.completed" in body)
-    return (b'"choices"' in body or b'"object":"response"' in body or b'"type":"message"' in body
-            or b'"embedding"' in body)
+        return (
+            body.rstrip().endswith((b"data: [DONE]", b'data: {"type":"message_stop"}'))
+            or b"event: response.completed" in body
+        )
+    return (
+        b'"choices"' in body or b'"object":"response"' in body or b'"type":"message"' in body or b'"embedding"' in body
+    )
 
 
-async def run_load(port: int, request: bytes, *, stream: bool, clients: int = 1, count: int | None = None,
-                   duration: float | None = None) -> Result:
+async def run_load(
+    port: int,
+    request: bytes,
+    *,
+    stream: bool,
+    clients: int = 1,
+    count: int | None = None,
+    duration: float | None = None,
+) -> Result:
     """`clients` connections send `request` back to back, until `count` requests in total were sent or
     `duration` seconds passed (requests in flight then still finish, so every request sent is answered)."""
     result = Result()

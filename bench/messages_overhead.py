@@ -61,8 +61,11 @@ def main(argv=None) -> int:
     try:
         key = setup_database(f"sqlite:///{workdir / 'bench.sqlite3'}", secret, fake_port)
         server = RainyModelServer(
-            base_env={"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret,
-                      "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}"},
+            base_env={
+                "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
+                "SECRET_KEY": secret,
+                "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            },
             env={"RAINYMODEL_LOG_FLUSH_S": "1.0", "REDIS_URL": "", "LOG_LEVEL": "WARNING"},
         ).start()
         chat = Target("chat", server.port, "/v1/chat/completions", ALIAS, key)
@@ -78,18 +81,30 @@ def main(argv=None) -> int:
         fake.wait(5)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    lines = [f"Run {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {args.requests} requests at 1 client "
-             f"after {args.warmup} warmup, {args.clients} clients for {args.duration:g} s; {args.tokens} tokens.",
-             "", "| measure | mode | chat | messages | added by the translation |", "|---|---|---|---|---|"]
+    lines = [
+        f"Run {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {args.requests} requests at 1 client "
+        f"after {args.warmup} warmup, {args.clients} clients for {args.duration:g} s; {args.tokens} tokens.",
+        "",
+        "| measure | mode | chat | messages | added by the translation |",
+        "|---|---|---|---|---|",
+    ]
     for mode in ("non-stream", "stream"):
         c, m = results["chat"][mode], results["messages"][mode]
-        for field, label in (("p50_ms", "latency p50, 1 client (ms)"), ("p99_ms", "latency p99, 1 client (ms)"),
-                             ("ttfb_p50_ms", "first byte p50, 1 client (ms)")):
+        for field, label in (
+            ("p50_ms", "latency p50, 1 client (ms)"),
+            ("p99_ms", "latency p99, 1 client (ms)"),
+            ("ttfb_p50_ms", "first byte p50, 1 client (ms)"),
+        ):
             lines.append(f"| {label} | {mode} | {fmt(c[field])} | {fmt(m[field])} | **{fmt(m[field] - c[field])}** |")
-        lines.append(f"| throughput, {args.clients} clients (req/s) | {mode} | {c['throughput_rps']:.0f} | "
-                     f"{m['throughput_rps']:.0f} | |")
-    errors = sum(results[t][m]["errors_1_client"] + results[t][m]["errors_concurrent"]
-                 for t in results for m in ("non-stream", "stream"))
+        lines.append(
+            f"| throughput, {args.clients} clients (req/s) | {mode} | {c['throughput_rps']:.0f} | "
+            f"{m['throughput_rps']:.0f} | |"
+        )
+    errors = sum(
+        results[t][m]["errors_1_client"] + results[t][m]["errors_concurrent"]
+        for t in results
+        for m in ("non-stream", "stream")
+    )
     lines += ["", f"- Failed requests: {errors}. Request log: {rows} rows for {sent} requests sent."]
     table = "\n".join(lines) + "\n"
     print(table)

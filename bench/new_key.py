@@ -37,8 +37,11 @@ def main() -> None:
     args = parser.parse_args()
 
     secret = secrets.token_urlsafe(40)
-    env = {"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret,
-           "DATABASE_URL": args.database_url}
+    env = {
+        "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
+        "SECRET_KEY": secret,
+        "DATABASE_URL": args.database_url,
+    }
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
     else:
@@ -58,8 +61,13 @@ def main() -> None:
     call_command("migrate", verbosity=0, interactive=False)
     with FakeUpstream() as fake:
         make_routing(upstream(fake, tier="free", name="fake", max_retries=0))
-        with RainyModelServer(base_env=env, env={"RAINYMODEL_SNAPSHOT_POLL_S": os.environ.get(
-                "RAINYMODEL_SNAPSHOT_POLL_S", "0.5"), "RAINYMODEL_AUTH_FAILURES_PER_MIN": "100000"}) as server:
+        with RainyModelServer(
+            base_env=env,
+            env={
+                "RAINYMODEL_SNAPSHOT_POLL_S": os.environ.get("RAINYMODEL_SNAPSHOT_POLL_S", "0.5"),
+                "RAINYMODEL_AUTH_FAILURES_PER_MIN": "100000",
+            },
+        ) as server:
             waits, refusals = [], []
             with httpx.Client(base_url=server.url, timeout=10) as client:
                 for n in range(args.keys):
@@ -68,8 +76,9 @@ def main() -> None:
                     created = time.perf_counter()
                     refused = 0
                     while True:
-                        r = client.post("/v1/chat/completions", json=CHAT,
-                                        headers={"Authorization": f"Bearer {full_key}"})
+                        r = client.post(
+                            "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {full_key}"}
+                        )
                         if r.status_code == 200:
                             break
                         assert r.status_code == 401, r.text
@@ -80,19 +89,28 @@ def main() -> None:
                 unknown = []
                 for _ in range(args.unknown):
                     started = time.perf_counter()
-                    r = client.post("/v1/chat/completions", json=CHAT,
-                                    headers={"Authorization": f"Bearer rm-{secrets.token_hex(20)}"})
+                    r = client.post(
+                        "/v1/chat/completions",
+                        json=CHAT,
+                        headers={"Authorization": f"Bearer rm-{secrets.token_hex(20)}"},
+                    )
                     unknown.append(time.perf_counter() - started)
                     assert r.status_code == 401, r.text
     ms = sorted(w * 1000 for w in waits)
-    print(f"{args.keys} new keys, poll {os.environ.get('RAINYMODEL_SNAPSHOT_POLL_S', '0.5')} s, "
-          f"{'Redis' if args.redis_url else 'no Redis'}, {args.database_url.split(':')[0]}")
-    print(f"first 200 after create: median {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms; "
-          f"keys refused at least once: {sum(1 for r in refusals if r)}/{args.keys}, 401s in all: {sum(refusals)}")
+    print(
+        f"{args.keys} new keys, poll {os.environ.get('RAINYMODEL_SNAPSHOT_POLL_S', '0.5')} s, "
+        f"{'Redis' if args.redis_url else 'no Redis'}, {args.database_url.split(':')[0]}"
+    )
+    print(
+        f"first 200 after create: median {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms; "
+        f"keys refused at least once: {sum(1 for r in refusals if r)}/{args.keys}, 401s in all: {sum(refusals)}"
+    )
     if unknown:
         ms = sorted(u * 1000 for u in unknown)
-        print(f"{args.unknown} unknown keys one after another: 401 in median {statistics.median(ms):.1f} ms, "
-              f"p99 {ms[int(len(ms) * 0.99) - 1]:.1f} ms")
+        print(
+            f"{args.unknown} unknown keys one after another: 401 in median {statistics.median(ms):.1f} ms, "
+            f"p99 {ms[int(len(ms) * 0.99) - 1]:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -47,10 +47,14 @@ def log(message: str) -> None:
 
 # --- processes ----------------------------------------------------------------------------------------------------
 
+
 def start_fake_upstream(port: int, tokens: int) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.upstream", "--port", str(port), "--tokens", str(tokens)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     line = process.stdout.readline()
     if "listening" not in line:
@@ -61,8 +65,9 @@ def start_fake_upstream(port: int, tokens: int) -> subprocess.Popen:
 
 def setup_database(database_url: str, secret: str, fake_port: int) -> str:
     """Migrate, create the route to the fake and a key; returns the full key. Runs Django in this process."""
-    os.environ.update({"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret,
-                       "DATABASE_URL": database_url})
+    os.environ.update(
+        {"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret, "DATABASE_URL": database_url}
+    )
     os.environ.pop("REDIS_URL", None)
     import django
 
@@ -73,8 +78,7 @@ def setup_database(database_url: str, secret: str, fake_port: int) -> str:
     from tests.fakes.routing_config import make_routing, upstream
 
     call_command("migrate", verbosity=0, interactive=False)
-    make_routing(upstream(f"http://127.0.0.1:{fake_port}/v1", tier="free", name="fake", max_retries=0),
-                 alias=ALIAS)
+    make_routing(upstream(f"http://127.0.0.1:{fake_port}/v1", tier="free", name="fake", max_retries=0), alias=ALIAS)
     _, full_key = apikey_create(name="bench", rpm_limit=100_000_000)
     return full_key
 
@@ -90,6 +94,7 @@ def count_log_rows() -> int:
 
 # --- LiteLLM ------------------------------------------------------------------------------------------------------
 
+
 def install_litellm() -> tuple[Path | None, str]:
     """Install the LiteLLM proxy into its own virtualenv; returns (litellm executable, note)."""
     exe = LITELLM_VENV / "bin" / "litellm"
@@ -98,8 +103,12 @@ def install_litellm() -> tuple[Path | None, str]:
     log("installing litellm[proxy] into bench/.litellm-venv (this takes a while)")
     try:
         subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True, capture_output=True)
-        pip = subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"],
-                             capture_output=True, text=True, timeout=1800)
+        pip = subprocess.run(
+            [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
     except (subprocess.SubprocessError, OSError) as exc:
         return None, f"installation failed: {exc}"
     if pip.returncode != 0 or not exe.exists():
@@ -125,9 +134,13 @@ def start_litellm(exe: Path, port: int, fake_port: int, workdir: Path) -> tuple[
     logfile = open(workdir / "litellm.log", "w")
     env = {**os.environ, "LITELLM_TELEMETRY": "False", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("DATABASE_URL", None)
-    process = subprocess.Popen([str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-                                "--num_workers", "1"], cwd=workdir, env=env, stdout=logfile,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        cwd=workdir,
+        env=env,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+    )
     import httpx
 
     deadline = time.monotonic() + 120
@@ -165,6 +178,7 @@ def rss_of(pid: int) -> tuple[int, int]:
 
 
 # --- measurement --------------------------------------------------------------------------------------------------
+
 
 def body_for(stream: bool, model: str) -> dict:
     body = {"model": model, "messages": MESSAGES}
@@ -206,15 +220,23 @@ def responses_rows(results: dict) -> list[str]:
     if "responses" not in results:
         return []
     direct, chat, resp = results["direct"], results["rainymodel"], results["responses"]
-    lines = ["", "| /v1/responses | mode | fake upstream direct | RainyModel chat | RainyModel responses | "
-                 "added by RainyModel | added over chat |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "| /v1/responses | mode | fake upstream direct | RainyModel chat | RainyModel responses | "
+        "added by RainyModel | added over chat |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for mode in ("non-stream", "stream"):
         for key, label in (("p50_ms", "latency p50, 1 client (ms)"), ("p99_ms", "latency p99, 1 client (ms)")):
-            lines.append(f"| {label} | {mode} | {fmt(direct[mode][key])} | {fmt(chat[mode][key])} | "
-                         f"{fmt(resp[mode][key])} | **{fmt(resp[mode][key] - direct[mode][key])}** | "
-                         f"{fmt(resp[mode][key] - chat[mode][key])} |")
-        lines.append(f"| throughput (req/s) | {mode} | {direct[mode]['throughput_rps']:.0f} | "
-                     f"{chat[mode]['throughput_rps']:.0f} | **{resp[mode]['throughput_rps']:.0f}** | | |")
+            lines.append(
+                f"| {label} | {mode} | {fmt(direct[mode][key])} | {fmt(chat[mode][key])} | "
+                f"{fmt(resp[mode][key])} | **{fmt(resp[mode][key] - direct[mode][key])}** | "
+                f"{fmt(resp[mode][key] - chat[mode][key])} |"
+            )
+        lines.append(
+            f"| throughput (req/s) | {mode} | {direct[mode]['throughput_rps']:.0f} | "
+            f"{chat[mode]['throughput_rps']:.0f} | **{resp[mode]['throughput_rps']:.0f}** | | |"
+        )
     return lines
 
 
@@ -247,8 +269,10 @@ def check_answers(target: Target) -> str | None:
     for stream in (False, True):
         result = target.load(stream, count=1)
         if result.errors:
-            return f"{target.name} does not answer {'streaming ' if stream else ''}chat completions: " \
-                   f"{result.error_samples}"
+            return (
+                f"{target.name} does not answer {'streaming ' if stream else ''}chat completions: "
+                f"{result.error_samples}"
+            )
     return None
 
 
@@ -265,34 +289,48 @@ def measure_embeddings(target: Target, args) -> dict:
     target.load(False, count=args.warmup)
     single = target.load(False, count=args.requests)
     many = target.load(False, clients=args.clients, duration=args.duration)
-    log(f"{target.name} embeddings: 1 client p50 {percentile(single.latencies, 50) * 1000:.2f} ms, "
-        f"{args.clients} clients {many.throughput():.0f} req/s")
-    return {"p50_ms": percentile(single.latencies, 50) * 1000, "p99_ms": percentile(single.latencies, 99) * 1000,
-            "requests_1_client": single.sent, "errors_1_client": single.errors,
-            "throughput_rps": many.throughput(), "errors_concurrent": many.errors}
+    log(
+        f"{target.name} embeddings: 1 client p50 {percentile(single.latencies, 50) * 1000:.2f} ms, "
+        f"{args.clients} clients {many.throughput():.0f} req/s"
+    )
+    return {
+        "p50_ms": percentile(single.latencies, 50) * 1000,
+        "p99_ms": percentile(single.latencies, 99) * 1000,
+        "requests_1_client": single.sent,
+        "errors_1_client": single.errors,
+        "throughput_rps": many.throughput(),
+        "errors_concurrent": many.errors,
+    }
 
 
 def report_embeddings(results: dict, args) -> str:
     """The embeddings rows, beside chat's non-stream rows of the same run."""
     if "embeddings_direct" not in results:
         return ""
-    lines = ["", "Embeddings (same run, same server; `--no-embeddings` skips them), beside chat non-stream:", "",
-             "| measure | endpoint | fake upstream direct | RainyModel | added by RainyModel |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "",
+        "Embeddings (same run, same server; `--no-embeddings` skips them), beside chat non-stream:",
+        "",
+        "| measure | endpoint | fake upstream direct | RainyModel | added by RainyModel |",
+        "|---|---|---|---|---|",
+    ]
     chat = (results["direct"]["non-stream"], results["rainymodel"]["non-stream"])
     embed = (results["embeddings_direct"], results["embeddings_rainymodel"])
     for key, label in (("p50_ms", "latency p50, 1 client (ms)"), ("p99_ms", "latency p99, 1 client (ms)")):
         for endpoint, (d, r) in (("chat", chat), ("embeddings", embed)):
             lines.append(f"| {label} | {endpoint} | {fmt(d[key])} | {fmt(r[key])} | **{fmt(r[key] - d[key])}** |")
     for endpoint, (d, r) in (("chat", chat), ("embeddings", embed)):
-        lines.append(f"| throughput, {args.clients} clients (req/s) | {endpoint} | {d['throughput_rps']:.0f} | "
-                     f"**{r['throughput_rps']:.0f}** | |")
+        lines.append(
+            f"| throughput, {args.clients} clients (req/s) | {endpoint} | {d['throughput_rps']:.0f} | "
+            f"**{r['throughput_rps']:.0f}** | |"
+        )
     errors = embed[1]["errors_1_client"] + embed[1]["errors_concurrent"]
     lines.append(f"\n- Failed embeddings requests through RainyModel: {errors}.")
     return "\n".join(lines) + "\n"
 
 
 # --- report -------------------------------------------------------------------------------------------------------
+
 
 def fmt(value, digits=2):
     return "n/a" if value is None else f"{value:.{digits}f}"
@@ -310,7 +348,9 @@ def report(results: dict, args) -> str:
     lines = [
         f"Run {results['started']} on {results['machine']}; {args.requests} requests at 1 client after "
         f"{args.warmup} warmup, {args.clients} clients for {args.duration:g} s; fake answers {args.tokens} tokens.",
-        "", header, rule,
+        "",
+        header,
+        rule,
     ]
     for mode in ("non-stream", "stream"):
         d, r = direct[mode], rm[mode]
@@ -320,8 +360,10 @@ def report(results: dict, args) -> str:
             if lite:
                 row += f" {fmt(lt[key])} | {fmt(lt[key] - d[key])} |" if lt else " not measured | |"
             lines.append(row)
-        row = (f"| throughput, {args.clients} clients (req/s) | {mode} | {d['throughput_rps']:.0f} | "
-               f"**{r['throughput_rps']:.0f}** | |")
+        row = (
+            f"| throughput, {args.clients} clients (req/s) | {mode} | {d['throughput_rps']:.0f} | "
+            f"**{r['throughput_rps']:.0f}** | |"
+        )
         if lite:
             row += f" {lt['throughput_rps']:.0f} | |" if lt else " not measured | |"
         lines.append(row)
@@ -335,13 +377,17 @@ def report(results: dict, args) -> str:
         f"- Failed requests through RainyModel: {errors}.",
     ]
     if lite_measured:
-        ratio = {m: rm[m]["throughput_rps"] / lite[m]["throughput_rps"] if lite[m]["throughput_rps"] else None
-                 for m in ("non-stream", "stream")}
+        ratio = {
+            m: rm[m]["throughput_rps"] / lite[m]["throughput_rps"] if lite[m]["throughput_rps"] else None
+            for m in ("non-stream", "stream")
+        }
         lite_errors = sum(lite[m]["errors_1_client"] + lite[m]["errors_concurrent"] for m in ("non-stream", "stream"))
         lines.append(f"- LiteLLM latency over {lite['non-stream']['requests_1_client']} requests per mode.")
-        lines.append(f"- Throughput RainyModel / LiteLLM: non-stream {fmt(ratio['non-stream'], 1)}x, "
-                     f"stream {fmt(ratio['stream'], 1)}x. LiteLLM resident memory {lite['rss_mb']:.1f} MB; "
-                     f"failed requests through LiteLLM: {lite_errors}.")
+        lines.append(
+            f"- Throughput RainyModel / LiteLLM: non-stream {fmt(ratio['non-stream'], 1)}x, "
+            f"stream {fmt(ratio['stream'], 1)}x. LiteLLM resident memory {lite['rss_mb']:.1f} MB; "
+            f"failed requests through LiteLLM: {lite_errors}."
+        )
     elif lite:
         lines.append(f"- LiteLLM: not measured ({lite['measured']}).")
     lines += responses_rows(results)
@@ -355,15 +401,24 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of concurrent load per measurement")
     parser.add_argument("--tokens", type=int, default=20, help="words in each fake answer (stream chunks)")
-    parser.add_argument("--embeddings", action=argparse.BooleanOptionalAction, default=True,
-                        help="also measure POST /v1/embeddings, direct and through RainyModel (default: yes)")
+    parser.add_argument(
+        "--embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure POST /v1/embeddings, direct and through RainyModel (default: yes)",
+    )
     parser.add_argument("--with-litellm", action="store_true", help="also measure the LiteLLM proxy")
-    parser.add_argument("--litellm-requests", type=int, default=None,
-                        help="requests at 1 client for LiteLLM (default: --requests; it is much slower)")
+    parser.add_argument(
+        "--litellm-requests",
+        type=int,
+        default=None,
+        help="requests at 1 client for LiteLLM (default: --requests; it is much slower)",
+    )
     args = parser.parse_args(argv)
 
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass
@@ -372,16 +427,21 @@ def main(argv=None) -> int:
     secret = secrets.token_urlsafe(40)
     database_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
     fake_port = free_port()
-    results = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-               "args": vars(args)}
+    results = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "args": vars(args),
+    }
     fake = start_fake_upstream(fake_port, args.tokens)
     server = litellm = None
     try:
         key = setup_database(database_url, secret, fake_port)
         server = RainyModelServer(
-            base_env={"DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": secret,
-                      "DATABASE_URL": database_url},
+            base_env={
+                "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
+                "SECRET_KEY": secret,
+                "DATABASE_URL": database_url,
+            },
             # Production flush interval; the limits run (the key has an rpm limit), against the in-process store.
             env={"RAINYMODEL_LOG_FLUSH_S": "1.0", "REDIS_URL": "", "LOG_LEVEL": "WARNING"},
         ).start()
@@ -406,7 +466,8 @@ def main(argv=None) -> int:
         if args.embeddings:
             embeddings = EmbeddingsTarget("rainymodel", server.port, "/v1/embeddings", ALIAS, key)
             results["embeddings_direct"] = measure_embeddings(
-                EmbeddingsTarget("direct", fake_port, "/v1/embeddings", "fake-model", None), args)
+                EmbeddingsTarget("direct", fake_port, "/v1/embeddings", "fake-model", None), args
+            )
             results["embeddings_rainymodel"] = measure_embeddings(embeddings, args)
         rss, hwm = server.rss_bytes(), rss_of(server.pid)[1]
         results["rss_mb"], results["hwm_mb"] = rss / 2**20, hwm / 2**20

@@ -21,22 +21,41 @@ sys.path.insert(0, str(ROOT))
 
 from routing.proxy.translation.responses import StreamTranslator, from_chat, to_chat  # noqa: E402
 
-TOOL = {"type": "function", "name": "get_weather", "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
 SMALL = {"model": "rainymodel/auto", "instructions": "Be brief.", "input": "Say hello in five words."}
-TOOL_TURN = {"model": "rainymodel/auto", "tools": [TOOL], "input": [
-    {"role": "user", "content": "Weather in Paris?"},
-    {"type": "function_call", "call_id": "call_a", "name": "get_weather", "arguments": '{"city":"Paris"}'},
-    {"type": "function_call_output", "call_id": "call_a", "output": "18C and sunny"},
-]}
+TOOL_TURN = {
+    "model": "rainymodel/auto",
+    "tools": [TOOL],
+    "input": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": "call_a", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+        {"type": "function_call_output", "call_id": "call_a", "output": "18C and sunny"},
+    ],
+}
 WORDS = "the quick brown fox jumps over the lazy dog and keeps running far away from the farm today".split()
-CHAT = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(WORDS)},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32}}
-CHUNKS = [{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-           "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
-          for word in (WORDS * 2)[:20]]
+CHAT = {
+    "id": "c",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(WORDS)}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
+}
+CHUNKS = [
+    {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}],
+    }
+    for word in (WORDS * 2)[:20]
+]
 
 
 def stream_once():
@@ -56,8 +75,10 @@ def measure(name: str, call, runs: int) -> None:
         call()
         times.append(time.perf_counter_ns() - start)
     times.sort()
-    print(f"| {name} | {times[len(times) // 2] / 1000:.1f} | {statistics.fmean(times) / 1000:.1f} | "
-          f"{times[int(len(times) * 0.99)] / 1000:.1f} |")
+    print(
+        f"| {name} | {times[len(times) // 2] / 1000:.1f} | {statistics.fmean(times) / 1000:.1f} | "
+        f"{times[int(len(times) * 0.99)] / 1000:.1f} |"
+    )
 
 
 def main() -> None:
@@ -68,8 +89,11 @@ def main() -> None:
     print("| call | median µs | mean µs | p99 µs |\n|---|---|---|---|")
     measure("to_chat, string input + instructions", lambda: to_chat(SMALL), args.runs)
     measure("to_chat, tool round trip (3 items, 1 tool)", lambda: to_chat(TOOL_TURN), args.runs)
-    measure("from_chat, 20-word answer", lambda: from_chat(CHAT, response_id="resp_x", created_at=1,
-                                                            request=SMALL), args.runs)
+    measure(
+        "from_chat, 20-word answer",
+        lambda: from_chat(CHAT, response_id="resp_x", created_at=1, request=SMALL),
+        args.runs,
+    )
     measure("stream: start + 20 chunks + finish", stream_once, args.runs // 4)
 
 

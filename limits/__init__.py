@@ -52,8 +52,18 @@ from limits.tokens import Tokens
 from rainymodel_site.shared_state import SharedStateUnavailable
 from routing.snapshot import KeyInfo
 
-__all__ = ["Admission", "LimitExceeded", "METRICS", "admit", "check_auth_failures", "limits_of_key", "period_bounds",
-           "record_auth_failure", "settle", "usage_from_log_sync"]
+__all__ = [
+    "Admission",
+    "LimitExceeded",
+    "METRICS",
+    "admit",
+    "check_auth_failures",
+    "limits_of_key",
+    "period_bounds",
+    "record_auth_failure",
+    "settle",
+    "usage_from_log_sync",
+]
 
 
 def key_subject(key: KeyInfo) -> Subject:
@@ -85,8 +95,7 @@ async def admit(key: KeyInfo, *, estimated_tokens: int) -> Admission:
     admission = Admission(key=key)
     if key.is_master or not key.has_limits or base.outage.skip():
         return admission
-    admission.limits = tuple(limits_of_key(key, estimated_tokens=max(0, int(estimated_tokens or 0)),
-                                           now=base.utcnow()))
+    admission.limits = tuple(limits_of_key(key, estimated_tokens=max(0, int(estimated_tokens or 0)), now=base.utcnow()))
     try:
         await _admit(base.store(), admission)
     except SharedStateUnavailable as exc:

@@ -32,9 +32,12 @@ async def check_auth_failures(client_ip: str) -> None:
         store_failed("failed-authentication limit", exc)
         return
     raise LimitExceeded(
-        "rate_limit_exceeded", "requests",
+        "rate_limit_exceeded",
+        "requests",
         f"Too many failed authentication attempts from your address. Try again in {wait_words(reset)}.",
-        reset, refusal_headers({}, "requests", limit, reset))
+        reset,
+        refusal_headers({}, "requests", limit, reset),
+    )
 
 
 async def record_auth_failure(client_ip: str) -> None:

@@ -46,8 +46,16 @@ class LimitExceeded(Exception):
 
     status = 429
 
-    def __init__(self, code: str, type: str, message: str, retry_after: float, headers: dict[str, str] | None = None,
-                 *, retry_useless: bool = False):
+    def __init__(
+        self,
+        code: str,
+        type: str,
+        message: str,
+        retry_after: float,
+        headers: dict[str, str] | None = None,
+        *,
+        retry_useless: bool = False,
+    ):
         super().__init__(message)
         self.code = code  # "rate_limit_exceeded" | "quota_exceeded"
         self.type = type  # "requests" | "tokens" | "insufficient_quota"
@@ -123,6 +131,7 @@ class Admission:
 
 # --- headers ------------------------------------------------------------------------------------------------------
 
+
 def duration(seconds: float) -> str:
     """OpenAI's `x-ratelimit-reset-*` format (Go's duration format): "0.5s", "1s", "6m0s", "1h2m3s"."""
     seconds = max(0.0, seconds)
@@ -164,8 +173,9 @@ def headers(limits) -> dict[str, str]:
     return out
 
 
-def refusal_headers(headers: dict[str, str], kind: str, limit: float | None, reset: float,
-                    remaining: float = 0) -> dict[str, str]:
+def refusal_headers(
+    headers: dict[str, str], kind: str, limit: float | None, reset: float, remaining: float = 0
+) -> dict[str, str]:
     """`headers` with the `kind` ("requests"/"tokens") triple replaced by the limit that refused the request, so
     a 429 never advertises an allowance the key cannot use (a quota 429 showing the full rpm allowance)."""
     headers = dict(headers)

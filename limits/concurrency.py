@@ -41,9 +41,12 @@ class Concurrency(Limit):
                 self.slot, self.lease = slot, lease
                 return True
         raise LimitExceeded(
-            "rate_limit_exceeded", "requests",
+            "rate_limit_exceeded",
+            "requests",
             f"Too many concurrent requests: this key allows {self.limit} at a time.",
-            RETRY_AFTER_S, refusal_headers(headers(admission.limits), "requests", None, RETRY_AFTER_S))
+            RETRY_AFTER_S,
+            refusal_headers(headers(admission.limits), "requests", None, RETRY_AFTER_S),
+        )
 
     async def give_back(self, store) -> None:
         await self.settle(store, 0, 0.0)

@@ -66,6 +66,7 @@ def quota_metrics(quota: QuotaInfo) -> dict[str, float]:
 
 # --- the rebuild from RequestLog ----------------------------------------------------------------------------------
 
+
 def usage_from_log_sync(key_id: int, start: datetime, end: datetime) -> dict[str, float]:
     """A key's usage in [start, end) according to RequestLog: admitted requests, tokens, cost. Blocking (database);
     call it from a thread, never from the event loop.
@@ -124,6 +125,7 @@ async def add_to_counter(store, counter: str, amount: float, ttl: float) -> floa
 
 
 # --- the limit ----------------------------------------------------------------------------------------------------
+
 
 class Quota(Limit):
     """One quota (one period) of a subject, with each metric it limits."""
@@ -208,15 +210,23 @@ class Quota(Limit):
 
     def _exceeded(self, metric: str, admission) -> LimitExceeded:
         maximum = self.maxima[metric]
-        what = {"requests": f"{int(maximum)} requests", "tokens": f"{int(maximum)} tokens",
-                "cost": f"${maximum:g}"}[metric]
+        what = {"requests": f"{int(maximum)} requests", "tokens": f"{int(maximum)} tokens", "cost": f"${maximum:g}"}[
+            metric
+        ]
         return LimitExceeded(
-            "quota_exceeded", "insufficient_quota",
+            "quota_exceeded",
+            "insufficient_quota",
             f"You exceeded this key's {PERIOD_WORDS.get(self.period, self.period)} quota of {what}. "
             f"It resets in {wait_words(self.to_end)} (UTC {self.period} boundary).",
-            self.to_end, refusal_headers(headers(admission.limits), "tokens" if metric == "tokens" else "requests",
-                                         None if metric == "cost" else maximum, self.to_end),
-            retry_useless=True)
+            self.to_end,
+            refusal_headers(
+                headers(admission.limits),
+                "tokens" if metric == "tokens" else "requests",
+                None if metric == "cost" else maximum,
+                self.to_end,
+            ),
+            retry_useless=True,
+        )
 
     def usages(self):
         return [(m, self.maxima[m], used, self.to_end, False) for m, used in self.used.items()]

@@ -38,9 +38,12 @@ class Rate(Limit):
         self.count, self.reset = count, reset or WINDOW_S
         if full:
             raise LimitExceeded(
-                "rate_limit_exceeded", "requests",
+                "rate_limit_exceeded",
+                "requests",
                 f"Rate limit reached: {self.limit} requests per minute. Try again in {wait_words(self.reset)}.",
-                self.reset, refusal_headers(headers(admission.limits), "requests", self.limit, self.reset))
+                self.reset,
+                refusal_headers(headers(admission.limits), "requests", self.limit, self.reset),
+            )
         return True
 
     async def give_back(self, store) -> None:

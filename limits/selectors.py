@@ -32,8 +32,11 @@ def usage_for_key_sync(key_id: int) -> dict:
         "name": api_key.name,
         "prefix": api_key.prefix,
         "last_used_at": api_key.last_used_at,
-        "limits": {"rpm_limit": api_key.rpm_limit, "tpm_limit": api_key.tpm_limit,
-                   "max_concurrent": api_key.max_concurrent},
+        "limits": {
+            "rpm_limit": api_key.rpm_limit,
+            "tpm_limit": api_key.tpm_limit,
+            "max_concurrent": api_key.max_concurrent,
+        },
         "current": None,  # {"requests_this_minute", "tokens_this_minute", "in_flight"}
         "quotas": [],
         "shared_state_error": None,
@@ -51,13 +54,20 @@ def usage_for_key_sync(key_id: int) -> dict:
 
     for quota in sorted(api_key.quotas.all(), key=lambda q: q.period):
         start, end = period_bounds(quota.period, now)
-        maxima = {"requests": quota.max_requests, "tokens": quota.max_tokens,
-                  "cost": None if quota.max_cost_usd is None else float(quota.max_cost_usd)}
+        maxima = {
+            "requests": quota.max_requests,
+            "tokens": quota.max_tokens,
+            "cost": None if quota.max_cost_usd is None else float(quota.max_cost_usd),
+        }
         used = _quota_usage_sync(store, api_key.id, quota.period, start, end, maxima, now, out)
-        out["quotas"].append({
-            "period": quota.period, "period_start": start, "resets_at": end,
-            **{metric: {"used": used[metric], "max": maxima[metric]} for metric in METRICS},
-        })
+        out["quotas"].append(
+            {
+                "period": quota.period,
+                "period_start": start,
+                "resets_at": end,
+                **{metric: {"used": used[metric], "max": maxima[metric]} for metric in METRICS},
+            }
+        )
     return out
 
 

@@ -28,15 +28,23 @@ class Tokens(Limit):
         if estimate > limit or self.used + estimate > limit:
             self.reset = await store.ttl(self.counter) or WINDOW_S
             if estimate > limit:
-                message = (f"Request too large: about {estimate} tokens, more than this key's limit of "
-                           f"{limit} tokens per minute.")
+                message = (
+                    f"Request too large: about {estimate} tokens, more than this key's limit of "
+                    f"{limit} tokens per minute."
+                )
             else:
-                message = (f"Rate limit reached: {self.used} of {limit} tokens per minute used; this "
-                           f"request needs about {estimate} more. Try again in {wait_words(self.reset)}.")
-            raise LimitExceeded("rate_limit_exceeded", "tokens", message, self.reset,
-                                refusal_headers(headers(admission.limits), "tokens", limit, self.reset,
-                                                limit - self.used),
-                                retry_useless=estimate > limit)
+                message = (
+                    f"Rate limit reached: {self.used} of {limit} tokens per minute used; this "
+                    f"request needs about {estimate} more. Try again in {wait_words(self.reset)}."
+                )
+            raise LimitExceeded(
+                "rate_limit_exceeded",
+                "tokens",
+                message,
+                self.reset,
+                refusal_headers(headers(admission.limits), "tokens", limit, self.reset, limit - self.used),
+                retry_useless=estimate > limit,
+            )
 
     async def reserve(self, store, values, admission) -> bool:
         # Nothing to take (tokens are counted when known, by settle); only the reset for the headers.

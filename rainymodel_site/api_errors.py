@@ -36,8 +36,16 @@ TYPES = {
 class ApiError(Exception):
     """An error to return to the API client as-is."""
 
-    def __init__(self, status: int, code: str, message: str, *, type: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -54,8 +62,15 @@ def error_body(message: str, type: str, code: str | None, param: str | None = No
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def error_response(status: int, code: str, message: str, *, type: str | None = None, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> HttpResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    type: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> HttpResponse:
     return api_error_response(ApiError(status, code, message, type=type, param=param, headers=headers))
 
 

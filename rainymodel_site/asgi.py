@@ -92,6 +92,7 @@ class ApiHandler(ASGIHandler):
             return
         request._stream = body_file
         with closing(body_file):
+
             class RequestProcessed(Exception):
                 pass
 
@@ -129,9 +130,13 @@ class ApiHandler(ASGIHandler):
                     async with asyncio.timeout_at(deadline):
                         message = await receive()
                 except TimeoutError:
-                    raise BodyRefused(ApiError(
-                        408, codes.REQUEST_TIMEOUT,
-                        f"The request body did not arrive within {settings.RAINYMODEL_BODY_TIMEOUT_S:g} s.")) from None
+                    raise BodyRefused(
+                        ApiError(
+                            408,
+                            codes.REQUEST_TIMEOUT,
+                            f"The request body did not arrive within {settings.RAINYMODEL_BODY_TIMEOUT_S:g} s.",
+                        )
+                    ) from None
                 if message["type"] == "http.disconnect":
                     raise RequestAborted()
                 chunk = message.get("body", b"")
@@ -211,8 +216,9 @@ def announces_body(request) -> bool:
 
 
 def too_large():
-    return ApiError(413, codes.REQUEST_TOO_LARGE,
-                    f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
+    return ApiError(
+        413, codes.REQUEST_TOO_LARGE, f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes."
+    )
 
 
 def _serves(request) -> bool:

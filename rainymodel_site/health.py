@@ -88,8 +88,7 @@ def _has_master_key(request) -> bool:
     master = settings.RAINYMODEL_MASTER_KEY
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    return bool(master) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
-                                                                               master.encode())
+    return bool(master) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), master.encode())
 
 
 def _is_staff(request) -> bool:

@@ -74,8 +74,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if reading_head and self._reading_head and self._refusal is None and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
-                self._refuse(431, "request_header_fields_too_large",
-                             f"The request head is larger than {self.max_head_bytes} bytes.")
+                self._refuse(
+                    431,
+                    "request_header_fields_too_large",
+                    f"The request head is larger than {self.max_head_bytes} bytes.",
+                )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -93,11 +96,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields += 1
         if self._fields > self.max_header_fields:
-            self._stop(431, "request_header_fields_too_large",
-                       f"The request has more than {self.max_header_fields} headers.")
+            self._stop(
+                431, "request_header_fields_too_large", f"The request has more than {self.max_header_fields} headers."
+            )
         if len(name) + len(value) > self.max_header_field_size:
-            self._stop(431, "request_header_fields_too_large",
-                       f"A request header is longer than {self.max_header_field_size} bytes.")
+            self._stop(
+                431,
+                "request_header_fields_too_large",
+                f"A request header is longer than {self.max_header_field_size} bytes.",
+            )
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -131,11 +138,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # in the middle of that answer, just the close.
             self.transport.close()
             return
-        body = (f'{{"error": {{"message": "{message}", "type": "invalid_request_error", "param": null, '
-                f'"code": "{code}"}}}}').encode()
+        body = (
+            f'{{"error": {{"message": "{message}", "type": "invalid_request_error", "param": null, "code": "{code}"}}}}'
+        ).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-            % (status, REASONS[status], len(body)) + body)
+            % (status, REASONS[status], len(body))
+            + body
+        )
         self.transport.close()
 
     def _arm_head_deadline(self) -> None:
@@ -149,12 +159,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_deadline = None
         if self._reading_head:
-            self._refuse(408, codes.REQUEST_TIMEOUT,
-                         f"The request headers did not arrive within {self.header_timeout_s:g} s.")
+            self._refuse(
+                408, codes.REQUEST_TIMEOUT, f"The request headers did not arrive within {self.header_timeout_s:g} s."
+            )
 
 
-REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
-           503: b"Service Unavailable"}
+REASONS = {
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 class RainyModelWorker(UvicornWorker):

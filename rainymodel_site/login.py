@@ -41,8 +41,10 @@ def _username_key(group, request) -> str:
 
 def _limits() -> list[tuple[str, object, str]]:
     """(what, django-ratelimit key, rate) for each counter of failed sign-ins."""
-    return [("address", "ip", settings.RAINYMODEL_LOGIN_FAILURES_PER_IP),
-            ("account", _username_key, settings.RAINYMODEL_LOGIN_FAILURES_PER_USERNAME)]
+    return [
+        ("address", "ip", settings.RAINYMODEL_LOGIN_FAILURES_PER_IP),
+        ("account", _username_key, settings.RAINYMODEL_LOGIN_FAILURES_PER_USERNAME),
+    ]
 
 
 def _usage(request, key, rate, *, increment: bool) -> dict | None:
@@ -82,8 +84,7 @@ class ThrottledFormMixin(AuthenticationForm):
         if wait is not None:
             # A marker on the request for _with_429 (admin.site.login hides the form); HttpRequest does not declare it.
             self.request.login_throttled = True  # type: ignore[union-attr]
-            raise ValidationError(self.error_messages["throttled"], code="throttled",
-                                  params={"wait": _in_words(wait)})
+            raise ValidationError(self.error_messages["throttled"], code="throttled", params={"wait": _in_words(wait)})
         try:
             return super().clean()
         except ValidationError:

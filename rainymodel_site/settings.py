@@ -52,7 +52,8 @@ if envstr("RENDER_EXTERNAL_HOSTNAME"):
 # Origins whose POSTs the admin and usage pages accept: `CSRF_TRUSTED_ORIGINS` (comma list of scheme://host), else
 # https:// of every allowed public host.
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in envstr("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()] or [
-    f"https://{h}" for h in ALLOWED_HOSTS if h not in ("localhost", "127.0.0.1") and not h.startswith(".")]
+    f"https://{h}" for h in ALLOWED_HOSTS if h not in ("localhost", "127.0.0.1") and not h.startswith(".")
+]
 
 # Served over HTTPS by a TLS-terminating proxy (Render): redirect plain http to https, send HSTS, keep the session and
 # CSRF cookies off plain http. Off by default so `make run` works on http://127.0.0.1; render.yaml turns it on, and
@@ -134,8 +135,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     # connect_timeout: a database that accepts connections but never answers must not hold a thread for ever
     # (/health/ready reports it within a second and recovers once a connection can be made again).
-    _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": envint("RAINYMODEL_DB_POOL_SIZE", 10)},
-                      "connect_timeout": 5}
+    _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": envint("RAINYMODEL_DB_POOL_SIZE", 10)}, "connect_timeout": 5}
 DATABASES = {"default": _db}
 
 REDIS_URL = envstr("REDIS_URL")

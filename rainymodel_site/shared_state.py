@@ -188,7 +188,11 @@ class RedisState:
         if client is None:
             # A blocking pool queues a burst (up to 2 s) instead of failing past max_connections.
             pool = self._async_module.BlockingConnectionPool.from_url(
-                self._url, max_connections=256, timeout=2, socket_timeout=2, socket_connect_timeout=2,
+                self._url,
+                max_connections=256,
+                timeout=2,
+                socket_timeout=2,
+                socket_connect_timeout=2,
                 health_check_interval=30,
             )
             client = self._async_module.Redis(connection_pool=pool)
@@ -345,7 +349,7 @@ def _incr_pipeline(pipe, key, amount, ttl):
 
 
 class Outage:
-    """"The shared store failed: leave it alone for a while." One per caller that degrades on its own (breakers,
+    """ "The shared store failed: leave it alone for a while." One per caller that degrades on its own (breakers,
     limits, admin pages), so a black-holed Redis (no refusal, just a socket timeout) costs each of them one
     timeout per `retry_s`, not one per call. `failed()` starts or extends the pause; `recovered()` ends it.
 

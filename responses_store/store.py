@@ -25,8 +25,14 @@ def save_sync(response_id: str, key_id: int, response: dict, items: list[dict]) 
     now = timezone.now()
     StoredResponse.objects.update_or_create(
         id=response_id,
-        defaults={"api_key_id": key_id, "created_at": now, "response": response, "items": items,
-                  "expires_at": now + timedelta(seconds=settings.RAINYMODEL_RESPONSES_TTL_S)})
+        defaults={
+            "api_key_id": key_id,
+            "created_at": now,
+            "response": response,
+            "items": items,
+            "expires_at": now + timedelta(seconds=settings.RAINYMODEL_RESPONSES_TTL_S),
+        },
+    )
 
 
 def load_sync(response_id: str, key_id: int) -> StoredResponse | None:
@@ -35,8 +41,9 @@ def load_sync(response_id: str, key_id: int) -> StoredResponse | None:
 
 
 def delete_sync(response_id: str, key_id: int) -> bool:
-    deleted, _ = StoredResponse.objects.filter(id=response_id, api_key_id=key_id,
-                                               expires_at__gt=timezone.now()).delete()
+    deleted, _ = StoredResponse.objects.filter(
+        id=response_id, api_key_id=key_id, expires_at__gt=timezone.now()
+    ).delete()
     return bool(deleted)
 
 

@@ -56,8 +56,11 @@ def provider_breaker_text(provider: Provider, route_ids) -> str:
         current = breakers.status_at(st, now)
         if current in counts:
             counts[current] += 1
-    parts = [f"{n} route{'s' if n > 1 else ''} {'open' if status == breakers.OPEN else 'half-open'}"
-             for status, n in counts.items() if n]
+    parts = [
+        f"{n} route{'s' if n > 1 else ''} {'open' if status == breakers.OPEN else 'half-open'}"
+        for status, n in counts.items()
+        if n
+    ]
     return " · ".join([text, *parts])
 
 
@@ -70,16 +73,25 @@ class ProviderAdmin(admin.ModelAdmin):
     actions = ["enable_providers", "disable_providers", "reset_breakers"]
     fieldsets = [
         (None, {"fields": ["name", "kind", "tier", "enabled"]}),
-        ("Connection", {
-            "fields": ["base_url", "api_key_env", "secret_status", "extra_headers"],
-            "description": "The secret itself lives only in the server's environment, never in the database.",
-        }),
-        ("Timeouts (seconds)", {
-            "fields": ["connect_timeout_s", "first_token_timeout_s", "idle_timeout_s", "request_timeout_s"],
-        }),
-        ("Retries and circuit breaker", {
-            "fields": ["max_retries", "breaker_failures", "breaker_cooldown_s", "credit_cooldown_s", "breaker"],
-        }),
+        (
+            "Connection",
+            {
+                "fields": ["base_url", "api_key_env", "secret_status", "extra_headers"],
+                "description": "The secret itself lives only in the server's environment, never in the database.",
+            },
+        ),
+        (
+            "Timeouts (seconds)",
+            {
+                "fields": ["connect_timeout_s", "first_token_timeout_s", "idle_timeout_s", "request_timeout_s"],
+            },
+        ),
+        (
+            "Retries and circuit breaker",
+            {
+                "fields": ["max_retries", "breaker_failures", "breaker_cooldown_s", "credit_cooldown_s", "breaker"],
+            },
+        ),
     ]
 
     @admin.display(boolean=True, description="secret set")
@@ -132,7 +144,10 @@ class RouteForm(forms.ModelForm):
     """A route's endpoints as checkboxes (none ticked: every endpoint) rather than raw JSON."""
 
     endpoints = forms.MultipleChoiceField(
-        choices=Endpoint.choices, required=False, widget=forms.CheckboxSelectMultiple, label="endpoints",
+        choices=Endpoint.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="endpoints",
         help_text="What the upstream serves for this model; none ticked: every endpoint.",
     )
 
@@ -148,8 +163,20 @@ class RouteInline(admin.TabularInline):
     ordering = ["position", "id"]
     # What an operator checks first (where it goes, is it on, is its breaker open) before how it is weighed and
     # priced; the narrow inputs come from static/rainymodel/admin.css.
-    fields = ["provider", "upstream_model", "tier", "enabled", "breaker", "position", "weight", "context_window",
-              "input_price_per_mtok", "output_price_per_mtok", "supports_prefill", "endpoints"]
+    fields = [
+        "provider",
+        "upstream_model",
+        "tier",
+        "enabled",
+        "breaker",
+        "position",
+        "weight",
+        "context_window",
+        "input_price_per_mtok",
+        "output_price_per_mtok",
+        "supports_prefill",
+        "endpoints",
+    ]
     readonly_fields = ["tier", "breaker"]
     autocomplete_fields = ["provider"]
 
@@ -206,7 +233,7 @@ class PolicyForm(forms.ModelForm):
 
     tiers = forms.CharField(
         help_text=f"Comma-separated, in the order they are tried; a tier not listed is never used. "
-                  f"Tiers: {', '.join(TIERS)}.",
+        f"Tiers: {', '.join(TIERS)}.",
     )
 
     class Meta:

@@ -42,11 +42,13 @@ ACTIVE_KEPT = 8  # newest keys kept per route; deciding needs only "another key 
 # one model on it: they open the provider's breaker, which takes every route on that provider out of the chain.
 PROVIDER_REASONS = frozenset({reasons.CONNECT_ERROR, reasons.http(401), reasons.http(403), reasons.CREDITS_EXHAUSTED})
 # Never passed by the flow (the request itself was wrong), refused here too so a slip cannot open a breaker.
-CLIENT_ERROR_REASONS = frozenset({reasons.http(400), reasons.http(413), reasons.http(422),
-                                  reasons.CONTEXT_LENGTH_EXCEEDED})
+CLIENT_ERROR_REASONS = frozenset(
+    {reasons.http(400), reasons.http(413), reasons.http(422), reasons.CONTEXT_LENGTH_EXCEEDED}
+)
 
 
 # --- pure part ---------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class BreakerState:
@@ -99,7 +101,11 @@ def seconds_until_half_open(st: BreakerState, now: float) -> float:
 
 
 def plan_failure(
-    reason: str, *, breaker_failures: int, breaker_cooldown_s: float, credit_cooldown_s: float,
+    reason: str,
+    *,
+    breaker_failures: int,
+    breaker_cooldown_s: float,
+    credit_cooldown_s: float,
     retry_after: float | None = None,
 ) -> FailurePlan:
     """Map a flow reason code to the breaker it counts against. Provider settings come in as plain numbers so this
@@ -122,8 +128,9 @@ def is_outage_evidence(keys: tuple[str, ...], *, others_active: bool) -> bool:
     return len(keys) >= 2 or not others_active
 
 
-def on_failure(st: BreakerState, *, reason: str, now: float, plan: FailurePlan, key: str | None = None,
-               others_active: bool = False) -> BreakerState:
+def on_failure(
+    st: BreakerState, *, reason: str, now: float, plan: FailurePlan, key: str | None = None, others_active: bool = False
+) -> BreakerState:
     """The state after one failed attempt.
 
     `key` is the API key the failure is attributed to (None: not attributed, it always counts); `others_active`
@@ -187,10 +194,18 @@ def decode_activity(raw: str | bytes | None) -> dict[str, float]:
 
 
 def encode(st: BreakerState) -> str:
-    return json.dumps({
-        "s": st.status, "f": st.failures, "u": st.open_until, "c": st.cooldown_s, "r": st.last_reason,
-        "h": [list(item) for item in st.recent], **({"k": list(st.keys)} if st.keys else {}),
-    }, separators=(",", ":"))
+    return json.dumps(
+        {
+            "s": st.status,
+            "f": st.failures,
+            "u": st.open_until,
+            "c": st.cooldown_s,
+            "r": st.last_reason,
+            "h": [list(item) for item in st.recent],
+            **({"k": list(st.keys)} if st.keys else {}),
+        },
+        separators=(",", ":"),
+    )
 
 
 def decode(raw: str | bytes | None) -> BreakerState:
@@ -202,7 +217,8 @@ def decode(raw: str | bytes | None) -> BreakerState:
         data = json.loads(raw)
         status = data["s"] if data["s"] in (CLOSED, OPEN) else CLOSED
         return BreakerState(
-            status=status, failures=int(data.get("f") or 0),
+            status=status,
+            failures=int(data.get("f") or 0),
             open_until=None if data.get("u") is None else float(data["u"]),
             cooldown_s=None if data.get("c") is None else float(data["c"]),
             last_reason=data.get("r"),
@@ -246,6 +262,7 @@ def describe_text(st: BreakerState, now: float) -> str:
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
+
 # --- breaker keys in the shared store ------------------------------------------------------------------------------
 
 # States this process read or wrote lately: key -> (state, time.monotonic() when read). The request path
@@ -278,6 +295,7 @@ def key_token(key: KeyInfo | None) -> str | None:
 
 
 # --- admin, health, commands (sync; never on the event loop) ----------------------------------------------------
+
 
 def states_sync(keys: Sequence[str]) -> dict[str, BreakerState]:
     """Read breaker states by key in one round trip. Raises SharedStateUnavailable."""

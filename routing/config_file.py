@@ -76,6 +76,7 @@ class ImportSummary:
 
 # --- which keys each entry may hold ------------------------------------------------------------------------------
 
+
 def _fields(model, *, skip=()) -> list[models.Field]:
     """The model's fields as they appear in the file, in model order (relations are written by name)."""
     return [f for f in model._meta.concrete_fields if not f.primary_key and f.name not in skip]
@@ -92,6 +93,7 @@ def _required(f: models.Field) -> bool:
 
 
 # --- export ------------------------------------------------------------------------------------------------------
+
 
 class _FlowList(list):
     """A list of scalars written inline: `tiers: [free, internal]`."""
@@ -130,8 +132,11 @@ OMITTED_WHEN_EMPTY = ("endpoints",)
 
 
 def _export_entry(obj: models.Model, fields: list[models.Field]) -> dict:
-    return {f.name: _export_value(f, getattr(obj, f.name)) for f in fields
-            if not (f.name in OMITTED_WHEN_EMPTY and not getattr(obj, f.name))}
+    return {
+        f.name: _export_value(f, getattr(obj, f.name))
+        for f in fields
+        if not (f.name in OMITTED_WHEN_EMPTY and not getattr(obj, f.name))
+    }
 
 
 def export_config() -> str:
@@ -152,12 +157,12 @@ def export_config() -> str:
         "policies": [_export_entry(p, POLICY_FIELDS) for p in Policy.objects.order_by("name")],
         "settings": {"catch_all_alias": catch_all.name.replace("${", "$${") if catch_all else None},
     }
-    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120,
-                     default_flow_style=False)
+    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, default_flow_style=False)
     return HEADER + body
 
 
 # --- parsing -----------------------------------------------------------------------------------------------------
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (PyYAML would silently keep the last)."""
@@ -169,7 +174,8 @@ def _construct_mapping(loader, node, deep=False):
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, (str, int, float, bool)) and key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice in the same mapping", key_node.start_mark)
+                None, None, f"key {key!r} appears twice in the same mapping", key_node.start_mark
+            )
         if isinstance(key, (str, int, float, bool)):
             seen.add(key)
     return loader.construct_mapping(node, deep)
@@ -190,8 +196,9 @@ def parse_yaml(text: str) -> dict:
     if document is None:
         raise ConfigError(["the file is empty; expected a mapping with providers, aliases, policies, settings"])
     if not isinstance(document, dict):
-        raise ConfigError([f"the file must be a mapping with keys {', '.join(SECTIONS)}, "
-                           f"not a {type(document).__name__}"])
+        raise ConfigError(
+            [f"the file must be a mapping with keys {', '.join(SECTIONS)}, not a {type(document).__name__}"]
+        )
     return document
 
 
@@ -215,7 +222,7 @@ def expand_env(value: str, environ=None) -> str:
 
     pieces, last = [], 0
     for match in ENV_REFERENCE.finditer(value):
-        leftover = value[last:match.start()]
+        leftover = value[last : match.start()]
         if "${" in leftover.replace("$${", ""):
             raise ValueError(f"malformed ${{...}} in {value!r}; write ${{NAME}} or ${{NAME:-default}}")
         pieces.append(leftover)
@@ -280,6 +287,7 @@ def _coerce(f: models.Field, value: Any) -> Any:
 
 # --- validation without the database ----------------------------------------------------------------------------
 
+
 @dataclass
 class _Entry:
     where: str  # "providers[0] (hf)", used in every message about this entry
@@ -310,8 +318,15 @@ def _where(section: str, index: int, raw: Any) -> str:
     return f"{section}[{index}] ({name})" if isinstance(name, str) and name else f"{section}[{index}]"
 
 
-def _read_entry(where: str, raw: Any, fields: list[models.Field], problems: list[str], *,
-                extra_keys: tuple[str, ...] = (), defaults: dict | None = None) -> _Entry | None:
+def _read_entry(
+    where: str,
+    raw: Any,
+    fields: list[models.Field],
+    problems: list[str],
+    *,
+    extra_keys: tuple[str, ...] = (),
+    defaults: dict | None = None,
+) -> _Entry | None:
     """Check one entry's keys and types (defaults filled in); None when it is not a mapping or has no usable
     name, since nothing else about it can then be named."""
     if not isinstance(raw, dict):
@@ -394,8 +409,9 @@ def build_plan(document: dict) -> _Plan:
             policies.append(entry)
     defaults = [p for p in policies if p.values["is_default"] is True]
     if len(defaults) > 1:
-        problems.append(f"policies: only one policy may have is_default: true, found "
-                        f"{', '.join(p.where for p in defaults)}")
+        problems.append(
+            f"policies: only one policy may have is_default: true, found {', '.join(p.where for p in defaults)}"
+        )
 
     aliases = []
     for i, raw in enumerate(_section(document, "aliases", problems)):
@@ -444,6 +460,7 @@ def build_plan(document: dict) -> _Plan:
 
 
 # --- applying to the database ------------------------------------------------------------------------------------
+
 
 def _validation_problems(where: str, exc: ValidationError) -> list[str]:
     if not hasattr(exc, "error_dict"):
@@ -567,8 +584,9 @@ def _apply(plan: _Plan, *, replace: bool) -> ImportSummary:
     return summary
 
 
-def _resolve_routes(entries: list[_Entry], providers: dict[str, Provider], declared: set[str],
-                    problems: list[str]) -> list[tuple[_Entry, Provider]]:
+def _resolve_routes(
+    entries: list[_Entry], providers: dict[str, Provider], declared: set[str], problems: list[str]
+) -> list[tuple[_Entry, Provider]]:
     resolved = []
     for entry in entries:
         if "provider" in entry.bad_fields:
@@ -585,8 +603,14 @@ def _save_routes(alias: Alias, routes: list[tuple[_Entry, Provider]], problems: 
     unmatched = list(alias.routes.all().order_by("position", "id"))
     keep = []
     for entry, provider in routes:
-        route = next((r for r in unmatched if r.provider_id == provider.pk
-                      and r.upstream_model == entry.values["upstream_model"]), None)
+        route = next(
+            (
+                r
+                for r in unmatched
+                if r.provider_id == provider.pk and r.upstream_model == entry.values["upstream_model"]
+            ),
+            None,
+        )
         if route is not None:
             unmatched.remove(route)
         else:
@@ -601,6 +625,7 @@ def _save_routes(alias: Alias, routes: list[tuple[_Entry, Provider]], problems: 
 
 
 # --- the entry points -------------------------------------------------------------------------------------------
+
 
 def import_config(text: str, *, replace: bool = False) -> ImportSummary:
     """Load a YAML routing configuration into the database, all or nothing.

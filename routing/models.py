@@ -18,7 +18,6 @@ PROVIDER_KINDS = ("hf", "ollama", "openrouter", "openai")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
-
 class Endpoint(models.TextChoices):
     """The API operations a route can serve (the one home of these names). A route's empty `endpoints` list
     means every one of them."""
@@ -34,7 +33,7 @@ non_negative = MinValueValidator(0)
 
 def validate_tiers(value):
     if not isinstance(value, list) or not value:
-        raise ValidationError("List at least one tier, e.g. [\"free\", \"internal\", \"premium\"].")
+        raise ValidationError('List at least one tier, e.g. ["free", "internal", "premium"].')
     unknown = [t for t in value if t not in TIERS]
     if unknown:
         raise ValidationError(f"Unknown tier(s) {unknown}; tiers are {', '.join(TIERS)}.")
@@ -44,12 +43,15 @@ def validate_tiers(value):
 
 def validate_endpoints(value):
     if not isinstance(value, list):
-        raise ValidationError(f"Endpoints must be a list of names, e.g. [\"chat\", \"completions\"]; "
-                              f"empty means every endpoint. Endpoints are {', '.join(Endpoint.values)}.")
+        raise ValidationError(
+            f'Endpoints must be a list of names, e.g. ["chat", "completions"]; '
+            f"empty means every endpoint. Endpoints are {', '.join(Endpoint.values)}."
+        )
     unknown = [e for e in value if e not in Endpoint.values]
     if unknown:
-        raise ValidationError(f"Unknown endpoint(s) {unknown}; endpoints are {', '.join(Endpoint.values)} "
-                              f"(empty means every endpoint).")
+        raise ValidationError(
+            f"Unknown endpoint(s) {unknown}; endpoints are {', '.join(Endpoint.values)} (empty means every endpoint)."
+        )
     if len(set(value)) != len(value):
         raise ValidationError("Each endpoint may appear only once.")
 
@@ -79,50 +81,84 @@ def validate_env_name(value):
 class Provider(models.Model):
     name = models.SlugField("name", unique=True, help_text="Short unique name, e.g. hf, ollama-primary.")
     kind = models.CharField(
-        "kind", max_length=20, choices=[(k, k) for k in PROVIDER_KINDS],
+        "kind",
+        max_length=20,
+        choices=[(k, k) for k in PROVIDER_KINDS],
         help_text="Which service this is; clients see it in the X-RainyModel-Upstream response header.",
     )
     tier = models.CharField(
-        "tier", max_length=20, choices=TIER_CHOICES,
+        "tier",
+        max_length=20,
+        choices=TIER_CHOICES,
         help_text="Every route through this provider belongs to this tier; policies order tiers.",
     )
-    base_url = models.CharField("base URL", max_length=500, validators=[validate_base_url],
-                                help_text="The API root, ending in /v1, e.g. https://router.huggingface.co/v1.")
+    base_url = models.CharField(
+        "base URL",
+        max_length=500,
+        validators=[validate_base_url],
+        help_text="The API root, ending in /v1, e.g. https://router.huggingface.co/v1.",
+    )
     api_key_env = models.CharField(
-        "secret's environment variable", max_length=100, blank=True, validators=[validate_env_name],
+        "secret's environment variable",
+        max_length=100,
+        blank=True,
+        validators=[validate_env_name],
         help_text="Name of the environment variable holding this provider's secret, e.g. HF_TOKEN. The secret is "
-                  "never stored here. Empty: requests are sent without a key.",
+        "never stored here. Empty: requests are sent without a key.",
     )
     extra_headers = models.JSONField(
-        "extra headers", default=dict, blank=True, validators=[validate_extra_headers],
+        "extra headers",
+        default=dict,
+        blank=True,
+        validators=[validate_extra_headers],
         help_text='Sent with every request to this provider, as a JSON object, e.g. {"X-Title": "RainyModel"}.',
     )
-    enabled = models.BooleanField("enabled", default=True,
-                                  help_text="A disabled provider's routes are never tried.")
-    connect_timeout_s = models.FloatField("connect timeout (s)", default=5, validators=[positive],
-                                          help_text="Seconds to open a connection before trying the next route.")
+    enabled = models.BooleanField("enabled", default=True, help_text="A disabled provider's routes are never tried.")
+    connect_timeout_s = models.FloatField(
+        "connect timeout (s)",
+        default=5,
+        validators=[positive],
+        help_text="Seconds to open a connection before trying the next route.",
+    )
     first_token_timeout_s = models.FloatField(
-        "first token timeout (s)", default=10, validators=[positive],
+        "first token timeout (s)",
+        default=10,
+        validators=[positive],
         help_text="Seconds to wait for a stream's first event before failing over.",
     )
-    idle_timeout_s = models.FloatField("idle timeout (s)", default=20, validators=[positive],
-                                       help_text="Seconds a stream may go silent after its first token.")
-    request_timeout_s = models.FloatField("request timeout (s)", default=120, validators=[positive],
-                                          help_text="Longest one attempt may take, streams included.")
+    idle_timeout_s = models.FloatField(
+        "idle timeout (s)",
+        default=20,
+        validators=[positive],
+        help_text="Seconds a stream may go silent after its first token.",
+    )
+    request_timeout_s = models.FloatField(
+        "request timeout (s)",
+        default=120,
+        validators=[positive],
+        help_text="Longest one attempt may take, streams included.",
+    )
     max_retries = models.PositiveSmallIntegerField(
-        "retries on the same route", default=2,
+        "retries on the same route",
+        default=2,
         help_text="Retries of a route after a retryable failure (429, 5xx, timeout) before moving to the next.",
     )
     breaker_failures = models.PositiveSmallIntegerField(
-        "failures that open the breaker", default=3, validators=[MinValueValidator(1)],
+        "failures that open the breaker",
+        default=3,
+        validators=[MinValueValidator(1)],
         help_text="Consecutive failed attempts after which a route (or the whole provider) is taken out.",
     )
     breaker_cooldown_s = models.FloatField(
-        "breaker cooldown (s)", default=15, validators=[positive],
+        "breaker cooldown (s)",
+        default=15,
+        validators=[positive],
         help_text="Seconds an open breaker keeps the route out before one probe request is let through.",
     )
     credit_cooldown_s = models.FloatField(
-        "out-of-credits cooldown (s)", default=3600, validators=[positive],
+        "out-of-credits cooldown (s)",
+        default=3600,
+        validators=[positive],
         help_text="Seconds the provider is taken out after it reports exhausted credits (402).",
     )
 
@@ -138,14 +174,20 @@ class Provider(models.Model):
 
 
 class Alias(models.Model):
-    name = models.CharField("model name", max_length=200, unique=True,
-                            help_text="The model name clients send, e.g. rainymodel/auto.")
+    name = models.CharField(
+        "model name", max_length=200, unique=True, help_text="The model name clients send, e.g. rainymodel/auto."
+    )
     description = models.TextField("description", blank=True, help_text="For people; shown in the admin only.")
-    enabled = models.BooleanField("enabled", default=True,
-                                  help_text="A disabled alias is treated as an unknown model name.")
+    enabled = models.BooleanField(
+        "enabled", default=True, help_text="A disabled alias is treated as an unknown model name."
+    )
     listed = models.BooleanField("listed in /v1/models", default=True, help_text="Shown in /v1/models.")
     default_policy = models.ForeignKey(
-        "Policy", null=True, blank=True, on_delete=models.SET_NULL, verbose_name="default policy",
+        "Policy",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        verbose_name="default policy",
         help_text="Used when neither the request header nor the key names a policy. Empty: the global default.",
     )
 
@@ -163,37 +205,62 @@ class Alias(models.Model):
 
 class Route(models.Model):
     # Short labels: they are the column headers of the alias page's route table, which must fit a laptop screen.
-    alias = models.ForeignKey(Alias, related_name="routes", on_delete=models.CASCADE, verbose_name="alias",
-                              help_text="The alias this route serves.")
-    provider = models.ForeignKey(Provider, related_name="routes", on_delete=models.PROTECT, verbose_name="provider",
-                                 help_text="Where the request is sent; the route's tier is the provider's.")
-    upstream_model = models.CharField("upstream model", max_length=200,
-                                      help_text="The model name the provider expects, e.g. qwen2.5:14b.")
-    position = models.PositiveIntegerField("position", default=0,
-                                           help_text="Order inside its tier; lower goes first.")
+    alias = models.ForeignKey(
+        Alias,
+        related_name="routes",
+        on_delete=models.CASCADE,
+        verbose_name="alias",
+        help_text="The alias this route serves.",
+    )
+    provider = models.ForeignKey(
+        Provider,
+        related_name="routes",
+        on_delete=models.PROTECT,
+        verbose_name="provider",
+        help_text="Where the request is sent; the route's tier is the provider's.",
+    )
+    upstream_model = models.CharField(
+        "upstream model", max_length=200, help_text="The model name the provider expects, e.g. qwen2.5:14b."
+    )
+    position = models.PositiveIntegerField("position", default=0, help_text="Order inside its tier; lower goes first.")
     weight = models.PositiveIntegerField(
-        "weight", default=1, validators=[MinValueValidator(1)],
+        "weight",
+        default=1,
+        validators=[MinValueValidator(1)],
         help_text="Routes with the same tier and position share traffic in proportion to weight.",
     )
     enabled = models.BooleanField("enabled", default=True, help_text="A disabled route is never tried.")
-    context_window = models.PositiveIntegerField("context", null=True, blank=True,
-                                                 help_text="Context window in tokens, if known.")
+    context_window = models.PositiveIntegerField(
+        "context", null=True, blank=True, help_text="Context window in tokens, if known."
+    )
     supports_prefill = models.BooleanField(
-        "prefill", default=False,
+        "prefill",
+        default=False,
         help_text="Accepts an assistant prefill, so a broken stream can be continued on this route.",
     )
     input_price_per_mtok = models.DecimalField(
-        "input $/M", max_digits=12, decimal_places=6, default=0, validators=[non_negative],
+        "input $/M",
+        max_digits=12,
+        decimal_places=6,
+        default=0,
+        validators=[non_negative],
         help_text="USD per million prompt tokens.",
     )
     output_price_per_mtok = models.DecimalField(
-        "output $/M", max_digits=12, decimal_places=6, default=0, validators=[non_negative],
+        "output $/M",
+        max_digits=12,
+        decimal_places=6,
+        default=0,
+        validators=[non_negative],
         help_text="USD per million completion tokens.",
     )
     endpoints = models.JSONField(
-        "endpoints", default=list, blank=True, validators=[validate_endpoints],
+        "endpoints",
+        default=list,
+        blank=True,
+        validators=[validate_endpoints],
         help_text="What the upstream serves for this model: chat, embeddings, completions (legacy and "
-                  "fill-in-the-middle). None ticked: every endpoint.",
+        "fill-in-the-middle). None ticked: every endpoint.",
     )
 
     class Meta:
@@ -220,13 +287,16 @@ class Route(models.Model):
 
 
 class Policy(models.Model):
-    name = models.SlugField("name", unique=True,
-                            help_text="What clients send in X-RainyModel-Policy, e.g. cheap. 'default' is reserved.")
+    name = models.SlugField(
+        "name", unique=True, help_text="What clients send in X-RainyModel-Policy, e.g. cheap. 'default' is reserved."
+    )
     description = models.TextField("description", blank=True, help_text="For people; shown in the admin only.")
-    tiers = models.JSONField("tier order", validators=[validate_tiers],
-                             help_text='Ordered tiers, e.g. ["free", "internal"].')
-    is_default = models.BooleanField("default policy", default=False,
-                                     help_text="Used when nothing else names a policy. Exactly one policy is.")
+    tiers = models.JSONField(
+        "tier order", validators=[validate_tiers], help_text='Ordered tiers, e.g. ["free", "internal"].'
+    )
+    is_default = models.BooleanField(
+        "default policy", default=False, help_text="Used when nothing else names a policy. Exactly one policy is."
+    )
 
     class Meta:
         ordering = ["name"]
@@ -246,16 +316,18 @@ class Policy(models.Model):
         if self.is_default:
             other = Policy.objects.filter(is_default=True).exclude(pk=self.pk).first()
             if other is not None:
-                raise ValidationError(
-                    {"is_default": f"{other.name} is already the default policy; untick it first."}
-                )
+                raise ValidationError({"is_default": f"{other.name} is already the default policy; untick it first."})
 
 
 class RoutingSettings(models.Model):
     """The single row of global routing settings."""
 
     catch_all_alias = models.ForeignKey(
-        Alias, null=True, blank=True, on_delete=models.SET_NULL, verbose_name="catch-all alias",
+        Alias,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        verbose_name="catch-all alias",
         help_text="Model names outside the rainymodel/ namespace are served by this alias. Empty: they get 404.",
     )
 

@@ -151,9 +151,19 @@ class KeyInfo:
 
 
 MASTER_KEY_INFO = KeyInfo(
-    id=None, name="master", prefix="master", hashed_key="", expires_at=None, revoked=False,
-    allowed_aliases=frozenset(), allowed_policies=(), default_policy=None, rpm_limit=None,
-    tpm_limit=None, max_concurrent=None, quotas=(),
+    id=None,
+    name="master",
+    prefix="master",
+    hashed_key="",
+    expires_at=None,
+    revoked=False,
+    allowed_aliases=frozenset(),
+    allowed_policies=(),
+    default_policy=None,
+    rpm_limit=None,
+    tpm_limit=None,
+    max_concurrent=None,
+    quotas=(),
 )
 
 
@@ -175,31 +185,50 @@ def build_snapshot(version: int) -> Snapshot:
         providers = {}
         for p in Provider.objects.all():
             providers[p.name] = ProviderInfo(
-                name=p.name, kind=p.kind, tier=p.tier, base_url=p.base_url.rstrip("/"),
-                api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "", api_key_env=p.api_key_env,
+                name=p.name,
+                kind=p.kind,
+                tier=p.tier,
+                base_url=p.base_url.rstrip("/"),
+                api_key=os.environ.get(p.api_key_env, "") if p.api_key_env else "",
+                api_key_env=p.api_key_env,
                 extra_headers=tuple((str(k), str(v)) for k, v in (p.extra_headers or {}).items()),
-                enabled=p.enabled, connect_timeout_s=p.connect_timeout_s,
-                first_token_timeout_s=p.first_token_timeout_s, idle_timeout_s=p.idle_timeout_s,
-                request_timeout_s=p.request_timeout_s, max_retries=p.max_retries,
-                breaker_failures=p.breaker_failures, breaker_cooldown_s=p.breaker_cooldown_s,
+                enabled=p.enabled,
+                connect_timeout_s=p.connect_timeout_s,
+                first_token_timeout_s=p.first_token_timeout_s,
+                idle_timeout_s=p.idle_timeout_s,
+                request_timeout_s=p.request_timeout_s,
+                max_retries=p.max_retries,
+                breaker_failures=p.breaker_failures,
+                breaker_cooldown_s=p.breaker_cooldown_s,
                 credit_cooldown_s=p.credit_cooldown_s,
             )
         provider_names = dict(Provider.objects.values_list("id", "name"))
         policy_names: dict[int | None, str] = dict(Policy.objects.values_list("id", "name"))  # .get(None): None
         routes_by_alias: dict[int, list[RouteInfo]] = {}
         for r in Route.objects.order_by("position", "id"):
-            routes_by_alias.setdefault(r.alias_id, []).append(RouteInfo(
-                id=r.id, alias="", provider=providers[provider_names[r.provider_id]],
-                upstream_model=r.upstream_model, position=r.position, weight=r.weight, enabled=r.enabled,
-                context_window=r.context_window, supports_prefill=r.supports_prefill,
-                input_price_per_mtok=float(r.input_price_per_mtok),
-                output_price_per_mtok=float(r.output_price_per_mtok),
-                endpoints=frozenset(r.endpoints or ()),
-            ))
+            routes_by_alias.setdefault(r.alias_id, []).append(
+                RouteInfo(
+                    id=r.id,
+                    alias="",
+                    provider=providers[provider_names[r.provider_id]],
+                    upstream_model=r.upstream_model,
+                    position=r.position,
+                    weight=r.weight,
+                    enabled=r.enabled,
+                    context_window=r.context_window,
+                    supports_prefill=r.supports_prefill,
+                    input_price_per_mtok=float(r.input_price_per_mtok),
+                    output_price_per_mtok=float(r.output_price_per_mtok),
+                    endpoints=frozenset(r.endpoints or ()),
+                )
+            )
         aliases = {}
         for a in Alias.objects.all():
             aliases[a.name] = AliasInfo(
-                name=a.name, description=a.description, enabled=a.enabled, listed=a.listed,
+                name=a.name,
+                description=a.description,
+                enabled=a.enabled,
+                listed=a.listed,
                 default_policy=policy_names.get(a.default_policy_id),
                 routes=tuple(replace(r, alias=a.name) for r in routes_by_alias.get(a.id, ())),
                 created=1735689600,  # /v1/models wants a number; aliases keep no creation date
@@ -210,31 +239,50 @@ def build_snapshot(version: int) -> Snapshot:
         }
         default_policy = next((p.name for p in policies.values() if p.is_default), None)
         routing_settings = RoutingSettings.objects.filter(pk=1).select_related("catch_all_alias").first()
-        catch_all = (routing_settings.catch_all_alias.name
-                     if routing_settings and routing_settings.catch_all_alias else None)
+        catch_all = (
+            routing_settings.catch_all_alias.name if routing_settings and routing_settings.catch_all_alias else None
+        )
 
         quotas: dict[int, list[QuotaInfo]] = {}
         for q in Quota.objects.all():
-            quotas.setdefault(q.api_key_id, []).append(QuotaInfo(
-                period=q.period, max_requests=q.max_requests, max_tokens=q.max_tokens,
-                max_cost_usd=None if q.max_cost_usd is None else float(q.max_cost_usd),
-            ))
+            quotas.setdefault(q.api_key_id, []).append(
+                QuotaInfo(
+                    period=q.period,
+                    max_requests=q.max_requests,
+                    max_tokens=q.max_tokens,
+                    max_cost_usd=None if q.max_cost_usd is None else float(q.max_cost_usd),
+                )
+            )
         keys = {}
         for k in APIKey.objects.all():
             keys[k.prefix] = KeyInfo(
-                id=k.id, name=k.name, prefix=k.prefix, hashed_key=k.hashed_key, expires_at=k.expires_at,
-                revoked=k.revoked_at is not None, allowed_aliases=frozenset(k.allowed_aliases or ()),
+                id=k.id,
+                name=k.name,
+                prefix=k.prefix,
+                hashed_key=k.hashed_key,
+                expires_at=k.expires_at,
+                revoked=k.revoked_at is not None,
+                allowed_aliases=frozenset(k.allowed_aliases or ()),
                 allowed_policies=tuple(dict.fromkeys(p.lower() for p in (k.allowed_policies or ()))),
-                default_policy=policy_names.get(k.default_policy_id), rpm_limit=k.rpm_limit,
-                tpm_limit=k.tpm_limit, max_concurrent=k.max_concurrent, quotas=tuple(quotas.get(k.id, ())),
+                default_policy=policy_names.get(k.default_policy_id),
+                rpm_limit=k.rpm_limit,
+                tpm_limit=k.tpm_limit,
+                max_concurrent=k.max_concurrent,
+                quotas=tuple(quotas.get(k.id, ())),
             )
     return Snapshot(
-        version=version, providers=providers, aliases=aliases, policies=policies, default_policy=default_policy,
-        catch_all_alias=catch_all, keys_by_prefix=keys,
+        version=version,
+        providers=providers,
+        aliases=aliases,
+        policies=policies,
+        default_policy=default_policy,
+        catch_all_alias=catch_all,
+        keys_by_prefix=keys,
     )
 
 
 # --- the holder -------------------------------------------------------------------------------------------------
+
 
 class _Holder:
     def __init__(self):
@@ -391,8 +439,9 @@ def warn_unset_secrets(snap: Snapshot) -> None:
     calls go out without credentials and fail with 401/403, which is easy to miss until every route has failed."""
     missing = [p.secret_unset_message for p in snap.providers.values() if p.enabled and p.secret_unset]
     if missing:
-        log.warning("enabled providers without their secret, whose calls go out unauthenticated: %s",
-                    "; ".join(missing))
+        log.warning(
+            "enabled providers without their secret, whose calls go out unauthenticated: %s", "; ".join(missing)
+        )
 
 
 def ensure_loaded() -> Snapshot:
@@ -405,8 +454,9 @@ def ensure_loaded() -> Snapshot:
     with _holder.lock:
         if _holder.thread is None or not _holder.thread.is_alive():
             _holder.stop = threading.Event()
-            _holder.thread = threading.Thread(target=_run_refresher, args=(_holder.stop,),
-                                              name="rainymodel-snapshot", daemon=True)
+            _holder.thread = threading.Thread(
+                target=_run_refresher, args=(_holder.stop,), name="rainymodel-snapshot", daemon=True
+            )
             _holder.thread.start()
     return snap
 

@@ -28,8 +28,15 @@ def admin_url(model, view, *args):
 def configured(db):
     import_file(str(DEFAULTS_FILE))
     api_key, _ = apikey_create(name="laptop", quotas=[("day", "max_requests", 100)])
-    RequestLog.objects.create(id="req-1", status=200, key_prefix=api_key.prefix, provider="hf", tier="free",
-                              alias="rainymodel/auto", attempts=[{"provider": "hf", "outcome": "ok"}])
+    RequestLog.objects.create(
+        id="req-1",
+        status=200,
+        key_prefix=api_key.prefix,
+        provider="hf",
+        tier="free",
+        alias="rainymodel/auto",
+        attempts=[{"provider": "hf", "outcome": "ok"}],
+    )
     return api_key
 
 
@@ -80,8 +87,9 @@ def test_provider_list_shows_whether_the_secret_is_set_never_its_value(admin_cli
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
     response = admin_client.get(admin_url(Provider, "changelist"))
     assert "secret set" in response.text.lower()
-    rows = {name: row for name, row in re.findall(r'field-name[^>]*><a [^>]*>([\w-]+)</a>(.*?)</tr>', response.text,
-                                                  re.S)}
+    rows = {
+        name: row for name, row in re.findall(r"field-name[^>]*><a [^>]*>([\w-]+)</a>(.*?)</tr>", response.text, re.S)
+    }
     assert 'alt="True"' in rows["hf"]
     assert 'alt="False"' in rows["openrouter"]
     assert "hf_value_that_must_never_appear" not in response.text
@@ -100,8 +108,9 @@ def test_alias_page_lists_its_routes_in_position_order(admin_client, db):
 
 
 def test_a_policy_is_created_from_comma_separated_tiers(admin_client, db):
-    response = admin_client.post(admin_url(Policy, "add"), {"name": "cheap", "tiers": "free, internal",
-                                                            "description": ""})
+    response = admin_client.post(
+        admin_url(Policy, "add"), {"name": "cheap", "tiers": "free, internal", "description": ""}
+    )
     assert response.status_code == 302
     assert Policy.objects.get(name="cheap").tiers == ["free", "internal"]
     response = admin_client.post(admin_url(Policy, "add"), {"name": "bad", "tiers": "free, gold"})
@@ -109,9 +118,15 @@ def test_a_policy_is_created_from_comma_separated_tiers(admin_client, db):
 
 
 def add_key(admin_client, follow=True, **fields):
-    data = {"name": "from-admin",
-            "quotas-TOTAL_FORMS": "1", "quotas-INITIAL_FORMS": "0", "quotas-MIN_NUM_FORMS": "0",
-            "quotas-MAX_NUM_FORMS": "1000", "quotas-0-period": "day", "quotas-0-max_requests": "500"}
+    data = {
+        "name": "from-admin",
+        "quotas-TOTAL_FORMS": "1",
+        "quotas-INITIAL_FORMS": "0",
+        "quotas-MIN_NUM_FORMS": "0",
+        "quotas-MAX_NUM_FORMS": "1000",
+        "quotas-0-period": "day",
+        "quotas-0-max_requests": "500",
+    }
     data.update(fields)
     return admin_client.post(admin_url(APIKey, "add"), data, follow=follow)
 
@@ -140,8 +155,9 @@ def test_the_key_form_refuses_unknown_alias_names(admin_client, db):
 def test_revoke_action_revokes_the_selected_keys(admin_client, db):
     first, _ = apikey_create(name="one")
     second, _ = apikey_create(name="two")
-    response = admin_client.post(admin_url(APIKey, "changelist"),
-                                 {"action": "revoke_keys", "_selected_action": [first.pk]}, follow=True)
+    response = admin_client.post(
+        admin_url(APIKey, "changelist"), {"action": "revoke_keys", "_selected_action": [first.pk]}, follow=True
+    )
     assert "Revoked 1 key(s)" in response.text
     assert APIKey.objects.get(pk=first.pk).is_revoked
     assert not APIKey.objects.get(pk=second.pk).is_revoked
@@ -212,8 +228,14 @@ def _set_breaker(key, status, open_for_s):
     from rainymodel_site.shared_state import state
     from routing import breakers
 
-    state().set_sync(key, breakers.encode(breakers.BreakerState(
-        status=status, failures=3, open_until=time.time() + open_for_s, cooldown_s=60, last_reason="http_503")))
+    state().set_sync(
+        key,
+        breakers.encode(
+            breakers.BreakerState(
+                status=status, failures=3, open_until=time.time() + open_for_s, cooldown_s=60, last_reason="http_503"
+            )
+        ),
+    )
 
 
 def _provider_breaker_cell(admin_client, name):
@@ -236,8 +258,15 @@ def test_provider_list_counts_its_routes_open_breakers(admin_client, configured)
 
 
 def test_request_log_list_shows_a_short_id_with_the_full_id_as_tooltip(admin_client, configured):
-    RequestLog.objects.create(id="0123456789abcdef-long-request-id", status=502, error_code="upstream_unavailable",
-                              latency_ms=1234, provider="hf", tier="free", upstream_model="qwen")
+    RequestLog.objects.create(
+        id="0123456789abcdef-long-request-id",
+        status=502,
+        error_code="upstream_unavailable",
+        latency_ms=1234,
+        provider="hf",
+        tier="free",
+        upstream_model="qwen",
+    )
     listing = admin_client.get(admin_url(RequestLog, "changelist")).text
     assert '<span title="0123456789abcdef-long-request-id">01234567…</span>' in listing
     for header in ("Status", "Error", "Latency ms", "Tokens", "Cost $", "Key", "Alias", "Tier · provider"):
@@ -246,6 +275,7 @@ def test_request_log_list_shows_a_short_id_with_the_full_id_as_tooltip(admin_cli
 
 
 # The key's new-key page and the revoke flow.
+
 
 def _decoded_cookies(response) -> list[str]:
     """Every cookie the response sets, decoded the way its reader would (messages are signed and compressed)."""
@@ -268,11 +298,11 @@ def test_a_new_key_never_travels_in_a_cookie_and_is_shown_once(admin_client, db)
     shown = admin_client.get(response["Location"])
     keys = KEY.findall(shown.text)
     assert len(keys) == 1 and keys[0].startswith(api_key.prefix)
-    secret_part = keys[0][len(api_key.prefix):]
+    secret_part = keys[0][len(api_key.prefix) :]
     for reply in (response, shown):
         for value in _decoded_cookies(reply):
             # No run of 6 characters of the secret part, in any cookie, decoded or not.
-            assert not any(secret_part[i:i + 6] in value for i in range(len(secret_part) - 5)), value
+            assert not any(secret_part[i : i + 6] in value for i in range(len(secret_part) - 5)), value
     assert "copy it now, it will not be shown again" in shown.text
     for url in (admin_url(APIKey, "changelist"), admin_url(APIKey, "change", api_key.pk)):
         assert keys[0] not in admin_client.get(url).text
@@ -301,8 +331,12 @@ def test_the_key_form_offers_alias_and_policy_names_as_checkboxes(admin_client, 
         assert f'type="checkbox" name="allowed_policies" value="{policy}"' in page
     assert '<select name="default_policy"' in page
     free = Policy.objects.get(name="free")
-    add_key(admin_client, allowed_aliases=["rainymodel/chat", "rainymodel/code"], allowed_policies=["free", "auto"],
-            default_policy=str(free.pk))
+    add_key(
+        admin_client,
+        allowed_aliases=["rainymodel/chat", "rainymodel/code"],
+        allowed_policies=["free", "auto"],
+        default_policy=str(free.pk),
+    )
     api_key = APIKey.objects.get(name="from-admin")
     assert api_key.allowed_aliases == ["rainymodel/chat", "rainymodel/code"]
     assert api_key.allowed_policies == ["free", "auto"]
@@ -323,9 +357,14 @@ def test_a_stored_name_that_no_longer_exists_is_shown_and_must_be_unticked(admin
     APIKey.objects.filter(pk=configured.pk).update(allowed_aliases=["rainymodel/chat", "rainymodel/gone"])
     page = admin_client.get(admin_url(APIKey, "change", configured.pk)).text
     assert "rainymodel/gone (no longer exists)" in page
-    data = {"name": configured.name, "allowed_aliases": ["rainymodel/chat", "rainymodel/gone"],
-            "quotas-TOTAL_FORMS": "0", "quotas-INITIAL_FORMS": "0", "quotas-MIN_NUM_FORMS": "0",
-            "quotas-MAX_NUM_FORMS": "1000"}
+    data = {
+        "name": configured.name,
+        "allowed_aliases": ["rainymodel/chat", "rainymodel/gone"],
+        "quotas-TOTAL_FORMS": "0",
+        "quotas-INITIAL_FORMS": "0",
+        "quotas-MIN_NUM_FORMS": "0",
+        "quotas-MAX_NUM_FORMS": "1000",
+    }
     response = admin_client.post(admin_url(APIKey, "change", configured.pk), data)
     assert "No alias named &#x27;rainymodel/gone&#x27;" in response.text
     data["allowed_aliases"] = ["rainymodel/chat"]

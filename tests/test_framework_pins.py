@@ -16,18 +16,24 @@ from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
 # (version, sha256 of the source, first 16 hex digits) of each upstream function our copies follow or call.
 PINNED = {
-    "django": ("6.1.3", {
-        "ASGIHandler.handle": "c91f27c7fcdc3fff",
-        "ASGIHandler.read_body": "88b4e284fc829700",
-        "ASGIHandler.create_request": "5eae59c6696013ff",
-        "ASGIHandler.send_response": "d91e83d2c6859eda",
-        "ASGIHandler.listen_for_disconnect": "c729aa315c734f98",
-        "ASGIHandler.run_get_response": "0234ea5fe09a5777",
-        "ASGIRequest.__init__": "bb92eb4ad9d363bf",  # ApiHandler swaps in the body as `_stream` after the edge checks
-    }),
-    "adrf": ("0.1.14", {
-        "APIView.async_dispatch": "5926f734eb685633",
-    }),
+    "django": (
+        "6.1.3",
+        {
+            "ASGIHandler.handle": "c91f27c7fcdc3fff",
+            "ASGIHandler.read_body": "88b4e284fc829700",
+            "ASGIHandler.create_request": "5eae59c6696013ff",
+            "ASGIHandler.send_response": "d91e83d2c6859eda",
+            "ASGIHandler.listen_for_disconnect": "c729aa315c734f98",
+            "ASGIHandler.run_get_response": "0234ea5fe09a5777",
+            "ASGIRequest.__init__": "bb92eb4ad9d363bf",  # ApiHandler sets the body as `_stream` after the checks
+        },
+    ),
+    "adrf": (
+        "0.1.14",
+        {
+            "APIView.async_dispatch": "5926f734eb685633",
+        },
+    ),
 }
 
 OWNERS = {"ASGIHandler": ASGIHandler, "ASGIRequest": ASGIRequest, "APIView": APIView}

@@ -80,8 +80,9 @@ def timed_ready(server, **kwargs) -> tuple[httpx.Response, float]:
     return r, time.monotonic() - started
 
 
-def test_readiness_answers_within_a_second_while_the_database_is_down_or_silent(rainymodel_server, make_routing,
-                                                                                  fake_upstream):
+def test_readiness_answers_within_a_second_while_the_database_is_down_or_silent(
+    rainymodel_server, make_routing, fake_upstream
+):
     if connection.vendor != "postgresql":
         pytest.skip("needs a database reached over TCP: run with DATABASE_URL=postgres://...")
     from tests.fakes.routing_config import upstream

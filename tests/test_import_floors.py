@@ -14,6 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_imports_follow_the_floors():
     lint_imports = Path(sys.executable).with_name("lint-imports")
-    result = subprocess.run([str(lint_imports), "--config", str(ROOT / ".importlinter"), "--no-cache"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(lint_imports), "--config", str(ROOT / ".importlinter"), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr  # names the import that broke a floor

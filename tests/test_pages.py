@@ -37,8 +37,9 @@ def test_the_landing_page_says_what_the_site_is_and_where_to_go(client):
     assert 'rel="icon" href="/static/favicon.svg"' in body
 
 
-def test_the_base_url_on_the_landing_page_works_with_the_openai_sdk(transactional_db, fake_upstream, make_routing,
-                                                                   api_key):
+def test_the_base_url_on_the_landing_page_works_with_the_openai_sdk(
+    transactional_db, fake_upstream, make_routing, api_key
+):
     """The real ASGI application on a loopback port: what the page tells a user to do, done with the SDK."""
     import openai
 
@@ -55,8 +56,9 @@ def test_the_base_url_on_the_landing_page_works_with_the_openai_sdk(transactiona
         assert base_url == proxy.url + "/v1"
         client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
         assert "rainymodel/auto" in [m.id for m in client.models.list()]
-        answer = client.chat.completions.create(model="rainymodel/auto",
-                                                messages=[{"role": "user", "content": "Hello!"}])
+        answer = client.chat.completions.create(
+            model="rainymodel/auto", messages=[{"role": "user", "content": "Hello!"}]
+        )
         assert answer.choices[0].message.content
         favicon = httpx.get(proxy.url + "/favicon.ico", timeout=10)
         assert favicon.status_code == 200 and favicon.headers["content-type"] == "image/svg+xml"

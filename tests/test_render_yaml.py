@@ -51,7 +51,11 @@ def test_web_service_deploys_main_automatically_on_the_custom_domain():
 
 def test_web_service_starts_gunicorn_with_its_config_file():
     assert web_service(blueprint())["startCommand"].split() == [
-        "gunicorn", "rainymodel_site.asgi:application", "-c", "gunicorn.conf.py"]
+        "gunicorn",
+        "rainymodel_site.asgi:application",
+        "-c",
+        "gunicorn.conf.py",
+    ]
 
 
 def test_web_service_environment_serves_the_domain_over_https_behind_renders_proxy():

@@ -27,11 +27,21 @@ def render_env() -> dict[str, str]:
 
 
 def check_deploy(env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
-    full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-            "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'check.sqlite3'}", **env}
-    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
-                          env=full, capture_output=True, text=True, timeout=120)
+    full = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'check.sqlite3'}",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_is_clean_with_the_render_environment(tmp_path):
@@ -57,20 +67,33 @@ def test_a_short_or_repetitive_secret_key_still_fails_the_check(tmp_path):
 
 def test_csrf_trusted_origins_default_to_the_public_hosts(tmp_path):
     code = "from django.conf import settings; print(settings.CSRF_TRUSTED_ORIGINS)"
-    env = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
-           "SECRET_KEY": "x" * 60 + "yz", "ALLOWED_HOSTS": "rm.orcest.ai,localhost",
-           "RENDER_EXTERNAL_HOSTNAME": "rainymodel.onrender.com"}
-    out = subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
+        "SECRET_KEY": "x" * 60 + "yz",
+        "ALLOWED_HOSTS": "rm.orcest.ai,localhost",
+        "RENDER_EXTERNAL_HOSTNAME": "rainymodel.onrender.com",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.stdout.strip() == "['https://rm.orcest.ai', 'https://rainymodel.onrender.com']", out.stderr
 
 
 @pytest.fixture
 def https_server(rainymodel_server):
     """Factory: a real server process with RAINYMODEL_HTTPS on, trusting proxy headers from `trusted` peers."""
+
     def start(trusted: str):
-        return rainymodel_server(env={"RAINYMODEL_HTTPS": "true", "FORWARDED_ALLOW_IPS": trusted,
-                                      "ALLOWED_HOSTS": "127.0.0.1,rm.orcest.ai"})
+        return rainymodel_server(
+            env={"RAINYMODEL_HTTPS": "true", "FORWARDED_ALLOW_IPS": trusted, "ALLOWED_HOSTS": "127.0.0.1,rm.orcest.ai"}
+        )
+
     return start
 
 

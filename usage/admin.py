@@ -87,10 +87,28 @@ class StatusFilter(admin.SimpleListFilter):
 
 @admin.register(RequestLog)
 class RequestLogAdmin(admin.ModelAdmin):
-    list_display = ["short_id", "when", "status_code", "error", "latency", "total_tokens", "cost", "key",
-                    "alias_name", "route"]
-    list_filter = [StatusFilter, "endpoint", TierFilter, ProviderFilter, AliasFilter, PolicyFilter, "stream",
-                   "created_at"]
+    list_display = [
+        "short_id",
+        "when",
+        "status_code",
+        "error",
+        "latency",
+        "total_tokens",
+        "cost",
+        "key",
+        "alias_name",
+        "route",
+    ]
+    list_filter = [
+        StatusFilter,
+        "endpoint",
+        TierFilter,
+        ProviderFilter,
+        AliasFilter,
+        PolicyFilter,
+        "stream",
+        "created_at",
+    ]
     search_fields = ["=id", "=key_prefix", "=error_code"]
     ordering = ["-created_at"]
     show_full_result_count = False

@@ -65,13 +65,18 @@ def _close_old_connections() -> None:
 @api_key_required
 def _usage(request):
     if request.method != "GET":
-        return error_response(405, codes.METHOD_NOT_ALLOWED, f"Method {request.method} is not allowed; use GET.",
-                              headers={"Allow": "GET"})
+        return error_response(
+            405, codes.METHOD_NOT_ALLOWED, f"Method {request.method} is not allowed; use GET.", headers={"Allow": "GET"}
+        )
     key = request.api_key
     group_by = (request.GET.get("group_by") or "none").strip()
     if group_by not in GROUPS:
-        return error_response(400, codes.INVALID_GROUP_BY,
-                              f"'group_by' must be one of {', '.join(GROUPS)}; got {group_by!r}.", param="group_by")
+        return error_response(
+            400,
+            codes.INVALID_GROUP_BY,
+            f"'group_by' must be one of {', '.join(GROUPS)}; got {group_by!r}.",
+            param="group_by",
+        )
     try:
         period = parse_period(request.GET, default_preset=DEFAULT_PRESET)
     except FilterError as exc:
@@ -91,5 +96,3 @@ def _usage(request):
         groups = sorted(reports.grouped(usage_filter, columns, bucket=bucket), key=lambda item: str(item[0][0]))
         body["data"] = [{"group": _group_label(values[0]), **figures.as_json()} for values, figures in groups]
     return HttpResponse(orjson.dumps(body), content_type="application/json")
-
-

@@ -75,8 +75,14 @@ def tick_label(value: float, step: float, unit: str) -> str:
     return f"${value:,.{max(2, places) if places else 0}f}"
 
 
-def stacked_bars(buckets: list[datetime], values: Mapping[str, Sequence[float]], *, bucket: str, unit: str,
-                 empty_message: str = NO_REQUESTS) -> dict:
+def stacked_bars(
+    buckets: list[datetime],
+    values: Mapping[str, Sequence[float]],
+    *,
+    bucket: str,
+    unit: str,
+    empty_message: str = NO_REQUESTS,
+) -> dict:
     """Geometry for a stacked bar chart: `values[tier][i]` is the height of tier's segment in bucket i.
 
     `unit` ("requests" or "usd") decides the ticks (whole numbers for counts) and how values are printed.
@@ -104,16 +110,38 @@ def stacked_bars(buckets: list[datetime], values: Mapping[str, Sequence[float]],
                 continue
             y_top = TOP + plot_h * (1 - (base + value) / top)
             height = plot_h * value / top
-            rects.append({"x": round(LEFT + i * slot + gap / 2, 2), "y": round(y_top, 2),
-                          "w": round(max(slot - gap, 0.5), 2), "h": round(max(height, 0.5), 2),
-                          "tier": tier or NO_TIER, "title": f"{when} · {TIER_LABELS[tier]}: {fmt(value)}"})
+            rects.append(
+                {
+                    "x": round(LEFT + i * slot + gap / 2, 2),
+                    "y": round(y_top, 2),
+                    "w": round(max(slot - gap, 0.5), 2),
+                    "h": round(max(height, 0.5), 2),
+                    "tier": tier or NO_TIER,
+                    "title": f"{when} · {TIER_LABELS[tier]}: {fmt(value)}",
+                }
+            )
             base += value
-    ticks = [{"y": round(TOP + plot_h * (1 - v / top), 2), "label": tick_label(v, step, unit), "value": v}
-             for v in tick_values]
+    ticks = [
+        {"y": round(TOP + plot_h * (1 - v / top), 2), "label": tick_label(v, step, unit), "value": v}
+        for v in tick_values
+    ]
     every = max(1, math.ceil(len(buckets) / 8))
-    labels = [{"x": round(LEFT + (i + 0.5) * slot, 2), "label": moment.strftime(label_time)}
-              for i, moment in enumerate(buckets) if i % every == 0]
+    labels = [
+        {"x": round(LEFT + (i + 0.5) * slot, 2), "label": moment.strftime(label_time)}
+        for i, moment in enumerate(buckets)
+        if i % every == 0
+    ]
     empty = not any(totals)
-    return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "bottom": HEIGHT - BOTTOM,
-            "label_y": HEIGHT - 6, "rects": rects, "ticks": ticks, "labels": labels, "empty": empty,
-            "empty_message": empty_message if empty else ""}
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "left": LEFT,
+        "right": WIDTH - RIGHT,
+        "bottom": HEIGHT - BOTTOM,
+        "label_y": HEIGHT - 6,
+        "rects": rects,
+        "ticks": ticks,
+        "labels": labels,
+        "empty": empty,
+        "empty_message": empty_message if empty else "",
+    }

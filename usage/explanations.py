@@ -12,18 +12,18 @@ from __future__ import annotations
 ERROR_CODES = {
     # authentication (401) and the per-IP limit on failed authentication
     "invalid_api_key": "The API key was missing, unknown or revoked, so the request was refused before anything "
-                       "else was checked. Send a valid key as 'Authorization: Bearer <key>'.",
+    "else was checked. Send a valid key as 'Authorization: Bearer <key>'.",
     "key_expired": "The API key has passed its expiry date. Ask an administrator for a new key.",
     # the request body (400, 413)
     "invalid_json": "The request body was not a JSON object, so it could not be read.",
     "missing_required_parameter": "A required field ('model' or 'messages') was missing from the request body.",
     "invalid_type": "A field had the wrong type (e.g. 'model' not a string, 'messages' not a list of objects, "
-                    "'max_tokens' not a whole number); the error's param names the field.",
+    "'max_tokens' not a whole number); the error's param names the field.",
     "request_too_large": "The request body was larger than the server accepts.",
     "request_timeout": "The request body did not arrive in time (RAINYMODEL_BODY_TIMEOUT_S), so the server stopped "
-                       "waiting for it.",
+    "waiting for it.",
     "invalid_value": "A field had a value OpenAI's API does not accept (e.g. an unknown message role or "
-                     "response_format type); the error's param names the field.",
+    "response_format type); the error's param names the field.",
     "integer_below_min_value": "A whole-number field (e.g. max_tokens or n) was below its smallest allowed value.",
     "integer_above_max_value": "A whole-number field (e.g. n or top_logprobs) was above its largest allowed value.",
     "decimal_below_min_value": "A number field (e.g. temperature or a penalty) was below its smallest allowed value.",
@@ -35,32 +35,31 @@ ERROR_CODES = {
     "unsupported_media_type": "The request body was not sent as application/json.",
     # alias and policy (400, 403, 404)
     "model_not_found": "The requested model is not an alias RainyModel knows (and the name was not one the "
-                       "catch-all alias takes). GET /v1/models lists the aliases this key may use.",
+    "catch-all alias takes). GET /v1/models lists the aliases this key may use.",
     "model_not_allowed": "This API key is restricted to other aliases and may not use the one requested.",
     "unknown_policy": "The X-RainyModel-Policy header named a policy that does not exist.",
     "policy_not_allowed": "This API key is restricted to other policies and may not use the one requested.",
     "unsupported_endpoint": "None of the alias's routes is configured for this endpoint (chat, embeddings or "
-                            "completions; a route's endpoints are set on the alias page).",
+    "completions; a route's endpoints are set on the alias page).",
     # limits (429)
     "rate_limit_exceeded": "A per-minute limit was reached (the key's requests or tokens per minute, its "
-                           "concurrent requests, or too many failed sign-ins from this address). Nothing was sent "
-                           "upstream; retry after the Retry-After the client was given.",
+    "concurrent requests, or too many failed sign-ins from this address). Nothing was sent "
+    "upstream; retry after the Retry-After the client was given.",
     "quota_exceeded": "The key's daily or monthly quota (requests, tokens or cost) was used up. Nothing was sent "
-                      "upstream; the quota resets at the start of the next UTC day or month.",
+    "upstream; the quota resets at the start of the next UTC day or month.",
     # routing and upstreams (5xx)
     "no_available_route": "Every route of the alias was cooling down after failures (circuit breaker open), so "
-                          "no upstream was tried.",
+    "no upstream was tried.",
     "all_upstreams_failed": "Every route in the chain was tried and failed; the attempts below say how each one "
-                            "failed.",
+    "failed.",
     "upstream_timeout": "Every route that was tried timed out.",
     "stream_interrupted": "The stream broke after the answer had started and no other route could finish it; "
-                          "the client got an error event at the end of the stream instead of [DONE].",
-    "context_length_exceeded": "The conversation was longer than the context window of every route that could "
-                               "take it.",
+    "the client got an error event at the end of the stream instead of [DONE].",
+    "context_length_exceeded": "The conversation was longer than the context window of every route that could take it.",
     "credits_exhausted": "The upstream account has run out of credits (HTTP 402).",
     "client_disconnected": "The client closed the connection before the answer was complete (logged as 499).",
     "internal_error": "RainyModel itself failed while serving the request (a bug: the server log has the "
-                      "traceback for this request id).",
+    "traceback for this request id).",
 }
 
 # HTTP status -> explanation, for codes not listed above (an upstream's own error code, for instance).
@@ -112,11 +111,18 @@ def explain_error(status: int, error_code: str) -> str:
         return ERROR_CODES[error_code]
     if status < 400 and not error_code:
         return ""
-    general = STATUSES.get(status) or ("The request failed on the client side." if 400 <= status < 500
-                                       else "The request failed on the server side." if status >= 500 else "")
+    general = STATUSES.get(status) or (
+        "The request failed on the client side."
+        if 400 <= status < 500
+        else "The request failed on the server side."
+        if status >= 500
+        else ""
+    )
     if error_code and 400 <= status < 500:
-        return f"{general} '{error_code}' is not one of RainyModel's own codes: it is the code of the upstream " \
-               f"that refused the request, whose error was passed on to the client as it was.".strip()
+        return (
+            f"{general} '{error_code}' is not one of RainyModel's own codes: it is the code of the upstream "
+            f"that refused the request, whose error was passed on to the client as it was.".strip()
+        )
     if error_code:
         return f"{general} '{error_code}' is not one of RainyModel's own codes.".strip()
     return general

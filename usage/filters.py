@@ -84,8 +84,13 @@ class UsageFilter:
             "start": "" if self.period.preset != "custom" else _format(self.period.start),
             "end": "" if self.period.preset != "custom" else _format(self.period.end),
             "key": "" if self.key is None else str(self.key),
-            "alias": self.alias, "policy": self.policy, "tier": self.tier, "provider": self.provider,
-            "endpoint": self.endpoint, "status": self.status, "errors": "1" if self.errors_only else "",
+            "alias": self.alias,
+            "policy": self.policy,
+            "tier": self.tier,
+            "provider": self.provider,
+            "endpoint": self.endpoint,
+            "status": self.status,
+            "errors": "1" if self.errors_only else "",
         }
         values.update({k: ("" if v is None else str(v)) for k, v in overrides.items()})
         return [(k, v) for k, v in values.items() if v != ""]
@@ -114,8 +119,10 @@ def parse_moment(param: str, value: str, *, is_end: bool) -> datetime:
             return moment + timedelta(days=1) if is_end else moment
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
     except ValueError:
-        raise FilterError(param, f"'{param}' must be an ISO 8601 date or date-time such as 2026-01-31 or "
-                                 f"2026-01-31T14:00Z; got {value!r}.") from None
+        raise FilterError(
+            param,
+            f"'{param}' must be an ISO 8601 date or date-time such as 2026-01-31 or 2026-01-31T14:00Z; got {value!r}.",
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return ceil_hour(moment) if is_end else floor_hour(moment)
@@ -174,9 +181,15 @@ def parse_filters(params, user, *, now: datetime | None = None) -> UsageFilter:
     if endpoint and endpoint not in ENDPOINT_NAMES:
         raise FilterError("endpoint", f"'endpoint' must be one of {', '.join(ENDPOINT_NAMES)}; got {endpoint!r}.")
     return UsageFilter(
-        period=period, visible_key_ids=visible, key=key, endpoint=endpoint,
-        alias=(params.get("alias") or "").strip(), policy=(params.get("policy") or "").strip(),
-        tier=tier, provider=(params.get("provider") or "").strip(), status=status,
+        period=period,
+        visible_key_ids=visible,
+        key=key,
+        endpoint=endpoint,
+        alias=(params.get("alias") or "").strip(),
+        policy=(params.get("policy") or "").strip(),
+        tier=tier,
+        provider=(params.get("provider") or "").strip(),
+        status=status,
         errors_only=(params.get("errors") or "") in ("1", "on", "true", "yes"),
     )
 

@@ -12,8 +12,34 @@ from django.utils import timezone
 # Upper edges (ms, exclusive) of the latency / time-to-first-token histogram buckets kept in the rollup. The last
 # bucket is open-ended. Log-spaced from 1 ms, so a 3 ms answer reads as 3 ms and a 40 s one within ~25%; percentiles
 # read from these are exact to within one bucket (see usage/reports.py).
-LATENCY_BUCKET_EDGES_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000,
-                           3000, 5000, 7500, 10000, 20000, 60000)
+LATENCY_BUCKET_EDGES_MS = (
+    1,
+    2,
+    3,
+    5,
+    7,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    150,
+    200,
+    300,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    7500,
+    10000,
+    20000,
+    60000,
+)
 LATENCY_BUCKETS = len(LATENCY_BUCKET_EDGES_MS) + 1
 LATENCY_FIELDS = tuple(f"lat_{i}" for i in range(LATENCY_BUCKETS))
 TTFT_FIELDS = tuple(f"ttft_{i}" for i in range(LATENCY_BUCKETS))
@@ -30,27 +56,65 @@ ENDPOINTS = (
 DEFAULT_ENDPOINT = "chat"
 
 # The dimensions one UsageHourly row is unique over, in the order of its unique constraint.
-ROLLUP_DIMENSIONS = ("hour", "api_key_id", "key_prefix", "alias", "policy", "tier", "provider", "upstream_model",
-                     "status_class", "endpoint")
+ROLLUP_DIMENSIONS = (
+    "hour",
+    "api_key_id",
+    "key_prefix",
+    "alias",
+    "policy",
+    "tier",
+    "provider",
+    "upstream_model",
+    "status_class",
+    "endpoint",
+)
 # The additive measures; every one of them is summed when rows are merged.
-ROLLUP_MEASURES = ("requests", "admitted", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd",
-                   "ttft_count", *LATENCY_FIELDS, *TTFT_FIELDS)
+ROLLUP_MEASURES = (
+    "requests",
+    "admitted",
+    "errors",
+    "fallbacks",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "ttft_count",
+    *LATENCY_FIELDS,
+    *TTFT_FIELDS,
+)
 
 
 class RequestLog(models.Model):
     key_name: str  # not a column: the key's name, set on rows shown in the request log (reports.log_page)
 
-    id = models.CharField("request id", primary_key=True, max_length=64,
-                          help_text="The x-request-id the client was given.")
+    id = models.CharField(
+        "request id", primary_key=True, max_length=64, help_text="The x-request-id the client was given."
+    )
     created_at = models.DateTimeField("created at", default=timezone.now, help_text="When the request arrived.")
-    api_key = models.ForeignKey("apikeys.APIKey", null=True, blank=True, on_delete=models.SET_NULL,
-                                db_constraint=False, related_name="+", verbose_name="API key")
-    key_prefix = models.CharField("key prefix", max_length=16, blank=True,
-                                  help_text='"master" for the master key, empty when authentication failed.')
-    endpoint = models.CharField("endpoint", max_length=16, choices=ENDPOINTS, default=DEFAULT_ENDPOINT,
-                                help_text="The API endpoint called: chat is POST /v1/chat/completions.")
-    requested_model = models.CharField("requested model", max_length=200, blank=True,
-                                       help_text="The model name the client sent.")
+    api_key = models.ForeignKey(
+        "apikeys.APIKey",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="+",
+        verbose_name="API key",
+    )
+    key_prefix = models.CharField(
+        "key prefix",
+        max_length=16,
+        blank=True,
+        help_text='"master" for the master key, empty when authentication failed.',
+    )
+    endpoint = models.CharField(
+        "endpoint",
+        max_length=16,
+        choices=ENDPOINTS,
+        default=DEFAULT_ENDPOINT,
+        help_text="The API endpoint called: chat is POST /v1/chat/completions.",
+    )
+    requested_model = models.CharField(
+        "requested model", max_length=200, blank=True, help_text="The model name the client sent."
+    )
     alias = models.CharField("alias", max_length=200, blank=True)
     policy = models.CharField("policy", max_length=50, blank=True)
     tier = models.CharField("tier", max_length=20, blank=True, help_text="Tier of the route that answered.")
@@ -59,25 +123,29 @@ class RequestLog(models.Model):
     status = models.PositiveSmallIntegerField("HTTP status")
     error_code = models.CharField("error code", max_length=64, blank=True)
     admitted = models.BooleanField(
-        "admitted", default=False,
+        "admitted",
+        default=False,
         help_text="The call passed authentication, validation and the limits (rate limits, quotas); only admitted "
-                  "calls count against a quota.")
+        "calls count against a quota.",
+    )
     synthetic = models.BooleanField(
-        "synthetic", default=False,
-        help_text="Written by `manage.py usage generate` for demos and benchmarks, not by real traffic.")
+        "synthetic",
+        default=False,
+        help_text="Written by `manage.py usage generate` for demos and benchmarks, not by real traffic.",
+    )
     stream = models.BooleanField("stream", default=False, help_text="The client asked for a streamed answer.")
-    latency_ms = models.PositiveIntegerField("latency (ms)", default=0,
-                                             help_text="From receipt of the request to the end of the answer.")
-    ttft_ms = models.PositiveIntegerField("time to first token (ms)", null=True, blank=True,
-                                          help_text="Streams only.")
+    latency_ms = models.PositiveIntegerField(
+        "latency (ms)", default=0, help_text="From receipt of the request to the end of the answer."
+    )
+    ttft_ms = models.PositiveIntegerField("time to first token (ms)", null=True, blank=True, help_text="Streams only.")
     prompt_tokens = models.PositiveIntegerField("prompt tokens", default=0)
     completion_tokens = models.PositiveIntegerField("completion tokens", default=0)
-    usage_estimated = models.BooleanField("usage estimated", default=False,
-                                          help_text="The upstream reported no usage; tokens were estimated.")
+    usage_estimated = models.BooleanField(
+        "usage estimated", default=False, help_text="The upstream reported no usage; tokens were estimated."
+    )
     cost_usd = models.DecimalField("cost (USD)", max_digits=14, decimal_places=8, default=0)
     attempts = models.JSONField("upstream attempts", default=list)
-    fallback = models.BooleanField("fallback", default=False,
-                                   help_text="Answered by other than the first route tried.")
+    fallback = models.BooleanField("fallback", default=False, help_text="Answered by other than the first route tried.")
     client_ip = models.GenericIPAddressField("client IP", null=True, blank=True)
     user_agent = models.CharField("user agent", max_length=300, blank=True)
 
@@ -110,8 +178,9 @@ class UsageRollup(models.Model):
     limits (RequestLog.admitted), which is what a quota counts.
     """
 
-    api_key_id = models.BigIntegerField("API key id", default=0, help_text="0 for the master key and failed "
-                                        "authentications.")
+    api_key_id = models.BigIntegerField(
+        "API key id", default=0, help_text="0 for the master key and failed authentications."
+    )
     key_prefix = models.CharField("key prefix", max_length=16, blank=True)
     alias = models.CharField("alias", max_length=200, blank=True)
     policy = models.CharField("policy", max_length=50, blank=True)
@@ -121,8 +190,9 @@ class UsageRollup(models.Model):
     status_class = models.PositiveSmallIntegerField("status class", help_text="HTTP status // 100: 2, 4 or 5.")
     endpoint = models.CharField("endpoint", max_length=16, choices=ENDPOINTS, default=DEFAULT_ENDPOINT)
     requests = models.BigIntegerField("requests", default=0)
-    admitted = models.BigIntegerField("admitted requests", default=0,
-                                      help_text="Requests that passed the limits: what quotas count.")
+    admitted = models.BigIntegerField(
+        "admitted requests", default=0, help_text="Requests that passed the limits: what quotas count."
+    )
     errors = models.BigIntegerField("errors", default=0, help_text="Requests answered with status >= 400.")
     fallbacks = models.BigIntegerField("fallbacks", default=0)
     prompt_tokens = models.BigIntegerField("prompt tokens", default=0)
@@ -172,6 +242,7 @@ def _bucket_label(i: int) -> str:
 for _model in (UsageHourly, UsageDaily):
     for _i in range(LATENCY_BUCKETS):
         _model.add_to_class(LATENCY_FIELDS[_i], models.BigIntegerField(f"latency {_bucket_label(_i)}", default=0))
-        _model.add_to_class(TTFT_FIELDS[_i], models.BigIntegerField(f"time to first token {_bucket_label(_i)}",
-                                                                    default=0))
+        _model.add_to_class(
+            TTFT_FIELDS[_i], models.BigIntegerField(f"time to first token {_bucket_label(_i)}", default=0)
+        )
 del _model, _i

@@ -82,8 +82,11 @@ class Figures:
     @classmethod
     def from_sums(cls, sums: dict) -> Figures:
         return cls(
-            requests=sums.get("requests") or 0, admitted=sums.get("admitted") or 0, errors=sums.get("errors") or 0,
-            fallbacks=sums.get("fallbacks") or 0, prompt_tokens=sums.get("prompt_tokens") or 0,
+            requests=sums.get("requests") or 0,
+            admitted=sums.get("admitted") or 0,
+            errors=sums.get("errors") or 0,
+            fallbacks=sums.get("fallbacks") or 0,
+            prompt_tokens=sums.get("prompt_tokens") or 0,
             completion_tokens=sums.get("completion_tokens") or 0,
             cost_usd=Decimal(str(sums.get("cost_usd") or 0)),
             latency_histogram=[sums.get(f) or 0 for f in LATENCY_FIELDS],
@@ -131,12 +134,19 @@ class Figures:
 
     def as_json(self) -> dict:
         return {
-            "requests": self.requests, "errors": self.errors, "fallbacks": self.fallbacks,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens, "cost_usd": float(round(self.cost_usd, 8)),
-            "error_rate": self.error_rate, "fallback_rate": self.fallback_rate,
-            "latency_ms_p50": _round(self.latency_p50), "latency_ms_p95": _round(self.latency_p95),
-            "ttft_ms_p50": _round(self.ttft_p50), "ttft_ms_p95": _round(self.ttft_p95),
+            "requests": self.requests,
+            "errors": self.errors,
+            "fallbacks": self.fallbacks,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cost_usd": float(round(self.cost_usd, 8)),
+            "error_rate": self.error_rate,
+            "fallback_rate": self.fallback_rate,
+            "latency_ms_p50": _round(self.latency_p50),
+            "latency_ms_p95": _round(self.latency_p95),
+            "ttft_ms_p50": _round(self.ttft_p50),
+            "ttft_ms_p95": _round(self.ttft_p95),
         }
 
 
@@ -148,6 +158,7 @@ _SUMS = {name: Sum(name) for name in ROLLUP_MEASURES}
 
 
 # --- rollup selection -------------------------------------------------------------------------------------------
+
 
 def _midnight(when: datetime) -> datetime:
     return when.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -247,16 +258,33 @@ def breakdown(f: UsageFilter, by: str) -> list[dict]:
             label = names.get(key_id) or (prefix or "unauthenticated")
             if key_id:
                 label = f"{label} ({prefix}…)" if prefix else label
-            table.append({"label": label, "key_id": key_id or None, "prefix": prefix, "filter": {
-                "key": key_id if key_id else (MASTER if prefix == MASTER else None)}, "figures": figures})
+            table.append(
+                {
+                    "label": label,
+                    "key_id": key_id or None,
+                    "prefix": prefix,
+                    "filter": {"key": key_id if key_id else (MASTER if prefix == MASTER else None)},
+                    "figures": figures,
+                }
+            )
         elif by == "provider":
             provider, model = values
-            table.append({"label": f"{provider}/{model}" if provider else "(no route)",
-                          "filter": {"provider": provider}, "figures": figures})
+            table.append(
+                {
+                    "label": f"{provider}/{model}" if provider else "(no route)",
+                    "filter": {"provider": provider},
+                    "figures": figures,
+                }
+            )
         else:
             value = values[0]
-            table.append({"label": value or "(none)", "filter": {by: value or (NO_TIER if by == "tier" else "")},
-                          "figures": figures})
+            table.append(
+                {
+                    "label": value or "(none)",
+                    "filter": {by: value or (NO_TIER if by == "tier" else "")},
+                    "figures": figures,
+                }
+            )
     return table
 
 
@@ -267,6 +295,7 @@ def key_names(key_ids) -> dict[int, str]:
 
 # --- the overview -----------------------------------------------------------------------------------------------
 
+
 def premium_prices() -> dict[str, tuple[Decimal, Decimal]]:
     """Per alias, the (input, output) USD-per-million-token prices of its first premium route.
 
@@ -274,8 +303,11 @@ def premium_prices() -> dict[str, tuple[Decimal, Decimal]]:
     lower id. An alias with no premium route has no premium price and contributes no saving.
     """
     prices: dict[str, tuple[Decimal, Decimal]] = {}
-    routes = (Route.objects.filter(provider__tier=PREMIUM).order_by("-enabled", "position", "id")
-              .values_list("alias__name", "input_price_per_mtok", "output_price_per_mtok"))
+    routes = (
+        Route.objects.filter(provider__tier=PREMIUM)
+        .order_by("-enabled", "position", "id")
+        .values_list("alias__name", "input_price_per_mtok", "output_price_per_mtok")
+    )
     for alias, price_in, price_out in routes:
         prices.setdefault(alias, (Decimal(price_in), Decimal(price_out)))
     return prices
@@ -327,7 +359,7 @@ def series(f: UsageFilter, groups: list[tuple[tuple, Figures]] | None = None) ->
     cost = {t: [0.0] * len(buckets) for t in tiers}
     tier_requests = dict.fromkeys(tiers, 0)
     tier_tokens = dict.fromkeys(tiers, 0)
-    for (when, tier, *_rest), figures in (groups if groups is not None else grouped(f, ("tier",), bucket=bucket)):
+    for (when, tier, *_rest), figures in groups if groups is not None else grouped(f, ("tier",), bucket=bucket):
         tier = tier if tier in TIERS else ""
         i = index.get(when)
         if i is not None:
@@ -335,8 +367,7 @@ def series(f: UsageFilter, groups: list[tuple[tuple, Figures]] | None = None) ->
             cost[tier][i] += float(figures.cost_usd)
         tier_requests[tier] += figures.requests
         tier_tokens[tier] += figures.total_tokens
-    return Series(buckets=buckets, requests=requests, cost=cost, tier_requests=tier_requests,
-                  tier_tokens=tier_tokens)
+    return Series(buckets=buckets, requests=requests, cost=cost, tier_requests=tier_requests, tier_tokens=tier_tokens)
 
 
 def overview(f: UsageFilter) -> dict:
@@ -355,8 +386,10 @@ def overview(f: UsageFilter) -> dict:
     free_tokens = chart.tier_tokens[FREE]
     return {
         "totals": total,
-        "by_alias": [{"label": alias or "(none)", "filter": {"alias": alias}, "figures": figures}
-                     for (alias,), figures in by_alias],
+        "by_alias": [
+            {"label": alias or "(none)", "filter": {"alias": alias}, "figures": figures}
+            for (alias,), figures in by_alias
+        ],
         "saving": saving(by_alias, premium_prices()),
         "series": chart,
         "free_share_requests": free_requests / total.requests if total.requests else None,
@@ -365,6 +398,7 @@ def overview(f: UsageFilter) -> dict:
 
 
 # --- quotas -----------------------------------------------------------------------------------------------------
+
 
 def period_start(period: str, now: datetime) -> datetime:
     """Start of the current UTC calendar day or month (quotas reset there)."""
@@ -380,8 +414,11 @@ def quota_usage(api_key, now: datetime) -> list[dict]:
     result = []
     for quota in api_key.quotas.order_by("period"):
         start = period_start(quota.period, now)
-        window = UsageFilter(period=Period(start=start, end=ceil_hour(now) + timedelta(hours=1), preset="custom"),
-                             visible_key_ids=None, key=api_key.id)
+        window = UsageFilter(
+            period=Period(start=start, end=ceil_hour(now) + timedelta(hours=1), preset="custom"),
+            visible_key_ids=None,
+            key=api_key.id,
+        )
         used = totals(window)
         limits = []
         for label, limit, value in (
@@ -391,8 +428,15 @@ def quota_usage(api_key, now: datetime) -> list[dict]:
         ):
             if limit is not None:
                 share = float(value) / float(limit) if limit else 1.0
-                limits.append({"label": label, "limit": limit, "used": value, "share": share,
-                               "percent": min(round(share * 100), 100)})
+                limits.append(
+                    {
+                        "label": label,
+                        "limit": limit,
+                        "used": value,
+                        "share": share,
+                        "percent": min(round(share * 100), 100),
+                    }
+                )
         result.append({"period": quota.period, "since": start, "limits": limits})
     return result
 
@@ -425,8 +469,9 @@ def log_rows(f: UsageFilter) -> QuerySet[RequestLog]:
     return qs.order_by("-created_at", "-id")
 
 
-def log_page(f: UsageFilter, *, before: tuple[datetime, str] | None = None,
-             after: tuple[datetime, str] | None = None) -> dict:
+def log_page(
+    f: UsageFilter, *, before: tuple[datetime, str] | None = None, after: tuple[datetime, str] | None = None
+) -> dict:
     """One page of the request log, keyset-paginated: `before` = older than that row, `after` = newer.
 
     Keyset pagination (no OFFSET, no COUNT over the whole log) keeps every page as fast as the first.

@@ -111,7 +111,7 @@ def _upsert(cursor, model, time_column: str, params: list[list]) -> None:
     """Merge groups into a rollup table, many groups per statement (each group appears once, as a multi-row
     ON CONFLICT requires)."""
     for start in range(0, len(params), GROUPS_PER_STATEMENT):
-        chunk = params[start:start + GROUPS_PER_STATEMENT]
+        chunk = params[start : start + GROUPS_PER_STATEMENT]
         cursor.execute(_upsert_sql(model, time_column, len(chunk)), [value for group in chunk for value in group])
 
 

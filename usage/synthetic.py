@@ -29,9 +29,14 @@ POLICIES = {"auto": (FREE, INTERNAL, PREMIUM), "free": (FREE, INTERNAL), "premiu
 LATENCY_MEDIAN = {FREE: 1800, INTERNAL: 900, PREMIUM: 1400}
 TTFT_MEDIAN = {FREE: 600, INTERNAL: 250, PREMIUM: 450}
 # (status, error_code, share) of outcomes other than success.
-FAILURES = ((429, "rate_limit_exceeded", 0.025), (502, "upstream_error", 0.015), (504, "upstream_timeout", 0.008),
-            (401, "invalid_api_key", 0.006), (400, "missing_required_parameter", 0.006),
-            (499, "client_disconnected", 0.005))
+FAILURES = (
+    (429, "rate_limit_exceeded", 0.025),
+    (502, "upstream_error", 0.015),
+    (504, "upstream_timeout", 0.008),
+    (401, "invalid_api_key", 0.006),
+    (400, "missing_required_parameter", 0.006),
+    (499, "client_disconnected", 0.005),
+)
 
 
 # The failures above that are refused before or by the limits (the rest were admitted, then failed upstream).
@@ -55,8 +60,9 @@ BUILTIN_ROUTES = (
     SyntheticRoute("rainymodel/auto", "premium", "openrouter", "openai/gpt-4o-mini", Decimal("0.15"), Decimal("0.60")),
     SyntheticRoute("rainymodel/chat", "free", "hf", "Qwen/Qwen2.5-72B-Instruct", Decimal(0), Decimal(0)),
     SyntheticRoute("rainymodel/chat", "internal", "ollama-primary", "llama3.1:8b", Decimal(0), Decimal(0)),
-    SyntheticRoute("rainymodel/chat", "premium", "openrouter", "anthropic/claude-3.5-haiku", Decimal("0.80"),
-                   Decimal("4.00")),
+    SyntheticRoute(
+        "rainymodel/chat", "premium", "openrouter", "anthropic/claude-3.5-haiku", Decimal("0.80"), Decimal("4.00")
+    ),
     SyntheticRoute("rainymodel/code", "free", "hf", "Qwen/Qwen2.5-Coder-32B-Instruct", Decimal(0), Decimal(0)),
     SyntheticRoute("rainymodel/code", "internal", "ollama-primary", "qwen2.5-coder:14b", Decimal(0), Decimal(0)),
     SyntheticRoute("rainymodel/code", "premium", "openrouter", "openai/gpt-4o", Decimal("2.50"), Decimal("10.00")),
@@ -66,8 +72,14 @@ BUILTIN_ROUTES = (
 def configured_routes() -> list[SyntheticRoute]:
     """The routes in the database, or the built-in catalogue when there are none."""
     routes = [
-        SyntheticRoute(r.alias.name, r.provider.tier, r.provider.name, r.upstream_model, r.input_price_per_mtok,
-                       r.output_price_per_mtok)
+        SyntheticRoute(
+            r.alias.name,
+            r.provider.tier,
+            r.provider.name,
+            r.upstream_model,
+            r.input_price_per_mtok,
+            r.output_price_per_mtok,
+        )
         for r in Route.objects.select_related("alias", "provider").filter(enabled=True)
     ]
     return routes or list(BUILTIN_ROUTES)
@@ -76,8 +88,15 @@ def configured_routes() -> list[SyntheticRoute]:
 class Generator:
     """Draws rows one at a time; `keys` is a list of (id, prefix) to spread traffic over (busiest first)."""
 
-    def __init__(self, *, keys: list[tuple[int, str]], routes: list[SyntheticRoute], start: datetime,
-                 end: datetime, seed: int | None = None):
+    def __init__(
+        self,
+        *,
+        keys: list[tuple[int, str]],
+        routes: list[SyntheticRoute],
+        start: datetime,
+        end: datetime,
+        seed: int | None = None,
+    ):
         self.random = random.Random(seed)
         self.keys = keys
         self.key_weights = [1 / (rank + 1) for rank in range(len(keys))]  # a few heavy users, a long tail
@@ -89,7 +108,8 @@ class Generator:
         self.alias_weights = [1 / (rank + 1) for rank in range(len(self.aliases))]
         # Each key mostly uses one alias and one policy, as real clients do.
         self.habits: dict[int | None, tuple[str, str]] = {
-            key_id: (self.random.choice(self.aliases), self.random.choice(list(POLICIES))) for key_id, _ in keys}
+            key_id: (self.random.choice(self.aliases), self.random.choice(list(POLICIES))) for key_id, _ in keys
+        }
         self.failure_cut = []
         total = 0.0
         for status, code, share in FAILURES:
@@ -169,15 +189,25 @@ class Generator:
         if status == 200:
             prompt = int(r.lognormvariate(math.log(600), 0.9))
             completion = int(r.lognormvariate(math.log(220), 0.8))
-            row.update(prompt_tokens=prompt, completion_tokens=completion, usage_estimated=r.random() < 0.03,
-                       cost_usd=((prompt * route.input_price + completion * route.output_price)
-                                 / Decimal(1_000_000)).quantize(Decimal("0.00000001")))
+            row.update(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                usage_estimated=r.random() < 0.03,
+                cost_usd=((prompt * route.input_price + completion * route.output_price) / Decimal(1_000_000)).quantize(
+                    Decimal("0.00000001")
+                ),
+            )
             if stream:
-                row["ttft_ms"] = min(int(r.lognormvariate(math.log(TTFT_MEDIAN[route.tier]), 0.5)),
-                                     row["latency_ms"])
-        row["attempts"] = [{"provider": route.provider, "upstream_model": route.upstream_model,
-                            "outcome": "ok" if status == 200 else error_code, "status": status,
-                            "ms": row["latency_ms"]}]
+                row["ttft_ms"] = min(int(r.lognormvariate(math.log(TTFT_MEDIAN[route.tier]), 0.5)), row["latency_ms"])
+        row["attempts"] = [
+            {
+                "provider": route.provider,
+                "upstream_model": route.upstream_model,
+                "outcome": "ok" if status == 200 else error_code,
+                "status": status,
+                "ms": row["latency_ms"],
+            }
+        ]
         return row
 
 
@@ -213,6 +243,7 @@ def write_rows(rows: list[dict]) -> None:
                 for record in values:
                     copy.write_row(record)
         else:
-            cursor.executemany(f"INSERT INTO {table} ({column_list}) VALUES ({', '.join(['%s'] * len(columns))})",
-                               values)
+            cursor.executemany(
+                f"INSERT INTO {table} ({column_list}) VALUES ({', '.join(['%s'] * len(columns))})", values
+            )
         add_to_rollups(rows)

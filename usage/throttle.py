@@ -29,8 +29,11 @@ def throttled(*, csv: bool = False):
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
             export = csv or request.GET.get("format") == "csv"
-            group, rate = (("rainymodel.usage-csv", settings.RAINYMODEL_USAGE_CSV_RATE) if export
-                           else ("rainymodel.usage-pages", settings.RAINYMODEL_USAGE_PAGES_RATE))
+            group, rate = (
+                ("rainymodel.usage-csv", settings.RAINYMODEL_USAGE_CSV_RATE)
+                if export
+                else ("rainymodel.usage-pages", settings.RAINYMODEL_USAGE_PAGES_RATE)
+            )
             try:
                 usage = get_usage(request, group=group, key="user_or_ip", rate=rate, increment=True)
             except Exception as exc:  # cache unreachable: fail open

@@ -40,13 +40,47 @@ from usage.filters import (
 from usage.models import RequestLog
 from usage.throttle import throttled
 
-LOG_CSV_COLUMNS = ("id", "created_at", "endpoint", "key_prefix", "key_name", "requested_model", "alias", "policy",
-                   "tier", "provider", "upstream_model", "status", "error_code", "stream", "latency_ms", "ttft_ms",
-                   "prompt_tokens", "completion_tokens", "usage_estimated", "cost_usd", "fallback", "client_ip",
-                   "user_agent")
-BREAKDOWN_CSV_COLUMNS = ("group", "requests", "errors", "error_rate", "fallbacks", "fallback_rate", "prompt_tokens",
-                         "completion_tokens", "total_tokens", "cost_usd", "latency_ms_p50", "latency_ms_p95",
-                         "ttft_ms_p50", "ttft_ms_p95")
+LOG_CSV_COLUMNS = (
+    "id",
+    "created_at",
+    "endpoint",
+    "key_prefix",
+    "key_name",
+    "requested_model",
+    "alias",
+    "policy",
+    "tier",
+    "provider",
+    "upstream_model",
+    "status",
+    "error_code",
+    "stream",
+    "latency_ms",
+    "ttft_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "usage_estimated",
+    "cost_usd",
+    "fallback",
+    "client_ip",
+    "user_agent",
+)
+BREAKDOWN_CSV_COLUMNS = (
+    "group",
+    "requests",
+    "errors",
+    "error_rate",
+    "fallbacks",
+    "fallback_rate",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_usd",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "ttft_ms_p50",
+    "ttft_ms_p95",
+)
 
 
 def _filters(request) -> UsageFilter:
@@ -78,19 +112,22 @@ def _filter_choices(request, f: UsageFilter) -> dict:
 
 
 def _context(request, f: UsageFilter, **extra) -> dict:
-    return {"f": f, "query": f.query_items(), "qs": urlencode(f.query_items()), **_filter_choices(request, f),
-            **extra}
+    return {"f": f, "query": f.query_items(), "qs": urlencode(f.query_items()), **_filter_choices(request, f), **extra}
 
 
 def _charts(series: reports.Series, bucket: str) -> dict:
     requests = sum(sum(counts) for counts in series.requests.values())
     # Requests that cost nothing (free and internal tiers, errors) are not "no requests".
-    no_cost = f"Cost was $0 for the {requests:,} request{'s' if requests != 1 else ''} in this period" \
-        if requests else charts.NO_REQUESTS
+    no_cost = (
+        f"Cost was $0 for the {requests:,} request{'s' if requests != 1 else ''} in this period"
+        if requests
+        else charts.NO_REQUESTS
+    )
     return {
         "requests_chart": charts.stacked_bars(series.buckets, series.requests, bucket=bucket, unit="requests"),
-        "cost_chart": charts.stacked_bars(series.buckets, series.cost, bucket=bucket, unit="usd",
-                                          empty_message=no_cost),
+        "cost_chart": charts.stacked_bars(
+            series.buckets, series.cost, bucket=bucket, unit="usd", empty_message=no_cost
+        ),
     }
 
 
@@ -102,10 +139,18 @@ def overview(request):
     except FilterError as error:
         return _bad_request(request, error)
     data = reports.overview(f)
-    return render(request, "usage/overview.html", _context(
-        request, f, page="overview", **data, **_charts(data["series"], f.period.bucket),
-        tiers=[(t or NO_TIER, charts.TIER_LABELS[t], data["series"].tier_requests[t]) for t in charts.STACK_ORDER],
-    ))
+    return render(
+        request,
+        "usage/overview.html",
+        _context(
+            request,
+            f,
+            page="overview",
+            **data,
+            **_charts(data["series"], f.period.bucket),
+            tiers=[(t or NO_TIER, charts.TIER_LABELS[t], data["series"].tier_requests[t]) for t in charts.STACK_ORDER],
+        ),
+    )
 
 
 @login_required
@@ -124,8 +169,11 @@ def breakdown(request):
     total = reports.Figures()
     for row in table:
         total.add(row["figures"])
-    return render(request, "usage/breakdown.html", _context(
-        request, f, page="breakdown", by=by, breakdowns=list(reports.BREAKDOWNS), table=table, total=total))
+    return render(
+        request,
+        "usage/breakdown.html",
+        _context(request, f, page="breakdown", by=by, breakdowns=list(reports.BREAKDOWNS), table=table, total=total),
+    )
 
 
 # --- CSV exports ---------------------------------------------------------------------------------------------------
@@ -193,9 +241,19 @@ def key_detail(request, key_id: int):
     except FilterError as error:
         return _bad_request(request, error)
     data = reports.overview(f)
-    return render(request, "usage/key_detail.html", _context(
-        request, f, page="keys", api_key=api_key, quotas=reports.quota_usage(api_key, timezone.now()),
-        **data, **_charts(data["series"], f.period.bucket)))
+    return render(
+        request,
+        "usage/key_detail.html",
+        _context(
+            request,
+            f,
+            page="keys",
+            api_key=api_key,
+            quotas=reports.quota_usage(api_key, timezone.now()),
+            **data,
+            **_charts(data["series"], f.period.bucket),
+        ),
+    )
 
 
 def _cursor(value: str | None, param: str) -> tuple[datetime, str] | None:
@@ -213,17 +271,25 @@ def _cursor(value: str | None, param: str) -> tuple[datetime, str] | None:
 def request_log(request):
     try:
         f = _filters(request)
-        page = reports.log_page(f, before=_cursor(request.GET.get("before"), "before"),
-                                after=_cursor(request.GET.get("after"), "after"))
+        page = reports.log_page(
+            f, before=_cursor(request.GET.get("before"), "before"), after=_cursor(request.GET.get("after"), "after")
+        )
     except FilterError as error:
         return _bad_request(request, error)
     rows = page["rows"]
     cursor = lambda row: f"{row.created_at.isoformat()}|{row.id}"  # noqa: E731
-    return render(request, "usage/log.html", _context(
-        request, f, page="log", rows=rows,
-        older_qs=urlencode([*f.query_items(), ("before", cursor(rows[-1]))]) if page["has_older"] else "",
-        newer_qs=urlencode([*f.query_items(), ("after", cursor(rows[0]))]) if page["has_newer"] else "",
-    ))
+    return render(
+        request,
+        "usage/log.html",
+        _context(
+            request,
+            f,
+            page="log",
+            rows=rows,
+            older_qs=urlencode([*f.query_items(), ("before", cursor(rows[-1]))]) if page["has_older"] else "",
+            newer_qs=urlencode([*f.query_items(), ("after", cursor(rows[0]))]) if page["has_newer"] else "",
+        ),
+    )
 
 
 @login_required
@@ -235,13 +301,25 @@ def request_log_row(request, row_id: str):
     if visible is not None and row.api_key_id not in visible:
         raise Http404("No such request")
     api_key = APIKey.objects.filter(pk=row.api_key_id).first() if row.api_key_id else None
-    attempts = [{**attempt, "explanation": explanations.explain_outcome(str(attempt.get("outcome") or ""))}
-                for attempt in (row.attempts if isinstance(row.attempts, list) else []) if isinstance(attempt, dict)]
+    attempts = [
+        {**attempt, "explanation": explanations.explain_outcome(str(attempt.get("outcome") or ""))}
+        for attempt in (row.attempts if isinstance(row.attempts, list) else [])
+        if isinstance(attempt, dict)
+    ]
     back = request.GET.copy()
-    return render(request, "usage/log_row.html", {
-        "page": "log", "qs": back.urlencode(), "row": row, "api_key": api_key, "attempts": attempts,
-        "explanation": explanations.explain_error(row.status, row.error_code), "is_staff": request.user.is_staff,
-    })
+    return render(
+        request,
+        "usage/log_row.html",
+        {
+            "page": "log",
+            "qs": back.urlencode(),
+            "row": row,
+            "api_key": api_key,
+            "attempts": attempts,
+            "explanation": explanations.explain_error(row.status, row.error_code),
+            "is_staff": request.user.is_staff,
+        },
+    )
 
 
 def _log_csv_pieces(f: UsageFilter):
@@ -297,8 +375,9 @@ def request_log_csv(request):
         f = _filters(request)
     except FilterError as error:
         return _bad_request(request, error)
-    response = StreamingHttpResponse(_stream_from_one_thread(_log_csv_pieces(f)),
-                                     content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(
+        _stream_from_one_thread(_log_csv_pieces(f)), content_type="text/csv; charset=utf-8"
+    )
     stamp = f"{f.period.start:%Y%m%dT%H}-{f.period.end:%Y%m%dT%H}"
     response["Content-Disposition"] = f'attachment; filename="requests-{stamp}.csv"'
     return response

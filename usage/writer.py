@@ -145,8 +145,10 @@ def _insert(model, rows: list[dict]) -> None:
     writer's CPU, which it shares with the event loop through the GIL."""
     fields = model._meta.concrete_fields
     quote = connection.ops.quote_name
-    sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-           f"VALUES ({', '.join(['%s'] * len(fields))})")
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
     params = [
         [f.get_db_prep_save(row[f.attname] if f.attname in row else f.get_default(), connection) for f in fields]
         for row in rows

@@ -10,51 +10,99 @@ import apikeys.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('routing', '0001_initial'),
+        ("routing", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='APIKey',
+            name="APIKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('prefix', models.CharField(editable=False, max_length=12, unique=True)),
-                ('hashed_key', models.CharField(editable=False, max_length=64)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('allowed_aliases', models.JSONField(blank=True, default=list, validators=[apikeys.models.validate_name_list])),
-                ('allowed_policies', models.JSONField(blank=True, default=list, validators=[apikeys.models.validate_name_list])),
-                ('rpm_limit', models.PositiveIntegerField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('tpm_limit', models.PositiveIntegerField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('max_concurrent', models.PositiveIntegerField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('default_policy', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='routing.policy')),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='api_keys', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("prefix", models.CharField(editable=False, max_length=12, unique=True)),
+                ("hashed_key", models.CharField(editable=False, max_length=64)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "allowed_aliases",
+                    models.JSONField(blank=True, default=list, validators=[apikeys.models.validate_name_list]),
+                ),
+                (
+                    "allowed_policies",
+                    models.JSONField(blank=True, default=list, validators=[apikeys.models.validate_name_list]),
+                ),
+                (
+                    "rpm_limit",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "tpm_limit",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "max_concurrent",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "default_policy",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to="routing.policy"
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="api_keys",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['-created_at'],
+                "verbose_name": "API key",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Quota',
+            name="Quota",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period', models.CharField(choices=[('day', 'day'), ('month', 'month')], max_length=10)),
-                ('max_requests', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('max_tokens', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('max_cost_usd', models.DecimalField(blank=True, decimal_places=6, max_digits=14, null=True, validators=[django.core.validators.MinValueValidator(0)])),
-                ('api_key', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='quotas', to='apikeys.apikey')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("period", models.CharField(choices=[("day", "day"), ("month", "month")], max_length=10)),
+                ("max_requests", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("max_tokens", models.PositiveBigIntegerField(blank=True, null=True)),
+                (
+                    "max_cost_usd",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=6,
+                        max_digits=14,
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(0)],
+                    ),
+                ),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="quotas", to="apikeys.apikey"
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('api_key', 'period'), name='one_quota_per_period')],
+                "constraints": [models.UniqueConstraint(fields=("api_key", "period"), name="one_quota_per_period")],
             },
         ),
     ]

@@ -5,27 +5,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('apikeys', '0002_human_field_labels'),
+        ("apikeys", "0002_human_field_labels"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='StoredResponse',
+            name="StoredResponse",
             fields=[
-                ('id', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField()),
-                ('expires_at', models.DateTimeField(db_index=True)),
-                ('response', models.JSONField()),
-                ('items', models.JSONField()),
-                ('api_key', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE,
-                                              related_name='stored_responses', to='apikeys.apikey')),
+                ("id", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                ("created_at", models.DateTimeField()),
+                ("expires_at", models.DateTimeField(db_index=True)),
+                ("response", models.JSONField()),
+                ("items", models.JSONField()),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="stored_responses",
+                        to="apikeys.apikey",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
     ]

@@ -8,102 +8,223 @@ import routing.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ConfigVersion',
+            name="ConfigVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.BigIntegerField(default=0)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("version", models.BigIntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name='Provider',
+            name="Provider",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(help_text='Short unique name, e.g. hf, ollama-primary.', unique=True)),
-                ('kind', models.CharField(choices=[('hf', 'hf'), ('ollama', 'ollama'), ('openrouter', 'openrouter'), ('openai', 'openai')], max_length=20)),
-                ('tier', models.CharField(choices=[('free', 'free'), ('internal', 'internal'), ('premium', 'premium')], max_length=20)),
-                ('base_url', models.CharField(help_text='Ends in /v1.', max_length=500, validators=[routing.models.validate_base_url])),
-                ('api_key_env', models.CharField(blank=True, help_text="Name of the environment variable holding this provider's secret. The secret is never stored here.", max_length=100, validators=[routing.models.validate_env_name])),
-                ('extra_headers', models.JSONField(blank=True, default=dict, validators=[routing.models.validate_extra_headers])),
-                ('enabled', models.BooleanField(default=True)),
-                ('connect_timeout_s', models.FloatField(default=5, validators=[django.core.validators.MinValueValidator(0.001)])),
-                ('first_token_timeout_s', models.FloatField(default=10, validators=[django.core.validators.MinValueValidator(0.001)])),
-                ('idle_timeout_s', models.FloatField(default=20, validators=[django.core.validators.MinValueValidator(0.001)])),
-                ('request_timeout_s', models.FloatField(default=120, validators=[django.core.validators.MinValueValidator(0.001)])),
-                ('max_retries', models.PositiveSmallIntegerField(default=2)),
-                ('breaker_failures', models.PositiveSmallIntegerField(default=3, validators=[django.core.validators.MinValueValidator(1)])),
-                ('breaker_cooldown_s', models.FloatField(default=15, validators=[django.core.validators.MinValueValidator(0.001)])),
-                ('credit_cooldown_s', models.FloatField(default=3600, validators=[django.core.validators.MinValueValidator(0.001)])),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.SlugField(help_text="Short unique name, e.g. hf, ollama-primary.", unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("hf", "hf"),
+                            ("ollama", "ollama"),
+                            ("openrouter", "openrouter"),
+                            ("openai", "openai"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "tier",
+                    models.CharField(
+                        choices=[("free", "free"), ("internal", "internal"), ("premium", "premium")], max_length=20
+                    ),
+                ),
+                (
+                    "base_url",
+                    models.CharField(
+                        help_text="Ends in /v1.", max_length=500, validators=[routing.models.validate_base_url]
+                    ),
+                ),
+                (
+                    "api_key_env",
+                    models.CharField(
+                        blank=True,
+                        help_text="Name of the environment variable holding this provider's secret. The secret is never stored here.",
+                        max_length=100,
+                        validators=[routing.models.validate_env_name],
+                    ),
+                ),
+                (
+                    "extra_headers",
+                    models.JSONField(blank=True, default=dict, validators=[routing.models.validate_extra_headers]),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "connect_timeout_s",
+                    models.FloatField(default=5, validators=[django.core.validators.MinValueValidator(0.001)]),
+                ),
+                (
+                    "first_token_timeout_s",
+                    models.FloatField(default=10, validators=[django.core.validators.MinValueValidator(0.001)]),
+                ),
+                (
+                    "idle_timeout_s",
+                    models.FloatField(default=20, validators=[django.core.validators.MinValueValidator(0.001)]),
+                ),
+                (
+                    "request_timeout_s",
+                    models.FloatField(default=120, validators=[django.core.validators.MinValueValidator(0.001)]),
+                ),
+                ("max_retries", models.PositiveSmallIntegerField(default=2)),
+                (
+                    "breaker_failures",
+                    models.PositiveSmallIntegerField(
+                        default=3, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                (
+                    "breaker_cooldown_s",
+                    models.FloatField(default=15, validators=[django.core.validators.MinValueValidator(0.001)]),
+                ),
+                (
+                    "credit_cooldown_s",
+                    models.FloatField(default=3600, validators=[django.core.validators.MinValueValidator(0.001)]),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Policy',
+            name="Policy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('tiers', models.JSONField(help_text='Ordered tiers, e.g. ["free", "internal"].', validators=[routing.models.validate_tiers])),
-                ('is_default', models.BooleanField(default=False)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.SlugField(unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "tiers",
+                    models.JSONField(
+                        help_text='Ordered tiers, e.g. ["free", "internal"].',
+                        validators=[routing.models.validate_tiers],
+                    ),
+                ),
+                ("is_default", models.BooleanField(default=False)),
             ],
             options={
-                'verbose_name_plural': 'policies',
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_default', True)), fields=('is_default',), name='one_default_policy')],
+                "verbose_name_plural": "policies",
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_default", True)), fields=("is_default",), name="one_default_policy"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Alias',
+            name="Alias",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='The model name clients send, e.g. rainymodel/auto.', max_length=200, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('enabled', models.BooleanField(default=True)),
-                ('listed', models.BooleanField(default=True, help_text='Shown in /v1/models.')),
-                ('default_policy', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='routing.policy')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="The model name clients send, e.g. rainymodel/auto.", max_length=200, unique=True
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                ("enabled", models.BooleanField(default=True)),
+                ("listed", models.BooleanField(default=True, help_text="Shown in /v1/models.")),
+                (
+                    "default_policy",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to="routing.policy"
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'aliases',
-                'ordering': ['name'],
+                "verbose_name_plural": "aliases",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Route',
+            name="Route",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('upstream_model', models.CharField(max_length=200)),
-                ('position', models.PositiveIntegerField(default=0, help_text='Order inside its tier; lower goes first.')),
-                ('weight', models.PositiveIntegerField(default=1, help_text='Routes with the same tier and position share traffic in proportion to weight.', validators=[django.core.validators.MinValueValidator(1)])),
-                ('enabled', models.BooleanField(default=True)),
-                ('context_window', models.PositiveIntegerField(blank=True, help_text='Tokens, if known.', null=True)),
-                ('supports_prefill', models.BooleanField(default=False, help_text='Accepts an assistant prefill to continue.')),
-                ('input_price_per_mtok', models.DecimalField(decimal_places=6, default=0, max_digits=12, validators=[django.core.validators.MinValueValidator(0)])),
-                ('output_price_per_mtok', models.DecimalField(decimal_places=6, default=0, max_digits=12, validators=[django.core.validators.MinValueValidator(0)])),
-                ('alias', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='routes', to='routing.alias')),
-                ('provider', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='routes', to='routing.provider')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("upstream_model", models.CharField(max_length=200)),
+                (
+                    "position",
+                    models.PositiveIntegerField(default=0, help_text="Order inside its tier; lower goes first."),
+                ),
+                (
+                    "weight",
+                    models.PositiveIntegerField(
+                        default=1,
+                        help_text="Routes with the same tier and position share traffic in proportion to weight.",
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("context_window", models.PositiveIntegerField(blank=True, help_text="Tokens, if known.", null=True)),
+                (
+                    "supports_prefill",
+                    models.BooleanField(default=False, help_text="Accepts an assistant prefill to continue."),
+                ),
+                (
+                    "input_price_per_mtok",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=0,
+                        max_digits=12,
+                        validators=[django.core.validators.MinValueValidator(0)],
+                    ),
+                ),
+                (
+                    "output_price_per_mtok",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=0,
+                        max_digits=12,
+                        validators=[django.core.validators.MinValueValidator(0)],
+                    ),
+                ),
+                (
+                    "alias",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="routes", to="routing.alias"
+                    ),
+                ),
+                (
+                    "provider",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="routes", to="routing.provider"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['alias', 'position', 'id'],
+                "ordering": ["alias", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='RoutingSettings',
+            name="RoutingSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('catch_all_alias', models.ForeignKey(blank=True, help_text='Model names outside the rainymodel/ namespace are served by this alias.', null=True, on_delete=django.db.models.deletion.SET_NULL, to='routing.alias')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "catch_all_alias",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Model names outside the rainymodel/ namespace are served by this alias.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="routing.alias",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'routing settings',
-                'verbose_name_plural': 'routing settings',
+                "verbose_name": "routing settings",
+                "verbose_name_plural": "routing settings",
             },
         ),
     ]

@@ -8,185 +8,338 @@ import routing.models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('routing', '0001_initial'),
+        ("routing", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='alias',
-            name='default_policy',
-            field=models.ForeignKey(blank=True, help_text='Used when neither the request header nor the key names a policy. Empty: the global default.', null=True, on_delete=django.db.models.deletion.SET_NULL, to='routing.policy', verbose_name='default policy'),
+            model_name="alias",
+            name="default_policy",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Used when neither the request header nor the key names a policy. Empty: the global default.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                to="routing.policy",
+                verbose_name="default policy",
+            ),
         ),
         migrations.AlterField(
-            model_name='alias',
-            name='description',
-            field=models.TextField(blank=True, help_text='For people; shown in the admin only.', verbose_name='description'),
+            model_name="alias",
+            name="description",
+            field=models.TextField(
+                blank=True, help_text="For people; shown in the admin only.", verbose_name="description"
+            ),
         ),
         migrations.AlterField(
-            model_name='alias',
-            name='enabled',
-            field=models.BooleanField(default=True, help_text='A disabled alias is treated as an unknown model name.', verbose_name='enabled'),
+            model_name="alias",
+            name="enabled",
+            field=models.BooleanField(
+                default=True, help_text="A disabled alias is treated as an unknown model name.", verbose_name="enabled"
+            ),
         ),
         migrations.AlterField(
-            model_name='alias',
-            name='listed',
-            field=models.BooleanField(default=True, help_text='Shown in /v1/models.', verbose_name='listed in /v1/models'),
+            model_name="alias",
+            name="listed",
+            field=models.BooleanField(
+                default=True, help_text="Shown in /v1/models.", verbose_name="listed in /v1/models"
+            ),
         ),
         migrations.AlterField(
-            model_name='alias',
-            name='name',
-            field=models.CharField(help_text='The model name clients send, e.g. rainymodel/auto.', max_length=200, unique=True, verbose_name='model name'),
+            model_name="alias",
+            name="name",
+            field=models.CharField(
+                help_text="The model name clients send, e.g. rainymodel/auto.",
+                max_length=200,
+                unique=True,
+                verbose_name="model name",
+            ),
         ),
         migrations.AlterField(
-            model_name='policy',
-            name='description',
-            field=models.TextField(blank=True, help_text='For people; shown in the admin only.', verbose_name='description'),
+            model_name="policy",
+            name="description",
+            field=models.TextField(
+                blank=True, help_text="For people; shown in the admin only.", verbose_name="description"
+            ),
         ),
         migrations.AlterField(
-            model_name='policy',
-            name='is_default',
-            field=models.BooleanField(default=False, help_text='Used when nothing else names a policy. Exactly one policy is.', verbose_name='default policy'),
+            model_name="policy",
+            name="is_default",
+            field=models.BooleanField(
+                default=False,
+                help_text="Used when nothing else names a policy. Exactly one policy is.",
+                verbose_name="default policy",
+            ),
         ),
         migrations.AlterField(
-            model_name='policy',
-            name='name',
-            field=models.SlugField(help_text="What clients send in X-RainyModel-Policy, e.g. cheap. 'default' is reserved.", unique=True, verbose_name='name'),
+            model_name="policy",
+            name="name",
+            field=models.SlugField(
+                help_text="What clients send in X-RainyModel-Policy, e.g. cheap. 'default' is reserved.",
+                unique=True,
+                verbose_name="name",
+            ),
         ),
         migrations.AlterField(
-            model_name='policy',
-            name='tiers',
-            field=models.JSONField(help_text='Ordered tiers, e.g. ["free", "internal"].', validators=[routing.models.validate_tiers], verbose_name='tier order'),
+            model_name="policy",
+            name="tiers",
+            field=models.JSONField(
+                help_text='Ordered tiers, e.g. ["free", "internal"].',
+                validators=[routing.models.validate_tiers],
+                verbose_name="tier order",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='api_key_env',
-            field=models.CharField(blank=True, help_text="Name of the environment variable holding this provider's secret, e.g. HF_TOKEN. The secret is never stored here. Empty: requests are sent without a key.", max_length=100, validators=[routing.models.validate_env_name], verbose_name="secret's environment variable"),
+            model_name="provider",
+            name="api_key_env",
+            field=models.CharField(
+                blank=True,
+                help_text="Name of the environment variable holding this provider's secret, e.g. HF_TOKEN. The secret is never stored here. Empty: requests are sent without a key.",
+                max_length=100,
+                validators=[routing.models.validate_env_name],
+                verbose_name="secret's environment variable",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='base_url',
-            field=models.CharField(help_text='The API root, ending in /v1, e.g. https://router.huggingface.co/v1.', max_length=500, validators=[routing.models.validate_base_url], verbose_name='base URL'),
+            model_name="provider",
+            name="base_url",
+            field=models.CharField(
+                help_text="The API root, ending in /v1, e.g. https://router.huggingface.co/v1.",
+                max_length=500,
+                validators=[routing.models.validate_base_url],
+                verbose_name="base URL",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='breaker_cooldown_s',
-            field=models.FloatField(default=15, help_text='Seconds an open breaker keeps the route out before one probe request is let through.', validators=[django.core.validators.MinValueValidator(0.001)], verbose_name='breaker cooldown (s)'),
+            model_name="provider",
+            name="breaker_cooldown_s",
+            field=models.FloatField(
+                default=15,
+                help_text="Seconds an open breaker keeps the route out before one probe request is let through.",
+                validators=[django.core.validators.MinValueValidator(0.001)],
+                verbose_name="breaker cooldown (s)",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='breaker_failures',
-            field=models.PositiveSmallIntegerField(default=3, help_text='Consecutive failed attempts after which a route (or the whole provider) is taken out.', validators=[django.core.validators.MinValueValidator(1)], verbose_name='failures that open the breaker'),
+            model_name="provider",
+            name="breaker_failures",
+            field=models.PositiveSmallIntegerField(
+                default=3,
+                help_text="Consecutive failed attempts after which a route (or the whole provider) is taken out.",
+                validators=[django.core.validators.MinValueValidator(1)],
+                verbose_name="failures that open the breaker",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='connect_timeout_s',
-            field=models.FloatField(default=5, help_text='Seconds to open a connection before trying the next route.', validators=[django.core.validators.MinValueValidator(0.001)], verbose_name='connect timeout (s)'),
+            model_name="provider",
+            name="connect_timeout_s",
+            field=models.FloatField(
+                default=5,
+                help_text="Seconds to open a connection before trying the next route.",
+                validators=[django.core.validators.MinValueValidator(0.001)],
+                verbose_name="connect timeout (s)",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='credit_cooldown_s',
-            field=models.FloatField(default=3600, help_text='Seconds the provider is taken out after it reports exhausted credits (402).', validators=[django.core.validators.MinValueValidator(0.001)], verbose_name='out-of-credits cooldown (s)'),
+            model_name="provider",
+            name="credit_cooldown_s",
+            field=models.FloatField(
+                default=3600,
+                help_text="Seconds the provider is taken out after it reports exhausted credits (402).",
+                validators=[django.core.validators.MinValueValidator(0.001)],
+                verbose_name="out-of-credits cooldown (s)",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='enabled',
-            field=models.BooleanField(default=True, help_text="A disabled provider's routes are never tried.", verbose_name='enabled'),
+            model_name="provider",
+            name="enabled",
+            field=models.BooleanField(
+                default=True, help_text="A disabled provider's routes are never tried.", verbose_name="enabled"
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='extra_headers',
-            field=models.JSONField(blank=True, default=dict, help_text='Sent with every request to this provider, as a JSON object, e.g. {"X-Title": "RainyModel"}.', validators=[routing.models.validate_extra_headers], verbose_name='extra headers'),
+            model_name="provider",
+            name="extra_headers",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text='Sent with every request to this provider, as a JSON object, e.g. {"X-Title": "RainyModel"}.',
+                validators=[routing.models.validate_extra_headers],
+                verbose_name="extra headers",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='first_token_timeout_s',
-            field=models.FloatField(default=10, help_text="Seconds to wait for a stream's first event before failing over.", validators=[django.core.validators.MinValueValidator(0.001)], verbose_name='first token timeout (s)'),
+            model_name="provider",
+            name="first_token_timeout_s",
+            field=models.FloatField(
+                default=10,
+                help_text="Seconds to wait for a stream's first event before failing over.",
+                validators=[django.core.validators.MinValueValidator(0.001)],
+                verbose_name="first token timeout (s)",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='idle_timeout_s',
-            field=models.FloatField(default=20, help_text='Seconds a stream may go silent after its first token.', validators=[django.core.validators.MinValueValidator(0.001)], verbose_name='idle timeout (s)'),
+            model_name="provider",
+            name="idle_timeout_s",
+            field=models.FloatField(
+                default=20,
+                help_text="Seconds a stream may go silent after its first token.",
+                validators=[django.core.validators.MinValueValidator(0.001)],
+                verbose_name="idle timeout (s)",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='kind',
-            field=models.CharField(choices=[('hf', 'hf'), ('ollama', 'ollama'), ('openrouter', 'openrouter'), ('openai', 'openai')], help_text='Which service this is; clients see it in the X-RainyModel-Upstream response header.', max_length=20, verbose_name='kind'),
+            model_name="provider",
+            name="kind",
+            field=models.CharField(
+                choices=[("hf", "hf"), ("ollama", "ollama"), ("openrouter", "openrouter"), ("openai", "openai")],
+                help_text="Which service this is; clients see it in the X-RainyModel-Upstream response header.",
+                max_length=20,
+                verbose_name="kind",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='max_retries',
-            field=models.PositiveSmallIntegerField(default=2, help_text='Retries of a route after a retryable failure (429, 5xx, timeout) before moving to the next.', verbose_name='retries on the same route'),
+            model_name="provider",
+            name="max_retries",
+            field=models.PositiveSmallIntegerField(
+                default=2,
+                help_text="Retries of a route after a retryable failure (429, 5xx, timeout) before moving to the next.",
+                verbose_name="retries on the same route",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='name',
-            field=models.SlugField(help_text='Short unique name, e.g. hf, ollama-primary.', unique=True, verbose_name='name'),
+            model_name="provider",
+            name="name",
+            field=models.SlugField(
+                help_text="Short unique name, e.g. hf, ollama-primary.", unique=True, verbose_name="name"
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='request_timeout_s',
-            field=models.FloatField(default=120, help_text='Longest one attempt may take, streams included.', validators=[django.core.validators.MinValueValidator(0.001)], verbose_name='request timeout (s)'),
+            model_name="provider",
+            name="request_timeout_s",
+            field=models.FloatField(
+                default=120,
+                help_text="Longest one attempt may take, streams included.",
+                validators=[django.core.validators.MinValueValidator(0.001)],
+                verbose_name="request timeout (s)",
+            ),
         ),
         migrations.AlterField(
-            model_name='provider',
-            name='tier',
-            field=models.CharField(choices=[('free', 'free'), ('internal', 'internal'), ('premium', 'premium')], help_text='Every route through this provider belongs to this tier; policies order tiers.', max_length=20, verbose_name='tier'),
+            model_name="provider",
+            name="tier",
+            field=models.CharField(
+                choices=[("free", "free"), ("internal", "internal"), ("premium", "premium")],
+                help_text="Every route through this provider belongs to this tier; policies order tiers.",
+                max_length=20,
+                verbose_name="tier",
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='alias',
-            field=models.ForeignKey(help_text='The alias this route serves.', on_delete=django.db.models.deletion.CASCADE, related_name='routes', to='routing.alias', verbose_name='alias'),
+            model_name="route",
+            name="alias",
+            field=models.ForeignKey(
+                help_text="The alias this route serves.",
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="routes",
+                to="routing.alias",
+                verbose_name="alias",
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='context_window',
-            field=models.PositiveIntegerField(blank=True, help_text='Context window in tokens, if known.', null=True, verbose_name='context'),
+            model_name="route",
+            name="context_window",
+            field=models.PositiveIntegerField(
+                blank=True, help_text="Context window in tokens, if known.", null=True, verbose_name="context"
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='enabled',
-            field=models.BooleanField(default=True, help_text='A disabled route is never tried.', verbose_name='enabled'),
+            model_name="route",
+            name="enabled",
+            field=models.BooleanField(
+                default=True, help_text="A disabled route is never tried.", verbose_name="enabled"
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='input_price_per_mtok',
-            field=models.DecimalField(decimal_places=6, default=0, help_text='USD per million prompt tokens.', max_digits=12, validators=[django.core.validators.MinValueValidator(0)], verbose_name='input $/M'),
+            model_name="route",
+            name="input_price_per_mtok",
+            field=models.DecimalField(
+                decimal_places=6,
+                default=0,
+                help_text="USD per million prompt tokens.",
+                max_digits=12,
+                validators=[django.core.validators.MinValueValidator(0)],
+                verbose_name="input $/M",
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='output_price_per_mtok',
-            field=models.DecimalField(decimal_places=6, default=0, help_text='USD per million completion tokens.', max_digits=12, validators=[django.core.validators.MinValueValidator(0)], verbose_name='output $/M'),
+            model_name="route",
+            name="output_price_per_mtok",
+            field=models.DecimalField(
+                decimal_places=6,
+                default=0,
+                help_text="USD per million completion tokens.",
+                max_digits=12,
+                validators=[django.core.validators.MinValueValidator(0)],
+                verbose_name="output $/M",
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='position',
-            field=models.PositiveIntegerField(default=0, help_text='Order inside its tier; lower goes first.', verbose_name='position'),
+            model_name="route",
+            name="position",
+            field=models.PositiveIntegerField(
+                default=0, help_text="Order inside its tier; lower goes first.", verbose_name="position"
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='provider',
-            field=models.ForeignKey(help_text="Where the request is sent; the route's tier is the provider's.", on_delete=django.db.models.deletion.PROTECT, related_name='routes', to='routing.provider', verbose_name='provider'),
+            model_name="route",
+            name="provider",
+            field=models.ForeignKey(
+                help_text="Where the request is sent; the route's tier is the provider's.",
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="routes",
+                to="routing.provider",
+                verbose_name="provider",
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='supports_prefill',
-            field=models.BooleanField(default=False, help_text='Accepts an assistant prefill, so a broken stream can be continued on this route.', verbose_name='prefill'),
+            model_name="route",
+            name="supports_prefill",
+            field=models.BooleanField(
+                default=False,
+                help_text="Accepts an assistant prefill, so a broken stream can be continued on this route.",
+                verbose_name="prefill",
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='upstream_model',
-            field=models.CharField(help_text='The model name the provider expects, e.g. qwen2.5:14b.', max_length=200, verbose_name='upstream model'),
+            model_name="route",
+            name="upstream_model",
+            field=models.CharField(
+                help_text="The model name the provider expects, e.g. qwen2.5:14b.",
+                max_length=200,
+                verbose_name="upstream model",
+            ),
         ),
         migrations.AlterField(
-            model_name='route',
-            name='weight',
-            field=models.PositiveIntegerField(default=1, help_text='Routes with the same tier and position share traffic in proportion to weight.', validators=[django.core.validators.MinValueValidator(1)], verbose_name='weight'),
+            model_name="route",
+            name="weight",
+            field=models.PositiveIntegerField(
+                default=1,
+                help_text="Routes with the same tier and position share traffic in proportion to weight.",
+                validators=[django.core.validators.MinValueValidator(1)],
+                verbose_name="weight",
+            ),
         ),
         migrations.AlterField(
-            model_name='routingsettings',
-            name='catch_all_alias',
-            field=models.ForeignKey(blank=True, help_text='Model names outside the rainymodel/ namespace are served by this alias. Empty: they get 404.', null=True, on_delete=django.db.models.deletion.SET_NULL, to='routing.alias', verbose_name='catch-all alias'),
+            model_name="routingsettings",
+            name="catch_all_alias",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Model names outside the rainymodel/ namespace are served by this alias. Empty: they get 404.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                to="routing.alias",
+                verbose_name="catch-all alias",
+            ),
         ),
     ]

@@ -6,15 +6,20 @@ import routing.models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('routing', '0002_human_field_labels'),
+        ("routing", "0002_human_field_labels"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='route',
-            name='endpoints',
-            field=models.JSONField(blank=True, default=list, help_text='What the upstream serves for this model: chat, embeddings, completions (legacy and fill-in-the-middle). None ticked: every endpoint.', validators=[routing.models.validate_endpoints], verbose_name='endpoints'),
+            model_name="route",
+            name="endpoints",
+            field=models.JSONField(
+                blank=True,
+                default=list,
+                help_text="What the upstream serves for this model: chat, embeddings, completions (legacy and fill-in-the-middle). None ticked: every endpoint.",
+                validators=[routing.models.validate_endpoints],
+                verbose_name="endpoints",
+            ),
         ),
     ]

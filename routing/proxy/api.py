@@ -1,17 +1,15 @@
 """Thin adrf views: parse nothing, call one function, return its response. The request path lives in flow.py."""
 
-
 import orjson
 from adrf.views import APIView
 from django.http import HttpResponse
 
 from apikeys.auth import require_key
 from rainymodel_site import error_codes as codes
-from rainymodel_site.api_errors import ApiError, api_error_response, not_found_handler
+from rainymodel_site.api_errors import ApiError, api_error_response, error_response, not_found_handler
+from responses_store import store as response_store
 from routing import snapshot
 from routing.proxy import flow
-from rainymodel_site.api_errors import error_response, not_found_handler
-from responses_store import store as response_store
 from routing.proxy.call import Call
 from routing.proxy.operations.embeddings import EMBEDDINGS
 from routing.proxy.operations.responses import RESPONSES
@@ -35,8 +33,11 @@ class ApiView(APIView):
         self.headers = self.default_response_headers
         try:
             self.initial(request, *args, **kwargs)
-            handler = getattr(self, request.method.lower(), None) if request.method.lower() in \
-                self.http_method_names else None
+            handler = (
+                getattr(self, request.method.lower(), None)
+                if request.method.lower() in self.http_method_names
+                else None
+            )
             response = await (handler or self.async_method_not_allowed)(request, *args, **kwargs)
         except Exception as exc:
             response = self.handle_exception(exc)
@@ -69,8 +70,14 @@ class ModelsView(ApiView):
 def model_object(alias) -> dict:
     """One alias as OpenAI's model object, plus the endpoints its routes serve: the list's entries and the
     retrieve answer are the same object."""
-    return {"id": alias.name, "object": "model", "created": alias.created, "owned_by": "rainymodel",
-            "description": alias.description, "endpoints": list(alias.endpoints)}
+    return {
+        "id": alias.name,
+        "object": "model",
+        "created": alias.created,
+        "owned_by": "rainymodel",
+        "description": alias.description,
+        "endpoints": list(alias.endpoints),
+    }
 
 
 def is_visible(alias, key) -> bool:
@@ -86,9 +93,12 @@ class ModelView(ApiView):
         def answer(key) -> dict:
             alias = snapshot.current().aliases.get(model_id)
             if alias is None or not is_visible(alias, key):
-                raise ApiError(404, codes.MODEL_NOT_FOUND,
-                               f"The model '{model_id[:200]}' does not exist or you do not have access to it.",
-                               param="model")
+                raise ApiError(
+                    404,
+                    codes.MODEL_NOT_FOUND,
+                    f"The model '{model_id[:200]}' does not exist or you do not have access to it.",
+                    param="model",
+                )
             return model_object(alias)
 
         return await logged_lookup(request._request, answer, requested_model=model_id)
@@ -157,12 +167,16 @@ class ResponseDetailView(ApiView):
         key = await require_key(request._request)
         if not await response_store.delete(response_id, key.id):
             return _response_not_found(response_id)
-        return HttpResponse(orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True}),
-                            content_type="application/json")
+        return HttpResponse(
+            orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True}),
+            content_type="application/json",
+        )
 
 
 def _response_not_found(response_id: str) -> HttpResponse:
     return error_response(404, "response_not_found", f"Response with id '{response_id}' not found.")
+
+
 class MessagesView(ApiView):
     """POST /v1/messages: the Anthropic Messages API over the chat upstreams (operations/messages.py)."""
 

@@ -42,10 +42,30 @@ from typing import TYPE_CHECKING
 
 from rainymodel_site.shared_state import Outage, SharedStateUnavailable, state
 from routing import breakers
-from routing.breakers import (ACTIVE_MARK_S, ACTIVE_WINDOW_S, CLIENT_ERROR_REASONS, CLOSED, HALF_OPEN, OPEN,
-                              BreakerState, activity_key, decode, decode_activity, encode, key_breaker_key, key_token,
-                              mark_active, on_failure, on_success, others_active, plan_failure, provider_key,
-                              route_key, seconds_until_half_open, status_at)
+from routing.breakers import (
+    ACTIVE_MARK_S,
+    ACTIVE_WINDOW_S,
+    CLIENT_ERROR_REASONS,
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerState,
+    activity_key,
+    decode,
+    decode_activity,
+    encode,
+    key_breaker_key,
+    key_token,
+    mark_active,
+    on_failure,
+    on_success,
+    others_active,
+    plan_failure,
+    provider_key,
+    route_key,
+    seconds_until_half_open,
+    status_at,
+)
 
 if TYPE_CHECKING:
     from routing.snapshot import KeyInfo, ProviderInfo, RouteInfo
@@ -135,8 +155,10 @@ def _keys(route: RouteInfo, token: str | None = None) -> tuple[str, ...]:
     return keys if token is None else (*keys, key_breaker_key(route.id, token))
 
 
-async def usable_routes(routes: Sequence[RouteInfo], key: KeyInfo | None = None,
-                        ) -> tuple[list[RouteInfo], float | None]:
+async def usable_routes(
+    routes: Sequence[RouteInfo],
+    key: KeyInfo | None = None,
+) -> tuple[list[RouteInfo], float | None]:
     """The routes whose provider, route and (for `key`) key breakers let traffic through (closed, or half-open:
     `try_acquire` then picks the one probe), in the given order, and the seconds until the first dropped one
     half-opens (None when nothing was dropped). One shared-state round trip for all of them, and now and then
@@ -181,8 +203,13 @@ async def _mark_active(routes: Sequence[RouteInfo], token: str) -> None:
             await asyncio.sleep(random.uniform(0, CAS_PAUSE_S))
         raw = await state().get_many(keys)
         now = time.time()
-        values = {k: (json.dumps(mark_active(decode_activity(raw.get(k)), token, now), separators=(",", ":")),
-                      ACTIVE_WINDOW_S) for k in keys}
+        values = {
+            k: (
+                json.dumps(mark_active(decode_activity(raw.get(k)), token, now), separators=(",", ":")),
+                ACTIVE_WINDOW_S,
+            )
+            for k in keys
+        }
         if await state().compare_and_set({k: raw.get(k) for k in keys}, values):
             break
     for route_id in due:
@@ -242,8 +269,9 @@ async def record_success(route: RouteInfo, key: KeyInfo | None = None) -> None:
         _unavailable(exc, "recording a success")
 
 
-async def record_failure(route: RouteInfo, reason: str, retry_after: float | None = None,
-                         key: KeyInfo | None = None) -> None:
+async def record_failure(
+    route: RouteInfo, reason: str, retry_after: float | None = None, key: KeyInfo | None = None
+) -> None:
     """Count one failed attempt on `route` against its route breaker, or against its provider's breaker for
     whole-provider reasons (connect_error, http_401, http_403, credits_exhausted).
 
@@ -260,8 +288,11 @@ async def record_failure(route: RouteInfo, reason: str, retry_after: float | Non
         return
     p: ProviderInfo = route.provider
     plan = plan_failure(
-        reason, breaker_failures=p.breaker_failures, breaker_cooldown_s=p.breaker_cooldown_s,
-        credit_cooldown_s=p.credit_cooldown_s, retry_after=retry_after,
+        reason,
+        breaker_failures=p.breaker_failures,
+        breaker_cooldown_s=p.breaker_cooldown_s,
+        credit_cooldown_s=p.credit_cooldown_s,
+        retry_after=retry_after,
     )
     target = provider_key(p.name) if plan.scope == "provider" else route_key(route.id)
     token = key_token(key) if plan.attributed else None
@@ -284,21 +315,25 @@ async def record_failure(route: RouteInfo, reason: str, retry_after: float | Non
                 before[own] = decode(raw.get(own))
                 after[own] = on_failure(before[own], reason=reason, now=now, plan=plan)
             written = await state().compare_and_set(
-                {k: raw.get(k) for k in after}, {k: (encode(v), _ttl(v, now)) for k, v in after.items()})
+                {k: raw.get(k) for k in after}, {k: (encode(v), _ttl(v, now)) for k, v in after.items()}
+            )
             if written:
                 break
         else:
-            log.warning("breaker failure on %s not counted: %d concurrent updates won the race", route.label,
-                        CAS_TRIES)
+            log.warning("breaker failure on %s not counted: %d concurrent updates won the race", route.label, CAS_TRIES)
             return
         for k, st_after in after.items():
             _remember(k, st_after)
             st_before = before[k]
             if st_after.status == OPEN and (st_before.status != OPEN or st_after.open_until != st_before.open_until):
-                log.warning("breaker open: %s (%s) for %.1fs after %s", k, route.label,
-                            (st_after.open_until or now) - now, reason)
+                log.warning(
+                    "breaker open: %s (%s) for %.1fs after %s",
+                    k,
+                    route.label,
+                    (st_after.open_until or now) - now,
+                    reason,
+                )
             elif k == target and st_after.status == CLOSED and status_at(st_before, now) == HALF_OPEN:
                 log.info("breaker closed: %s (%s): the failed probe was key %s's alone", k, route.label, token)
     except SharedStateUnavailable as exc:
         _unavailable(exc, "recording a failure")
-

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 
@@ -48,8 +48,13 @@ class Attempt:
         return f"{self.provider}/{self.upstream_model}"
 
     def as_log(self) -> dict:
-        entry = {"provider": self.provider, "upstream_model": self.upstream_model, "outcome": self.outcome,
-                 "status": self.status, "ms": self.ms}
+        entry = {
+            "provider": self.provider,
+            "upstream_model": self.upstream_model,
+            "outcome": self.outcome,
+            "status": self.status,
+            "ms": self.ms,
+        }
         if self.detail:
             entry["detail"] = self.detail
         return entry
@@ -95,7 +100,7 @@ class Call:
             request_id=request_id,
             client_request_id=given,
             started=now,
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(UTC),
             deadline=now + settings.RAINYMODEL_DEADLINE_S,
             client_ip=client_ip(request.META.get("REMOTE_ADDR")),
             user_agent=request.headers.get("user-agent", "")[:300],
@@ -104,8 +109,16 @@ class Call:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    def record_attempt(self, route: RouteInfo, outcome: str, status: int | None, *, started: float | None = None,
-                       detail: str | None = None, replace_last: bool = False) -> None:
+    def record_attempt(
+        self,
+        route: RouteInfo,
+        outcome: str,
+        status: int | None,
+        *,
+        started: float | None = None,
+        detail: str | None = None,
+        replace_last: bool = False,
+    ) -> None:
         """Note one upstream attempt; `replace_last` updates the latest one (a stream that broke later)."""
         if replace_last and self.attempts:
             last = self.attempts[-1]
@@ -114,10 +127,16 @@ class Call:
                 last.detail = detail
             self.fallback_reason = outcome
             return
-        self.attempts.append(Attempt(provider=route.provider.name, upstream_model=route.upstream_model,
-                                     outcome=outcome, status=status,
-                                     ms=int((time.monotonic() - started) * 1000) if started is not None else None,
-                                     detail=detail or None))
+        self.attempts.append(
+            Attempt(
+                provider=route.provider.name,
+                upstream_model=route.upstream_model,
+                outcome=outcome,
+                status=status,
+                ms=int((time.monotonic() - started) * 1000) if started is not None else None,
+                detail=detail or None,
+            )
+        )
         if outcome not in OK_OUTCOMES:
             self.fallback_reason = outcome
 
@@ -180,34 +199,36 @@ class Call:
                 pass
         route = self.route
         first_label = self.tried[0] if self.attempts else None
-        writer.enqueue({
-            "id": self.request_id,
-            "_client_request_id": self.client_request_id,
-            "created_at": self.created_at,
-            "endpoint": self.endpoint,
-            "api_key_id": self.key.id if self.key else None,
-            "key_prefix": self.key.prefix if self.key else "",
-            "requested_model": _loggable(self.requested_model, 200),
-            "alias": self.alias.name if self.alias else "",
-            "policy": self.policy.name if self.policy else "",
-            "tier": route.tier if route else "",
-            "provider": route.provider.name if route else "",
-            "upstream_model": route.upstream_model if route else "",
-            "status": status,
-            "error_code": error_code,
-            "admitted": self.admission is not None,  # passed the limits: what quotas count (limits)
-            "stream": self.stream,
-            "latency_ms": self.elapsed_ms(),
-            "ttft_ms": self.ttft_ms,
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "usage_estimated": estimated,
-            "cost_usd": round(cost, 8),
-            "attempts": [a.as_log() for a in self.attempts],
-            "fallback": bool(route and first_label and first_label != route.label),
-            "client_ip": self.client_ip,
-            "user_agent": _loggable(self.user_agent, 300),
-        })
+        writer.enqueue(
+            {
+                "id": self.request_id,
+                "_client_request_id": self.client_request_id,
+                "created_at": self.created_at,
+                "endpoint": self.endpoint,
+                "api_key_id": self.key.id if self.key else None,
+                "key_prefix": self.key.prefix if self.key else "",
+                "requested_model": _loggable(self.requested_model, 200),
+                "alias": self.alias.name if self.alias else "",
+                "policy": self.policy.name if self.policy else "",
+                "tier": route.tier if route else "",
+                "provider": route.provider.name if route else "",
+                "upstream_model": route.upstream_model if route else "",
+                "status": status,
+                "error_code": error_code,
+                "admitted": self.admission is not None,  # passed the limits: what quotas count (limits)
+                "stream": self.stream,
+                "latency_ms": self.elapsed_ms(),
+                "ttft_ms": self.ttft_ms,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "usage_estimated": estimated,
+                "cost_usd": round(cost, 8),
+                "attempts": [a.as_log() for a in self.attempts],
+                "fallback": bool(route and first_label and first_label != route.label),
+                "client_ip": self.client_ip,
+                "user_agent": _loggable(self.user_agent, 300),
+            }
+        )
 
 
 def _loggable(text: str, limit: int) -> str:

@@ -30,8 +30,9 @@ def resolve_alias(snap: Snapshot, model: str, key: KeyInfo) -> AliasInfo:
     if alias is None:
         raise ApiError(404, codes.MODEL_NOT_FOUND, f"The model '{model}' does not exist.", param="model")
     if key.allowed_aliases and alias.name not in key.allowed_aliases:
-        raise ApiError(403, codes.MODEL_NOT_ALLOWED, f"This API key may not use the model '{alias.name}'.",
-                       param="model")
+        raise ApiError(
+            403, codes.MODEL_NOT_ALLOWED, f"This API key may not use the model '{alias.name}'.", param="model"
+        )
     return alias
 
 
@@ -49,11 +50,16 @@ def resolve_policy(snap: Snapshot, header: str | None, key: KeyInfo, alias: Alia
         name = (key.default_policy or first_allowed or alias.default_policy or snap.default_policy or "").lower()
     policy = snap.policies.get(name)
     if policy is None:
-        raise ApiError(400, codes.UNKNOWN_POLICY, _unknown_policy_message(snap, header, name),
-                       param="X-RainyModel-Policy")
+        raise ApiError(
+            400, codes.UNKNOWN_POLICY, _unknown_policy_message(snap, header, name), param="X-RainyModel-Policy"
+        )
     if key.allowed_policies and policy.name.lower() not in key.allowed_policies:
-        raise ApiError(403, codes.POLICY_NOT_ALLOWED, f"This API key may not use the policy '{policy.name}'.",
-                       param="X-RainyModel-Policy")
+        raise ApiError(
+            403,
+            codes.POLICY_NOT_ALLOWED,
+            f"This API key may not use the policy '{policy.name}'.",
+            param="X-RainyModel-Policy",
+        )
     return policy
 
 
@@ -76,10 +82,7 @@ def build_chain(alias: AliasInfo, policy: PolicyInfo, rng: random.Random | None 
     routes sharing tier and position are ordered by a weighted draw (each is first with probability weight/total)."""
     draw = rng if rng is not None else _RNG
     tier_rank = {tier: i for i, tier in enumerate(policy.tiers)}
-    usable = [
-        r for r in alias.routes
-        if r.enabled and r.provider.enabled and r.provider.tier in tier_rank
-    ]
+    usable = [r for r in alias.routes if r.enabled and r.provider.enabled and r.provider.tier in tier_rank]
     usable.sort(key=lambda r: (tier_rank[r.provider.tier], r.position))
     chain: list[RouteInfo] = []
     for _, group in groupby(usable, key=lambda r: (tier_rank[r.provider.tier], r.position)):
@@ -131,6 +134,9 @@ def chain_for_endpoint(alias: AliasInfo, chain: Sequence[RouteInfo], endpoint: s
     if served or not alias.routes or any(r.serves(endpoint) for r in alias.routes):
         return served
     offered = sorted({e for r in alias.routes for e in r.endpoints})
-    raise ApiError(400, "unsupported_endpoint",
-                   f"The model '{alias.name}' does not serve {endpoint}; it serves {', '.join(offered)}.",
-                   param="model")
+    raise ApiError(
+        400,
+        "unsupported_endpoint",
+        f"The model '{alias.name}' does not serve {endpoint}; it serves {', '.join(offered)}.",
+        param="model",
+    )

@@ -74,9 +74,16 @@ async def serve(op: Operation, request) -> HttpResponse:
         return _error_response(op, call, error)
     except UpstreamClientError as client_error:
         failed = client_error.failed
-        body = failed.body or orjson.dumps({"error": {"message": "The upstream rejected the request.",
-                                                      "type": "invalid_request_error", "param": None,
-                                                      "code": failed.decision.reason}})
+        body = failed.body or orjson.dumps(
+            {
+                "error": {
+                    "message": "The upstream rejected the request.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": failed.decision.reason,
+                }
+            }
+        )
         code = _error_code_of(body) or failed.decision.reason
         await call.finish(failed.status or 400, code)
         return json_response(op.upstream_error(body, failed.status or 400), failed.status or 400, call.headers())
@@ -86,8 +93,9 @@ async def serve(op: Operation, request) -> HttpResponse:
     except Exception:
         log.exception("unexpected error serving %s", call.request_id)
         await call.finish(500, codes.INTERNAL_ERROR)
-        return _error_response(op, call, ApiError(500, codes.INTERNAL_ERROR,
-                                              "The server had an error while processing your request."))
+        return _error_response(
+            op, call, ApiError(500, codes.INTERNAL_ERROR, "The server had an error while processing your request.")
+        )
     finally:
         if not handed_off and not call.finished:
             await call.finish(499, codes.CLIENT_DISCONNECTED)
@@ -108,7 +116,7 @@ async def reject_early(request, status: int, code: str, message: str) -> HttpRes
         return render_error(error)
     elif request.method == "GET" and (request.path == "/v1/models" or request.path.startswith("/v1/models/")):
         call.endpoint = "models"  # model lookups keep a row too (api.logged_lookup)
-        call.requested_model = request.path[len("/v1/models/"):]
+        call.requested_model = request.path[len("/v1/models/") :]
         await call.finish(status, code)
     return _error_response(op, call, error)
 
@@ -140,8 +148,9 @@ async def _serve(op: Operation, call: Call, request) -> HttpResponse:
     call.policy = resolve_policy(snap, request.headers.get("x-rainymodel-policy"), call.key, call.alias)
     # An operation's `prepare` may have estimated more (a stored conversation sent along); never less than the body.
     call.prompt_estimate = max(call.prompt_estimate, outcomes.estimate_tokens(len(request.body)))
-    call.considered = chain_for_endpoint(call.alias, build_chain(call.alias, call.policy),
-                                         op.route_endpoint or op.endpoint)
+    call.considered = chain_for_endpoint(
+        call.alias, build_chain(call.alias, call.policy), op.route_endpoint or op.endpoint
+    )
     await _admit(call, payload)
     chain, retry_after = await breaker.usable_routes(call.considered, call.key)
     if len(chain) < len(call.considered):
@@ -149,9 +158,13 @@ async def _serve(op: Operation, call: Call, request) -> HttpResponse:
         call.skipped = [route.label for route in call.considered if id(route) not in kept]
     if not chain:
         wait = max(1, int(retry_after + 0.999)) if retry_after else 1
-        raise ApiError(503, codes.NO_AVAILABLE_ROUTE,
-                       f"No route of '{call.alias.name}' is available under policy '{call.policy.name}' right now."
-                       f"{failure_notes(call)}", headers={"Retry-After": str(wait)})
+        raise ApiError(
+            503,
+            codes.NO_AVAILABLE_ROUTE,
+            f"No route of '{call.alias.name}' is available under policy '{call.policy.name}' right now."
+            f"{failure_notes(call)}",
+            headers={"Retry-After": str(wait)},
+        )
     if call.stream and op.stream is not None:
         return await _stream(op, call, chain, payload)
     return await _complete(op, call, chain, payload)
@@ -193,8 +206,9 @@ def parse_body(request, validate=validate_chat_completion) -> dict:
 
 
 def _too_big() -> ApiError:
-    return ApiError(413, codes.REQUEST_TOO_LARGE,
-                    f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes.")
+    return ApiError(
+        413, codes.REQUEST_TOO_LARGE, f"The request body is larger than {settings.RAINYMODEL_MAX_BODY_BYTES} bytes."
+    )
 
 
 async def _complete(op: Operation, call: Call, chain: list[RouteInfo], payload: dict) -> HttpResponse:
@@ -204,8 +218,11 @@ async def _complete(op: Operation, call: Call, chain: list[RouteInfo], payload: 
     route, (body, data) = await run_attempts(call, list(chain), attempt)
     call.route = route
     prompt_tokens, completion_tokens, chars = op.usage(data)
-    call.usages.append(AttemptUsage(route=route, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                    completion_chars=chars))
+    call.usages.append(
+        AttemptUsage(
+            route=route, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, completion_chars=chars
+        )
+    )
     call.latency_ms = call.elapsed_ms()
     await call.finish(200)
     return json_response(op.answer(body, data), 200, call.headers())
@@ -231,8 +248,14 @@ async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: di
     # The relay continues a broken stream with the upstream's request (a translated operation's chat payload),
     # never the client's own body.
     upstream_payload = orjson.loads(op.upstream_body(payload, route))
-    relay = Relay(call=call, state=state, payload=upstream_payload, remaining_routes=queue,
-                  events=rules.events(payload), upstream_path=op.upstream_path)
+    relay = Relay(
+        call=call,
+        state=state,
+        payload=upstream_payload,
+        remaining_routes=queue,
+        events=rules.events(payload),
+        upstream_path=op.upstream_path,
+    )
     response = StreamingHttpResponse(_relay_and_log(call, relay, stream, first), content_type="text/event-stream")
     for name, value in call.headers().items():
         response[name] = value

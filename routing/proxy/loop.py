@@ -38,9 +38,15 @@ class UpstreamClientError(Exception):
         self.failed = failed
 
 
-async def run_attempts(call: Call, queue: list[RouteInfo], attempt: Callable[[RouteInfo], Awaitable[Any]], *,
-                       retries: bool = True, rescue: bool = False,
-                       ok_outcome: Callable[[Any], str] | None = None) -> tuple[RouteInfo, Any] | None:
+async def run_attempts(
+    call: Call,
+    queue: list[RouteInfo],
+    attempt: Callable[[RouteInfo], Awaitable[Any]],
+    *,
+    retries: bool = True,
+    rescue: bool = False,
+    ok_outcome: Callable[[Any], str] | None = None,
+) -> tuple[RouteInfo, Any] | None:
     """Try the routes of `queue` in order (popping them: what is left stays in `queue` for a later call).
 
     `retries=False`: one attempt per route. `ok_outcome(result)`: the outcome recorded for a success ("ok")."""
@@ -57,8 +63,9 @@ async def run_attempts(call: Call, queue: list[RouteInfo], attempt: Callable[[Ro
                 result = await attempt(route)
             except AttemptFailed as failed:
                 decision = failed.decision
-                call.record_attempt(route, decision.reason, failed.status, started=started,
-                                    detail=failed.detail or None)
+                call.record_attempt(
+                    route, decision.reason, failed.status, started=started, detail=failed.detail or None
+                )
                 if decision.counts_against_breaker:
                     await breaker.record_failure(route, decision.reason, decision.cooldown, key=call.key)
                 if decision.action == outcomes.RETURN and not rescue:
@@ -90,8 +97,12 @@ async def run_attempts(call: Call, queue: list[RouteInfo], attempt: Callable[[Ro
 def all_failed(call: Call) -> ApiError:
     notes = failure_notes(call)
     if not call.attempts:
-        return ApiError(503, codes.NO_AVAILABLE_ROUTE,
-                        f"No route was available to try (all are cooling down).{notes}", headers={"Retry-After": "1"})
+        return ApiError(
+            503,
+            codes.NO_AVAILABLE_ROUTE,
+            f"No route was available to try (all are cooling down).{notes}",
+            headers={"Retry-After": "1"},
+        )
     reasons = ", ".join(f"{a.label} ({a.outcome})" for a in call.attempts)
     if all(a.outcome == outcomes.TIMEOUT for a in call.attempts):
         return ApiError(504, codes.UPSTREAM_TIMEOUT, f"Every upstream timed out: {reasons}.{notes}")

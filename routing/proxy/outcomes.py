@@ -9,30 +9,39 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 # The reasons, spelled in routing/reasons.py; re-exported because callers name them as outcomes (`outcomes.TIMEOUT`).
-from routing.reasons import (CONNECT_ERROR, CONTEXT_LENGTH_EXCEEDED, CREDITS_EXHAUSTED, HTTP_429,  # noqa: F401
-                             INVALID_RESPONSE, RESET, STREAM_INTERRUPTED, TIMEOUT, UPSTREAM_ERROR_EVENT, http)
+from routing.reasons import (  # noqa: F401
+    CONNECT_ERROR,
+    CONTEXT_LENGTH_EXCEEDED,
+    CREDITS_EXHAUSTED,
+    HTTP_429,
+    INVALID_RESPONSE,
+    RESET,
+    STREAM_INTERRUPTED,
+    TIMEOUT,
+    UPSTREAM_ERROR_EVENT,
+    http,
+)
 
-RETRY = "retry"            # same route again, after `wait` seconds, while retries remain
-NEXT = "next"              # move on to the next route
-RETURN = "return"          # give the client the upstream's error as it is
-CONTEXT = "context"        # context_length_exceeded: next route with a larger window, or return the error
+RETRY = "retry"  # same route again, after `wait` seconds, while retries remain
+NEXT = "next"  # move on to the next route
+RETURN = "return"  # give the client the upstream's error as it is
+CONTEXT = "context"  # context_length_exceeded: next route with a larger window, or return the error
 
 SHORT_RETRY_AFTER_S = 5.0
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 4.0
 
 
-
 @dataclass(frozen=True, slots=True)
 class Decision:
     action: str
     reason: str
-    wait: float | None = None           # for RETRY: seconds to wait first (None: exponential backoff)
-    cooldown: float | None = None       # for the breaker: keep the route out this long (429 with a long Retry-After)
+    wait: float | None = None  # for RETRY: seconds to wait first (None: exponential backoff)
+    cooldown: float | None = None  # for the breaker: keep the route out this long (429 with a long Retry-After)
     counts_against_breaker: bool = True
 
 
@@ -46,7 +55,7 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         try:
             when = parsedate_to_datetime(value)
-            seconds = (when - datetime.now(timezone.utc)).total_seconds()
+            seconds = (when - datetime.now(UTC)).total_seconds()
         except (TypeError, ValueError, OverflowError):
             return None
     return max(0.0, seconds)
@@ -86,7 +95,7 @@ def classify_transport(kind: str) -> Decision:
 def backoff_delay(retry_number: int, rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**n)) for the n-th retry (0-based)."""
     uniform = rng.uniform if rng is not None else random.uniform
-    return uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** retry_number)))
+    return uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2**retry_number)))
 
 
 def looks_like_context_error(body: dict | None) -> bool:
@@ -105,6 +114,7 @@ def estimate_tokens(text_chars: int) -> int:
     return max(1, (text_chars + 3) // 4) if text_chars else 0
 
 
-def cost_usd(prompt_tokens: int, completion_tokens: int, input_price_per_mtok: float,
-             output_price_per_mtok: float) -> float:
+def cost_usd(
+    prompt_tokens: int, completion_tokens: int, input_price_per_mtok: float, output_price_per_mtok: float
+) -> float:
     return (prompt_tokens * input_price_per_mtok + completion_tokens * output_price_per_mtok) / 1_000_000

@@ -87,8 +87,16 @@ def is_valid_first_event(payload: bytes) -> bool:
 class Relay:
     """Relays one upstream stream (and its continuations) to the client as SSE bytes."""
 
-    def __init__(self, *, call: Call, state: StreamState, payload: dict, remaining_routes: list[RouteInfo],
-                 events=None, upstream_path: str = CHAT_PATH):
+    def __init__(
+        self,
+        *,
+        call: Call,
+        state: StreamState,
+        payload: dict,
+        remaining_routes: list[RouteInfo],
+        events=None,
+        upstream_path: str = CHAT_PATH,
+    ):
         self.call = call  # attempts, usages, the deadline and the key (breaker failures are attributed to it)
         self.events = events or ChatEvents()  # the operation's client-side encoding (operations.StreamEvents)
         self.upstream_path = upstream_path
@@ -115,8 +123,9 @@ class Relay:
         async for chunk in self._continue(reason):
             yield chunk
 
-    async def _relay_one(self, stream: UpstreamStream, first_events: list[bytes], usage: AttemptUsage,
-                         skip_chars: int) -> AsyncIterator[bytes]:
+    async def _relay_one(
+        self, stream: UpstreamStream, first_events: list[bytes], usage: AttemptUsage, skip_chars: int
+    ) -> AsyncIterator[bytes]:
         """Relay one upstream stream. `skip_chars`: how much of its answer the client already has (restart).
 
         Events that arrived in one network read go out in one write: nothing waits for more input, but a burst
@@ -218,8 +227,14 @@ class Relay:
         """Try the remaining routes (through the attempt loop, one attempt each) to finish the answer; else end
         with `stream_interrupted`."""
         while self.remaining and self.state.can_continue:
-            found = await run_attempts(self.call, self.remaining, self._open_continuation, retries=False,
-                                       rescue=True, ok_outcome=lambda opened: opened[0])
+            found = await run_attempts(
+                self.call,
+                self.remaining,
+                self._open_continuation,
+                retries=False,
+                rescue=True,
+                ok_outcome=lambda opened: opened[0],
+            )
             if found is None:
                 break
             route, (_, skip, stream, first) = found
@@ -233,8 +248,9 @@ class Relay:
                 await stream.close()
                 self.call.record_attempt(route, "splice_mismatch", 200, replace_last=True)
             except StreamBroken as broken:
-                self.call.record_attempt(route, outcomes.STREAM_INTERRUPTED, 200, detail=broken.reason,
-                                         replace_last=True)
+                self.call.record_attempt(
+                    route, outcomes.STREAM_INTERRUPTED, 200, detail=broken.reason, replace_last=True
+                )
                 await breaker.record_failure(route, outcomes.STREAM_INTERRUPTED, key=self.call.key)
         self.interrupted_reason = original_reason
         yield self.events.interrupted(original_reason)
@@ -265,8 +281,9 @@ class Relay:
 
     @staticmethod
     def interruption_event(reason: str) -> bytes:
-        message = ("The upstream stream was interrupted and could not be continued; the answer is incomplete "
-                   f"({reason}).")
+        message = (
+            f"The upstream stream was interrupted and could not be continued; the answer is incomplete ({reason})."
+        )
         return event(orjson.dumps(error_body(message, "upstream_error", outcomes.STREAM_INTERRUPTED)))
 
 
@@ -290,4 +307,4 @@ class Splice:
             raise SpliceMismatch("the restarted answer differs from the delivered text")
         self.passed = True
         self.seen = combined
-        return combined[len(self.delivered):]
+        return combined[len(self.delivered) :]

@@ -60,9 +60,13 @@ CHAT_PATH = "/chat/completions"
 async def _send(route: RouteInfo, payload: bytes, budget: float, path: str = CHAT_PATH) -> httpx.Response:
     """POST the payload to the route's URL for `path` (the operation's upstream path, under the provider's base
     URL); the response body is not read yet."""
-    request = httpx.Request("POST", route.provider.base_url + path, content=payload,
-                            headers=_headers(route),
-                            extensions={"timeout": _timeout(route, budget).as_dict()})
+    request = httpx.Request(
+        "POST",
+        route.provider.base_url + path,
+        content=payload,
+        headers=_headers(route),
+        extensions={"timeout": _timeout(route, budget).as_dict()},
+    )
     return await pool().handle_async_request(request)
 
 
@@ -147,8 +151,9 @@ def is_chat_completion(data: dict) -> str | None:
     return None
 
 
-async def complete(route: RouteInfo, payload: bytes, deadline: float, path: str = CHAT_PATH,
-                   check=is_chat_completion) -> tuple[bytes, dict]:
+async def complete(
+    route: RouteInfo, payload: bytes, deadline: float, path: str = CHAT_PATH, check=is_chat_completion
+) -> tuple[bytes, dict]:
     """A non-streaming attempt: the upstream's body and its parsed JSON, or AttemptFailed. `check(data)` returns
     None for a usable answer, else a detail (the attempt fails as `invalid_response` and the loop moves on)."""
     budget = _attempt_budget(route, deadline)
@@ -168,8 +173,9 @@ async def complete(route: RouteInfo, payload: bytes, deadline: float, path: str 
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise AttemptFailed(outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200,
-                            detail="body is not JSON") from None
+        raise AttemptFailed(
+            outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200, detail="body is not JSON"
+        ) from None
     problem = check(data) if isinstance(data, dict) else "body is not a JSON object"
     if problem:
         raise AttemptFailed(outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200, detail=problem)
@@ -214,8 +220,11 @@ class UpstreamStream:
                 if events:
                     return events
                 await self.close()
-                raise AttemptFailed(outcomes.classify_transport(outcomes.INVALID_RESPONSE), status=200,
-                                    detail="stream ended before its first event")
+                raise AttemptFailed(
+                    outcomes.classify_transport(outcomes.INVALID_RESPONSE),
+                    status=200,
+                    detail="stream ended before its first event",
+                )
             events = self.parser.feed(chunk)
             if events:
                 return events
@@ -250,8 +259,9 @@ class UpstreamStream:
             pass
 
 
-async def open_stream(route: RouteInfo, payload: bytes, deadline: float,
-                      path: str = CHAT_PATH) -> tuple[UpstreamStream, list[bytes]]:
+async def open_stream(
+    route: RouteInfo, payload: bytes, deadline: float, path: str = CHAT_PATH
+) -> tuple[UpstreamStream, list[bytes]]:
     """Start a streaming attempt and wait for its first event(s) (within `first_token_timeout_s`)."""
     budget = _attempt_budget(route, deadline)
     first_token = min(route.provider.first_token_timeout_s, budget)
@@ -263,7 +273,12 @@ async def open_stream(route: RouteInfo, payload: bytes, deadline: float,
         raise _transport_failure(exc) from exc
     if response.status_code >= 300:
         raise await _failure_from_response(response)
-    stream = UpstreamStream(route=route, response=response, deadline=min(deadline, started + budget),
-                            parser=SSEParser(), _iterator=response.aiter_raw())
+    stream = UpstreamStream(
+        route=route,
+        response=response,
+        deadline=min(deadline, started + budget),
+        parser=SSEParser(),
+        _iterator=response.aiter_raw(),
+    )
     first = await stream.first_events(first_token - (time.monotonic() - started))
     return stream, first

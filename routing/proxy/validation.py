@@ -103,6 +103,7 @@ def check_message(message: Any, param: str) -> None:
 
 # Field checkers: each takes the value and its param path, and raises InvalidRequest or returns.
 
+
 def check_bool(value: Any, param: str) -> None:
     if not isinstance(value, bool):
         raise _wrong_type(param, "a boolean", value)
@@ -130,13 +131,19 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[
         if isinstance(value, bool) or not isinstance(value, int):
             raise _wrong_type(param, "an integer", value)
         if minimum is not None and value < minimum:
-            raise InvalidRequest("integer_below_min_value",
-                                 f"Invalid '{param}': integer below minimum value. Expected a value >= {minimum}, "
-                                 f"but got {value} instead.", param)
+            raise InvalidRequest(
+                "integer_below_min_value",
+                f"Invalid '{param}': integer below minimum value. Expected a value >= {minimum}, "
+                f"but got {value} instead.",
+                param,
+            )
         if maximum is not None and value > maximum:
-            raise InvalidRequest("integer_above_max_value",
-                                 f"Invalid '{param}': integer above maximum value. Expected a value <= {maximum}, "
-                                 f"but got {value} instead.", param)
+            raise InvalidRequest(
+                "integer_above_max_value",
+                f"Invalid '{param}': integer above maximum value. Expected a value <= {maximum}, "
+                f"but got {value} instead.",
+                param,
+            )
 
     return check
 
@@ -148,13 +155,19 @@ def number(minimum: float, maximum: float) -> Callable[[Any, str], None]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _wrong_type(param, "a number", value)
         if value < minimum:
-            raise InvalidRequest("decimal_below_min_value",
-                                 f"Invalid '{param}': decimal below minimum value. Expected a value >= {minimum:g}, "
-                                 f"but got {value} instead.", param)
+            raise InvalidRequest(
+                "decimal_below_min_value",
+                f"Invalid '{param}': decimal below minimum value. Expected a value >= {minimum:g}, "
+                f"but got {value} instead.",
+                param,
+            )
         if value > maximum:
-            raise InvalidRequest("decimal_above_max_value",
-                                 f"Invalid '{param}': decimal above maximum value. Expected a value <= {maximum:g}, "
-                                 f"but got {value} instead.", param)
+            raise InvalidRequest(
+                "decimal_above_max_value",
+                f"Invalid '{param}': decimal above maximum value. Expected a value <= {maximum:g}, "
+                f"but got {value} instead.",
+                param,
+            )
 
     return check
 
@@ -165,9 +178,12 @@ def check_stop(value: Any, param: str) -> None:
     if not isinstance(value, list):
         raise _wrong_type(param, "a string or an array", value)
     if len(value) > MAX_STOP_SEQUENCES:
-        raise InvalidRequest("array_above_max_length",
-                             f"Invalid '{param}': array too long. Expected an array with maximum length "
-                             f"{MAX_STOP_SEQUENCES}, but got an array with length {len(value)} instead.", param)
+        raise InvalidRequest(
+            "array_above_max_length",
+            f"Invalid '{param}': array too long. Expected an array with maximum length "
+            f"{MAX_STOP_SEQUENCES}, but got an array with length {len(value)} instead.",
+            param,
+        )
     for index, item in enumerate(value):
         check_string(item, f"{param}[{index}]")
 
@@ -270,9 +286,9 @@ def _missing(param: str) -> InvalidRequest:
 
 
 def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest("invalid_type",
-                          f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
-                          param)
+    return InvalidRequest(
+        "invalid_type", f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.", param
+    )
 
 
 def _invalid_value(param: str, value: str, supported: tuple[str, ...]) -> InvalidRequest:

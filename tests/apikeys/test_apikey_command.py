@@ -43,10 +43,33 @@ def test_create_prints_the_key_once_and_it_works(db):
 
 def test_create_stores_every_option(routing_names):
     user = get_user_model().objects.create_user("ada")
-    apikey("create", "--name", "ci", "--user", "ada", "--rpm", "60", "--tpm", "100000", "--max-concurrent", "4",
-           "--aliases", "rainymodel/chat, rainymodel/code", "--policies", "free,auto", "--default-policy", "free",
-           "--expires", "2099-01-01T12:00:00+02:00", "--quota", "requests:1000/day",
-           "--quota", "tokens:2000000/month", "--quota", "cost:5/month")
+    apikey(
+        "create",
+        "--name",
+        "ci",
+        "--user",
+        "ada",
+        "--rpm",
+        "60",
+        "--tpm",
+        "100000",
+        "--max-concurrent",
+        "4",
+        "--aliases",
+        "rainymodel/chat, rainymodel/code",
+        "--policies",
+        "free,auto",
+        "--default-policy",
+        "free",
+        "--expires",
+        "2099-01-01T12:00:00+02:00",
+        "--quota",
+        "requests:1000/day",
+        "--quota",
+        "tokens:2000000/month",
+        "--quota",
+        "cost:5/month",
+    )
     key = APIKey.objects.get()
     assert (key.name, key.owner, key.rpm_limit, key.tpm_limit, key.max_concurrent) == ("ci", user, 60, 100000, 4)
     assert key.allowed_aliases == ["rainymodel/chat", "rainymodel/code"]
@@ -94,22 +117,25 @@ def test_an_expiry_without_zone_is_utc(db):
     assert APIKey.objects.get().expires_at.isoformat() == "2099-06-30T00:00:00+00:00"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--user", "nobody"], "--user 'nobody': no such user"),
-    (["--quota", "requests:1k/day"], "requests must be a whole number above 0"),
-    (["--quota", "requests:10/week"], "period must be day or month, not 'week'"),
-    (["--quota", "calls:10/day"], "write KIND:AMOUNT/PERIOD"),
-    (["--quota", "cost:abc/month"], "cost must be a number"),
-    (["--quota", "requests:1/day", "--quota", "requests:2/day"], "two requests quotas per day"),
-    (["--aliases", "rainymodel/chat,rainymodel/nope"], "allowed_aliases: No alias named 'rainymodel/nope'."),
-    (["--policies", "free,cheap"], "allowed_policies: No policy named 'cheap'."),
-    (["--default-policy", "cheap"], "--default-policy 'cheap': no such policy (policies: auto, free)"),
-    (["--policies", "auto", "--default-policy", "free"], "not among the allowed policies"),
-    (["--rpm", "0"], "--rpm must be a whole number above 0"),
-    (["--tpm", "lots"], "--tpm must be a whole number above 0"),
-    (["--expires", "next week"], "give an ISO 8601 date"),
-    (["--expires", "2001-01-01"], "already passed"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--user", "nobody"], "--user 'nobody': no such user"),
+        (["--quota", "requests:1k/day"], "requests must be a whole number above 0"),
+        (["--quota", "requests:10/week"], "period must be day or month, not 'week'"),
+        (["--quota", "calls:10/day"], "write KIND:AMOUNT/PERIOD"),
+        (["--quota", "cost:abc/month"], "cost must be a number"),
+        (["--quota", "requests:1/day", "--quota", "requests:2/day"], "two requests quotas per day"),
+        (["--aliases", "rainymodel/chat,rainymodel/nope"], "allowed_aliases: No alias named 'rainymodel/nope'."),
+        (["--policies", "free,cheap"], "allowed_policies: No policy named 'cheap'."),
+        (["--default-policy", "cheap"], "--default-policy 'cheap': no such policy (policies: auto, free)"),
+        (["--policies", "auto", "--default-policy", "free"], "not among the allowed policies"),
+        (["--rpm", "0"], "--rpm must be a whole number above 0"),
+        (["--tpm", "lots"], "--tpm must be a whole number above 0"),
+        (["--expires", "next week"], "give an ISO 8601 date"),
+        (["--expires", "2001-01-01"], "already passed"),
+    ],
+)
 def test_create_refuses_bad_arguments_and_writes_nothing(routing_names, args, message):
     with pytest.raises(CommandError) as caught:
         apikey("create", "--name", "x", *args)
@@ -161,12 +187,18 @@ def test_revoke_refuses_a_full_key_whose_secret_does_not_match(db):
     assert not APIKey.objects.get().is_revoked
 
 
-@pytest.mark.parametrize("value, message", [
-    ("rm-doesnotexist", "no API key matches 'rm-doesnotexist': keys are looked up by their first 12 characters "
-                        "and no key has the prefix 'rm-doesnotex'; nothing was revoked"),
-    ("rm-abcdefghi", "no API key has the prefix 'rm-abcdefghi'; nothing was revoked"),
-    ("abc", "is not a key or key prefix"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (
+            "rm-doesnotexist",
+            "no API key matches 'rm-doesnotexist': keys are looked up by their first 12 characters "
+            "and no key has the prefix 'rm-doesnotex'; nothing was revoked",
+        ),
+        ("rm-abcdefghi", "no API key has the prefix 'rm-abcdefghi'; nothing was revoked"),
+        ("abc", "is not a key or key prefix"),
+    ],
+)
 def test_revoke_refuses_unknown_keys_saying_what_was_looked_up(db, value, message):
     with pytest.raises(CommandError) as caught:
         apikey("revoke", value)

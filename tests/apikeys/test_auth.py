@@ -63,8 +63,9 @@ def test_the_key_is_kept_on_the_request(live_key):
     assert req.api_key is first and door(req) is first
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer "}, {"Authorization": "Basic abc"},
-                                     {"api-key": " "}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer "}, {"Authorization": "Basic abc"}, {"api-key": " "}]
+)
 def test_missing_key_is_401_invalid_api_key(headers):
     error = refused(request(headers))
     assert (error.status, error.code) == (401, "invalid_api_key")

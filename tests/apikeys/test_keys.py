@@ -111,8 +111,10 @@ def test_lookup_compares_the_hmac_in_constant_time(db, monkeypatch):
 
 
 def test_quotas_are_created_with_the_key(db):
-    api_key, full_key = apikey_create(name="laptop", quotas=[
-        ("day", "max_requests", 1000), ("month", "max_tokens", 2_000_000), ("month", "max_cost_usd", 5)])
+    api_key, full_key = apikey_create(
+        name="laptop",
+        quotas=[("day", "max_requests", 1000), ("month", "max_tokens", 2_000_000), ("month", "max_cost_usd", 5)],
+    )
     quotas = {q.period: (q.max_requests, q.max_tokens, q.max_cost_usd) for q in api_key.quotas.all()}
     assert quotas == {"day": (1000, None, None), "month": (None, 2_000_000, 5)}
     info = authenticate(build_snapshot(0), bearer(full_key))

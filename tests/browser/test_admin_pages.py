@@ -32,10 +32,15 @@ def admin_world(django_user_model):
 
     django_user_model.objects.create_user("staff", password="staff-pass-123", is_staff=True, is_superuser=True)
     import_file(str(DEFAULTS_FILE))
-    laptop, _ = apikey_create(name="alice-laptop-with-a-long-name", rpm_limit=600, tpm_limit=2_000_000,
-                              max_concurrent=8, allowed_aliases=["rainymodel/chat", "rainymodel/code"],
-                              allowed_policies=["auto", "free"],
-                              quotas=[("day", "max_requests", 10_000), ("month", "max_cost_usd", 25)])
+    laptop, _ = apikey_create(
+        name="alice-laptop-with-a-long-name",
+        rpm_limit=600,
+        tpm_limit=2_000_000,
+        max_concurrent=8,
+        allowed_aliases=["rainymodel/chat", "rainymodel/code"],
+        allowed_policies=["auto", "free"],
+        quotas=[("day", "max_requests", 10_000), ("month", "max_cost_usd", 25)],
+    )
     laptop.last_used_at = timezone.now()
     laptop.expires_at = timezone.now() + timedelta(days=90)
     laptop.save()
@@ -45,15 +50,34 @@ def admin_world(django_user_model):
     for i in range(30):
         failed = i % 4 == 0
         RequestLog.objects.create(
-            id=f"{i:04d}a1b2c3d4-e5f6-4789-abcd-0123456789ab"[:40], created_at=now - timedelta(minutes=i),
-            api_key=laptop, key_prefix=laptop.prefix, requested_model="rainymodel/code", alias="rainymodel/code",
-            policy="auto", tier="free", provider="ollama-primary", upstream_model="qwen2.5-coder:32b-instruct-q4_K_M",
-            status=502 if failed else 200, error_code="upstream_unavailable" if failed else "", stream=True,
-            latency_ms=1234 + i * 10, ttft_ms=321, prompt_tokens=1500, completion_tokens=700, cost_usd="0.00123",
+            id=f"{i:04d}a1b2c3d4-e5f6-4789-abcd-0123456789ab"[:40],
+            created_at=now - timedelta(minutes=i),
+            api_key=laptop,
+            key_prefix=laptop.prefix,
+            requested_model="rainymodel/code",
+            alias="rainymodel/code",
+            policy="auto",
+            tier="free",
+            provider="ollama-primary",
+            upstream_model="qwen2.5-coder:32b-instruct-q4_K_M",
+            status=502 if failed else 200,
+            error_code="upstream_unavailable" if failed else "",
+            stream=True,
+            latency_ms=1234 + i * 10,
+            ttft_ms=321,
+            prompt_tokens=1500,
+            completion_tokens=700,
+            cost_usd="0.00123",
         )
     route = Route.objects.get(provider__name="ollama-primary", alias__name="rainymodel/code")
-    state().set_sync(breakers.route_key(route.pk), breakers.encode(breakers.BreakerState(
-        status=breakers.OPEN, failures=3, open_until=time.time() + 600, cooldown_s=600, last_reason="http_503")))
+    state().set_sync(
+        breakers.route_key(route.pk),
+        breakers.encode(
+            breakers.BreakerState(
+                status=breakers.OPEN, failures=3, open_until=time.time() + 600, cooldown_s=600, last_reason="http_503"
+            )
+        ),
+    )
     return laptop
 
 
@@ -112,16 +136,23 @@ def test_admin_list_pages_keep_their_key_columns_on_a_1280_px_screen(page, admin
 
     page.goto("/admin/routing/alias/")
     shoot(page, "aliases")
-    problems += off_screen(page, "th.column-enabled", "th.column-listed", "th.column-default_policy",
-                           "th.column-route_count")
+    problems += off_screen(
+        page, "th.column-enabled", "th.column-listed", "th.column-default_policy", "th.column-route_count"
+    )
 
     page.click("#result_list a:text-is('rainymodel/code')")
     page.wait_for_selector(".inline-group")
     shoot(page, "alias-change")
-    problems += off_screen(page, ".inline-group th.column-provider", ".inline-group th.column-enabled",
-                           ".inline-group th.column-breaker", ".inline-group th.column-context_window",
-                           ".inline-group th.column-input_price_per_mtok",
-                           ".inline-group th.column-output_price_per_mtok", ".inline-group thead th:last-child")
+    problems += off_screen(
+        page,
+        ".inline-group th.column-provider",
+        ".inline-group th.column-enabled",
+        ".inline-group th.column-breaker",
+        ".inline-group th.column-context_window",
+        ".inline-group th.column-input_price_per_mtok",
+        ".inline-group th.column-output_price_per_mtok",
+        ".inline-group thead th:last-child",
+    )
 
     page.goto("/admin/routing/policy/")
     shoot(page, "policies")
@@ -133,8 +164,14 @@ def test_admin_list_pages_keep_their_key_columns_on_a_1280_px_screen(page, admin
 
     page.goto("/admin/apikeys/apikey/")
     shoot(page, "api-keys")
-    problems += off_screen(page, "th.column-status", "th.column-limits", "th.column-quota_summary",
-                           "th.column-last_used", "th.column-expires")
+    problems += off_screen(
+        page,
+        "th.column-status",
+        "th.column-limits",
+        "th.column-quota_summary",
+        "th.column-last_used",
+        "th.column-expires",
+    )
 
     page.goto(f"/admin/apikeys/apikey/{admin_world.pk}/change/")
     shoot(page, "api-key-change")
@@ -143,9 +180,17 @@ def test_admin_list_pages_keep_their_key_columns_on_a_1280_px_screen(page, admin
 
     page.goto("/admin/usage/requestlog/")
     shoot(page, "request-log")
-    problems += off_screen(page, "th.column-status_code", "th.column-error", "th.column-latency",
-                           "th.column-total_tokens", "th.column-cost", "th.column-key", "th.column-alias_name",
-                           "th.column-route")
+    problems += off_screen(
+        page,
+        "th.column-status_code",
+        "th.column-error",
+        "th.column-latency",
+        "th.column-total_tokens",
+        "th.column-cost",
+        "th.column-key",
+        "th.column-alias_name",
+        "th.column-route",
+    )
     assert not problems
 
 

@@ -22,8 +22,7 @@ def attempt(page, path, username, password):
 
 
 @pytest.mark.parametrize("path,name", [("/accounts/login/", "usage"), ("/admin/login/", "admin")])
-def test_sign_in_page_says_wrong_password_then_too_many_attempts(page, screenshot, path, name,
-                                                                 django_user_model):
+def test_sign_in_page_says_wrong_password_then_too_many_attempts(page, screenshot, path, name, django_user_model):
     django_user_model.objects.create_user("ops", password="right-password-1", is_staff=True)
     attempt(page, path, "ops", "wrong")
     assert "username and password" in page.locator(".errornote").last.inner_text()

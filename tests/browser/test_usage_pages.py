@@ -80,8 +80,7 @@ def test_editing_the_dates_switches_to_a_custom_period(page, traffic):
     assert page.locator("input[name=period][value=custom]").is_checked()
     page.click("text=Apply")
     page.wait_for_url("**period=custom**")
-    period = parse_period({"period": "custom", "start": start.isoformat(),
-                           "end": page.input_value("input[name=end]")})
+    period = parse_period({"period": "custom", "start": start.isoformat(), "end": page.input_value("input[name=end]")})
     assert _figure(page, "requests") == f"{sql.figures(period)['requests']:,}"
 
 
@@ -114,8 +113,12 @@ def test_a_plain_user_sees_only_their_own_keys_and_rows(page, traffic, screensho
 def test_overview_and_log_are_readable_on_a_phone(phone, traffic, screenshot):
     sign_in(phone, "staff", "staff-pass-123")
     row = traffic.rows[0]["id"]
-    for url, name in (("/usage/?period=7d", "overview-phone"), ("/usage/log/", "log-phone"),
-                      (f"/usage/log/{row}/", "log-row-phone"), ("/", "landing-phone")):
+    for url, name in (
+        ("/usage/?period=7d", "overview-phone"),
+        ("/usage/log/", "log-phone"),
+        (f"/usage/log/{row}/", "log-row-phone"),
+        ("/", "landing-phone"),
+    ):
         phone.goto(url)
         # Nothing but the scrollable tables may be wider than the screen.
         width = phone.evaluate("document.documentElement.scrollWidth")
@@ -144,15 +147,37 @@ def _explained_row(traffic) -> dict:
 
     from tests.usage.conftest import make_row, write
 
-    row = make_row(created_at=timezone.now(), api_key=traffic.alice_keys[0], tier="", status=429,
-                   error_code="quota_exceeded", prompt_tokens=0, completion_tokens=0)
+    row = make_row(
+        created_at=timezone.now(),
+        api_key=traffic.alice_keys[0],
+        tier="",
+        status=429,
+        error_code="quota_exceeded",
+        prompt_tokens=0,
+        completion_tokens=0,
+    )
     row["provider"] = row["upstream_model"] = ""
-    failed = make_row(created_at=timezone.now(), api_key=traffic.alice_keys[0], tier="premium", status=200,
-                      fallback=True, prompt_tokens=1200, completion_tokens=300, latency_ms=2300, ttft_ms=450)
+    failed = make_row(
+        created_at=timezone.now(),
+        api_key=traffic.alice_keys[0],
+        tier="premium",
+        status=200,
+        fallback=True,
+        prompt_tokens=1200,
+        completion_tokens=300,
+        latency_ms=2300,
+        ttft_ms=450,
+    )
     failed["attempts"] = [
         {"provider": "hf", "upstream_model": "llama-70b", "outcome": "http_503", "status": 503, "ms": 35},
-        {"provider": "hf", "upstream_model": "llama-70b", "outcome": "timeout", "status": None, "ms": 30000,
-         "detail": "no first token in 30 s"},
+        {
+            "provider": "hf",
+            "upstream_model": "llama-70b",
+            "outcome": "timeout",
+            "status": None,
+            "ms": 30000,
+            "detail": "no first token in 30 s",
+        },
         {"provider": "openrouter", "upstream_model": "gpt-4o-mini", "outcome": "ok", "status": 200, "ms": 2250},
     ]
     write([row, failed])
@@ -193,8 +218,9 @@ def test_every_page_at_1280px_shows_its_key_columns(page, traffic, screenshot, w
     assert quota_row.locator('[data-col="error-code"]').inner_text() == "quota_exceeded"
     _visible(page, '#log thead th:has-text("Error code")')
     # Every column fits at 1280 px: nothing of the log hides behind the sideways scroll.
-    assert page.evaluate("document.querySelector('#log').parentElement.scrollWidth") <= \
-        page.evaluate("document.querySelector('#log').parentElement.clientWidth")
+    assert page.evaluate("document.querySelector('#log').parentElement.scrollWidth") <= page.evaluate(
+        "document.querySelector('#log').parentElement.clientWidth"
+    )
     screenshot(page, f"log-{who}")
 
     # A click anywhere on the row (here: its status cell) opens the row's page.
@@ -228,8 +254,18 @@ def test_the_log_and_breakdown_split_by_endpoint_at_1280px(page, traffic, screen
 
     from tests.usage.conftest import make_row, write
 
-    write([make_row(created_at=timezone.now(), api_key=traffic.bob_key, endpoint="embeddings", prompt_tokens=800,
-                    completion_tokens=0) for _ in range(3)])
+    write(
+        [
+            make_row(
+                created_at=timezone.now(),
+                api_key=traffic.bob_key,
+                endpoint="embeddings",
+                prompt_tokens=800,
+                completion_tokens=0,
+            )
+            for _ in range(3)
+        ]
+    )
     sign_in(page, "staff", "staff-pass-123")
     page.goto("/usage/log/?period=24h")
     page.select_option('select[name="endpoint"]', "embeddings")
@@ -237,8 +273,9 @@ def test_the_log_and_breakdown_split_by_endpoint_at_1280px(page, traffic, screen
     page.wait_for_url("**endpoint=embeddings**")
     cells = page.locator('#log tbody [data-col="endpoint"]').all_inner_texts()
     assert cells == ["embeddings"] * 3
-    assert page.evaluate("document.querySelector('#log').parentElement.scrollWidth") <= \
-        page.evaluate("document.querySelector('#log').parentElement.clientWidth")
+    assert page.evaluate("document.querySelector('#log').parentElement.scrollWidth") <= page.evaluate(
+        "document.querySelector('#log').parentElement.clientWidth"
+    )
     screenshot(page, "log-endpoint-embeddings")
 
     page.goto("/usage/breakdown/?by=endpoint&period=24h")
@@ -260,12 +297,23 @@ def test_charts_with_tiny_zero_and_large_numbers(page, users, api_key, premium_r
     free, _ = api_key(name="free-only", owner=alice)
     busy, _ = api_key(name="busy", owner=alice)
     now = timezone.now()
-    rows = [make_row(created_at=now - timedelta(hours=h), api_key=tiny, tier="premium", prompt_tokens=300,
-                     completion_tokens=100) for h in (0, 1, 1, 3, 5, 5, 5)]
+    rows = [
+        make_row(
+            created_at=now - timedelta(hours=h), api_key=tiny, tier="premium", prompt_tokens=300, completion_tokens=100
+        )
+        for h in (0, 1, 1, 3, 5, 5, 5)
+    ]
     rows += [make_row(created_at=now - timedelta(hours=h), api_key=free, tier="free") for h in (0, 2, 4)]
-    rows += [make_row(created_at=now - timedelta(hours=h % 20, minutes=h % 50), api_key=busy,
-                      tier=("free", "internal", "premium")[h % 3], prompt_tokens=200_000, completion_tokens=50_000)
-             for h in range(1500)]
+    rows += [
+        make_row(
+            created_at=now - timedelta(hours=h % 20, minutes=h % 50),
+            api_key=busy,
+            tier=("free", "internal", "premium")[h % 3],
+            prompt_tokens=200_000,
+            completion_tokens=50_000,
+        )
+        for h in range(1500)
+    ]
     write(rows)
     sign_in(page, "staff", "staff-pass-123")
 

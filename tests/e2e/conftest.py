@@ -23,8 +23,9 @@ class InProcessProxy:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(application, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning",
-                                loop="asyncio")
+        config = uvicorn.Config(
+            application, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning", loop="asyncio"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -56,13 +56,18 @@ class Cluster:
         self._turn = itertools.cycle(range(len(servers)))
         self._lock = threading.Lock()
 
-    def chat(self, server: int | None = None, timeout: float = 15.0, key: str | None = None,
-             body: dict | None = None) -> httpx.Response:
+    def chat(
+        self, server: int | None = None, timeout: float = 15.0, key: str | None = None, body: dict | None = None
+    ) -> httpx.Response:
         if server is None:
             with self._lock:
                 server = next(self._turn)
-        return httpx.post(self.servers[server].url + "/v1/chat/completions", json=body or CHAT, timeout=timeout,
-                          headers={"Authorization": f"Bearer {key or self.key}"})
+        return httpx.post(
+            self.servers[server].url + "/v1/chat/completions",
+            json=body or CHAT,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {key or self.key}"},
+        )
 
 
 @pytest.fixture
@@ -85,8 +90,10 @@ def start_cluster(mode, rainymodel_server, api_key):
 def primary_and_fallback(primary, fallback, **primary_fields):
     fields = dict(name="primary", max_retries=0, breaker_failures=2, breaker_cooldown_s=1.0)
     fields.update(primary_fields)
-    return (upstream(primary, tier="free", **fields),
-            upstream(fallback, tier="premium", name="fallback", max_retries=0))
+    return (
+        upstream(primary, tier="free", **fields),
+        upstream(fallback, tier="premium", name="fallback", max_retries=0),
+    )
 
 
 def provider_of(response: httpx.Response) -> str:
@@ -99,7 +106,8 @@ def primary_hits(fake: FakeUpstream) -> list[float]:
 
 
 def test_failures_seen_by_one_process_open_the_breaker_for_the_other(
-        fake_upstream, fallback_upstream, make_routing, start_cluster):
+    fake_upstream, fallback_upstream, make_routing, start_cluster
+):
     make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_cooldown_s=30))
     cluster = start_cluster()
     fake_upstream.default = status(503)
@@ -115,11 +123,11 @@ def test_failures_seen_by_one_process_open_the_breaker_for_the_other(
 
 
 def test_outage_is_served_by_fallback_with_one_probe_per_cooldown(
-        fake_upstream, fallback_upstream, make_routing, start_cluster):
+    fake_upstream, fallback_upstream, make_routing, start_cluster
+):
     cooldown = 1.0
     # Retries allowed: a probe must still be a single attempt (its failure re-opens the breaker at once).
-    make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_cooldown_s=cooldown,
-                                       max_retries=2))
+    make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_cooldown_s=cooldown, max_retries=2))
     cluster = start_cluster()
     fake_upstream.default = status(503)
     for _ in range(2):
@@ -150,16 +158,16 @@ def test_outage_is_served_by_fallback_with_one_probe_per_cooldown(
     probes = primary_hits(fake_upstream)[opened_hits:]
     # One probe per cooldown across all processes: three cooldowns end in the window (the last maybe just).
     assert 2 <= len(probes) <= 4, probes
-    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    gaps = [b - a for a, b in zip(probes, probes[1:], strict=False)]
     assert all(gap >= 0.9 * cooldown for gap in gaps), gaps
 
 
 def test_traffic_returns_to_the_recovered_primary_within_one_cooldown(
-        fake_upstream, fallback_upstream, make_routing, start_cluster):
+    fake_upstream, fallback_upstream, make_routing, start_cluster
+):
     cooldown = 1.0
     # Retries allowed: a probe must still be a single attempt (its failure re-opens the breaker at once).
-    make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_cooldown_s=cooldown,
-                                       max_retries=2))
+    make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_cooldown_s=cooldown, max_retries=2))
     cluster = start_cluster()
     fake_upstream.default = status(503)
     for _ in range(2):
@@ -178,12 +186,21 @@ def test_traffic_returns_to_the_recovered_primary_within_one_cooldown(
 
 
 def test_provider_answering_402_is_skipped_for_credit_cooldown(
-        fake_upstream, fallback_upstream, make_routing, start_cluster):
+    fake_upstream, fallback_upstream, make_routing, start_cluster
+):
     credit_cooldown = 3.0
     # Two routes on the credit-less provider: the 402 on the first takes the whole provider out.
     make_routing(
-        upstream(fake_upstream, tier="free", name="primary", upstream_model="model-a", max_retries=0,
-                 breaker_failures=3, breaker_cooldown_s=0.2, credit_cooldown_s=credit_cooldown),
+        upstream(
+            fake_upstream,
+            tier="free",
+            name="primary",
+            upstream_model="model-a",
+            max_retries=0,
+            breaker_failures=3,
+            breaker_cooldown_s=0.2,
+            credit_cooldown_s=credit_cooldown,
+        ),
         upstream(fake_upstream, tier="free", name="primary", upstream_model="model-b"),
         upstream(fallback_upstream, tier="premium", name="fallback", max_retries=0),
     )
@@ -208,7 +225,8 @@ def test_provider_answering_402_is_skipped_for_credit_cooldown(
 
 
 def test_429_with_retry_after_7_keeps_the_route_out_for_7_seconds(
-        fake_upstream, fallback_upstream, make_routing, start_cluster):
+    fake_upstream, fallback_upstream, make_routing, start_cluster
+):
     make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=3, breaker_cooldown_s=0.2))
     cluster = start_cluster()
     fake_upstream.script(status(429, retry_after=7))
@@ -227,10 +245,10 @@ def test_429_with_retry_after_7_keeps_the_route_out_for_7_seconds(
     assert provider_of(cluster.chat()) == "primary"
 
 
-def test_every_breaker_open_gives_503_no_available_route_with_retry_after(
-        fake_upstream, make_routing, start_cluster):
-    make_routing(upstream(fake_upstream, tier="free", name="only", max_retries=0, breaker_failures=1,
-                          breaker_cooldown_s=5.0))
+def test_every_breaker_open_gives_503_no_available_route_with_retry_after(fake_upstream, make_routing, start_cluster):
+    make_routing(
+        upstream(fake_upstream, tier="free", name="only", max_retries=0, breaker_failures=1, breaker_cooldown_s=5.0)
+    )
     cluster = start_cluster()
     fake_upstream.default = status(503)
     first = cluster.chat()
@@ -244,8 +262,9 @@ def test_every_breaker_open_gives_503_no_available_route_with_retry_after(
 
 
 def test_client_errors_never_open_the_breaker(fake_upstream, make_routing, start_cluster):
-    make_routing(upstream(fake_upstream, tier="free", name="only", max_retries=0, breaker_failures=1,
-                          breaker_cooldown_s=30))
+    make_routing(
+        upstream(fake_upstream, tier="free", name="only", max_retries=0, breaker_failures=1, breaker_cooldown_s=30)
+    )
     cluster = start_cluster()
     fake_upstream.script(status(400, code="invalid_value"), status(422), status(413))
     assert [cluster.chat().status_code for _ in range(3)] == [400, 422, 413]
@@ -253,11 +272,13 @@ def test_client_errors_never_open_the_breaker(fake_upstream, make_routing, start
 
 
 def test_ready_reports_open_breakers_and_admin_reset_closes_them(
-        fake_upstream, fallback_upstream, make_routing, start_cluster):
+    fake_upstream, fallback_upstream, make_routing, start_cluster
+):
     from routing import breakers
 
-    routing = make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=1,
-                                                 breaker_cooldown_s=30))
+    routing = make_routing(
+        *primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=1, breaker_cooldown_s=30)
+    )
     cluster = start_cluster()
     fake_upstream.default = status(502)
     assert provider_of(cluster.chat()) == "fallback"
@@ -300,9 +321,9 @@ def poisoned_upstream():
 
 
 def test_one_keys_poison_requests_do_not_move_other_keys_to_premium(
-        poisoned_upstream, fallback_upstream, make_routing, start_cluster, api_key):
-    make_routing(*primary_and_fallback(poisoned_upstream, fallback_upstream, breaker_failures=2,
-                                       breaker_cooldown_s=30))
+    poisoned_upstream, fallback_upstream, make_routing, start_cluster, api_key
+):
+    make_routing(*primary_and_fallback(poisoned_upstream, fallback_upstream, breaker_failures=2, breaker_cooldown_s=30))
     _, key_b = api_key(name="key-b")
     cluster = start_cluster()
     last = len(cluster.servers) - 1
@@ -329,7 +350,8 @@ def test_one_keys_poison_requests_do_not_move_other_keys_to_premium(
 
 
 def test_an_outage_seen_by_two_keys_opens_the_breaker_within_breaker_failures(
-        fake_upstream, fallback_upstream, make_routing, start_cluster, api_key):
+    fake_upstream, fallback_upstream, make_routing, start_cluster, api_key
+):
     make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=2, breaker_cooldown_s=30))
     _, key_b = api_key(name="key-b")
     _, key_c = api_key(name="key-c")
@@ -353,10 +375,12 @@ def test_an_outage_seen_by_two_keys_opens_the_breaker_within_breaker_failures(
 
 
 def test_a_single_key_deployment_still_opens_the_breaker_on_an_outage(
-        fake_upstream, fallback_upstream, make_routing, start_cluster):
+    fake_upstream, fallback_upstream, make_routing, start_cluster
+):
     master = "rm-master-" + "x" * 32
-    routing = make_routing(*primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=2,
-                                                 breaker_cooldown_s=30))
+    routing = make_routing(
+        *primary_and_fallback(fake_upstream, fallback_upstream, breaker_failures=2, breaker_cooldown_s=30)
+    )
     cluster = start_cluster(env={"RAINYMODEL_MASTER_KEY": master})
     last = len(cluster.servers) - 1
     assert provider_of(cluster.chat(server=0, key=master)) == "primary"  # the master key counts as a key
@@ -370,6 +394,7 @@ def test_a_single_key_deployment_still_opens_the_breaker_on_an_outage(
     assert provider_of(response) == "fallback" and "x-rainymodel-fallback-reason" not in response.headers
     assert len(primary_hits(fake_upstream)) == hits
     for server in cluster.servers:  # open for everyone, not only for that key
-        ready = httpx.get(server.url + "/health/ready", headers={"Authorization": f"Bearer {master}"},
-                          timeout=10).json()
+        ready = httpx.get(
+            server.url + "/health/ready", headers={"Authorization": f"Bearer {master}"}, timeout=10
+        ).json()
         assert ready["checks"]["breakers"]["routes"][str(routing.routes[0].id)]["state"] == "open"

@@ -28,7 +28,10 @@ def test_sdk_sync_gets_the_upstream_answer_with_routing_headers(fake_upstream, m
     h = raw.headers
     assert (h["x-rainymodel-route"], h["x-rainymodel-upstream"], h["x-rainymodel-provider"]) == ("free", "hf", "hf")
     assert (h["x-rainymodel-model"], h["x-rainymodel-alias"], h["x-rainymodel-policy"]) == (
-        "fake-model", "rainymodel/auto", "auto")
+        "fake-model",
+        "rainymodel/auto",
+        "auto",
+    )
     assert h["x-rainymodel-attempts"] == "1" and h["x-rainymodel-tried"] == "hf/fake-model"
     assert int(h["x-rainymodel-latency-ms"]) >= 0 and h["x-request-id"].startswith("req_")
     assert "x-rainymodel-fallback-reason" not in h
@@ -48,19 +51,31 @@ async def test_sdk_async_works_unchanged(fake_upstream, make_routing, api_key, p
     await client.close()
 
 
-def test_body_passes_through_but_model_and_credentials_are_ours(fake_upstream, make_routing, api_key, proxy,
-                                                                  monkeypatch):
+def test_body_passes_through_but_model_and_credentials_are_ours(
+    fake_upstream, make_routing, api_key, proxy, monkeypatch
+):
     monkeypatch.setenv("FAKE_SECRET", "sk-provider-secret")
-    make_routing(upstream(fake_upstream, api_key_env="FAKE_SECRET", extra_headers={"X-Title": "RainyModel"},
-                          upstream_model="qwen2.5:14b"))
+    make_routing(
+        upstream(
+            fake_upstream,
+            api_key_env="FAKE_SECRET",
+            extra_headers={"X-Title": "RainyModel"},
+            upstream_model="qwen2.5:14b",
+        )
+    )
     _, key = api_key()
-    body = chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
-                response_format={"type": "json_object"}, some_future_field={"x": 1}, temperature=0.2)
+    body = chat(
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        response_format={"type": "json_object"},
+        some_future_field={"x": 1},
+        temperature=0.2,
+    )
     assert proxy.post(key, body).status_code == 200
     sent = fake_upstream.requests.chat()[0]
     assert sent.body["model"] == "qwen2.5:14b"
     assert {k: sent.body[k] for k in ("tools", "response_format", "some_future_field", "temperature")} == {
-        k: body[k] for k in ("tools", "response_format", "some_future_field", "temperature")}
+        k: body[k] for k in ("tools", "response_format", "some_future_field", "temperature")
+    }
     assert sent.headers["authorization"] == "Bearer sk-provider-secret"
     assert sent.headers["x-title"] == "RainyModel"
     assert key not in str(sent.headers)
@@ -76,6 +91,7 @@ def test_client_request_id_is_echoed(fake_upstream, make_routing, api_key, proxy
 
 
 # --- the outcome table ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_5xx_is_retried_on_the_same_route(status, fake_upstream, make_routing, api_key, proxy):
@@ -100,8 +116,10 @@ def test_retries_exhausted_moves_to_the_next_route(fake_upstream, second_upstrea
 
 
 def test_connect_error_retries_then_next_route(second_upstream, make_routing, api_key, proxy):
-    make_routing(upstream("http://127.0.0.1:9/v1", max_retries=1, name="dead", **FAST),
-                 upstream(second_upstream, tier="internal"))
+    make_routing(
+        upstream("http://127.0.0.1:9/v1", max_retries=1, name="dead", **FAST),
+        upstream(second_upstream, tier="internal"),
+    )
     _, key = api_key()
     r = proxy.post(key, chat())
     assert r.status_code == 200 and r.headers["x-rainymodel-route"] == "internal"
@@ -117,8 +135,9 @@ def test_reset_before_headers_is_retried(fake_upstream, make_routing, api_key, p
     assert r.status_code == 200 and len(fake_upstream.requests.chat()) == 2
 
 
-def test_429_with_short_retry_after_waits_and_retries_same_route(fake_upstream, second_upstream, make_routing,
-                                                                  api_key, proxy):
+def test_429_with_short_retry_after_waits_and_retries_same_route(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.script(fu.status(429, retry_after=1))
     make_routing(upstream(fake_upstream, max_retries=2, **FAST), upstream(second_upstream, tier="premium"))
     _, key = api_key()
@@ -161,8 +180,9 @@ def test_a_silent_route_times_out_and_is_not_retried(fake_upstream, second_upstr
 
 
 @pytest.mark.parametrize("status", [401, 403, 404])
-def test_credential_or_model_errors_move_to_next_route(status, fake_upstream, second_upstream, make_routing,
-                                                        api_key, proxy):
+def test_credential_or_model_errors_move_to_next_route(
+    status, fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.status(status)
     make_routing(upstream(fake_upstream, max_retries=2, **FAST), upstream(second_upstream, tier="premium"))
     _, key = api_key()
@@ -179,12 +199,15 @@ def test_402_moves_on_with_credits_exhausted(fake_upstream, second_upstream, mak
     assert r.status_code == 200 and r.headers["x-rainymodel-fallback-reason"] == "credits_exhausted"
 
 
-def test_context_length_skips_routes_whose_window_is_no_larger(fake_upstream, second_upstream, third_upstream,
-                                                               make_routing, api_key, proxy):
+def test_context_length_skips_routes_whose_window_is_no_larger(
+    fake_upstream, second_upstream, third_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.context_length_exceeded()
-    make_routing(upstream(fake_upstream, context_window=8000, **FAST),
-                 upstream(second_upstream, context_window=8000, **FAST),
-                 upstream(third_upstream, tier="premium", context_window=32000))
+    make_routing(
+        upstream(fake_upstream, context_window=8000, **FAST),
+        upstream(second_upstream, context_window=8000, **FAST),
+        upstream(third_upstream, tier="premium", context_window=32000),
+    )
     _, key = api_key()
     r = proxy.post(key, chat())
     assert r.status_code == 200 and r.headers["x-rainymodel-route"] == "premium"
@@ -192,11 +215,13 @@ def test_context_length_skips_routes_whose_window_is_no_larger(fake_upstream, se
     assert second_upstream.requests.chat() == []
 
 
-def test_context_length_with_no_larger_route_returns_the_400(fake_upstream, second_upstream, make_routing, api_key,
-                                                             proxy):
+def test_context_length_with_no_larger_route_returns_the_400(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.context_length_exceeded()
-    make_routing(upstream(fake_upstream, context_window=8000, **FAST),
-                 upstream(second_upstream, context_window=4000, **FAST))
+    make_routing(
+        upstream(fake_upstream, context_window=8000, **FAST), upstream(second_upstream, context_window=4000, **FAST)
+    )
     _, key = api_key()
     with pytest.raises(openai.BadRequestError) as err:
         proxy.openai(key).chat.completions.create(model="rainymodel/auto", messages=messages())
@@ -204,13 +229,17 @@ def test_context_length_with_no_larger_route_returns_the_400(fake_upstream, seco
     assert second_upstream.requests.chat() == []
 
 
-@pytest.mark.parametrize("behaviour,status,code", [
-    (fu.content_filter(), 400, "content_filter"),
-    (fu.status(413, code="request_too_large"), 413, "request_too_large"),
-    (fu.status(422, code="unprocessable"), 422, "unprocessable"),
-])
-def test_client_errors_come_back_unchanged_without_retry(behaviour, status, code, fake_upstream, second_upstream,
-                                                         make_routing, api_key, proxy):
+@pytest.mark.parametrize(
+    "behaviour,status,code",
+    [
+        (fu.content_filter(), 400, "content_filter"),
+        (fu.status(413, code="request_too_large"), 413, "request_too_large"),
+        (fu.status(422, code="unprocessable"), 422, "unprocessable"),
+    ],
+)
+def test_client_errors_come_back_unchanged_without_retry(
+    behaviour, status, code, fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = behaviour
     make_routing(upstream(fake_upstream, max_retries=2, **FAST), upstream(second_upstream, tier="premium"))
     _, key = api_key()
@@ -228,12 +257,15 @@ def test_200_that_is_not_a_completion_moves_on(fake_upstream, second_upstream, m
     assert r.status_code == 200 and r.headers["x-rainymodel-fallback-reason"] == "invalid_response"
 
 
-def test_every_route_failing_is_a_502_naming_each_without_urls(fake_upstream, second_upstream, make_routing,
-                                                              api_key, proxy):
+def test_every_route_failing_is_a_502_naming_each_without_urls(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.status(500)
     second_upstream.default = fu.status(401)
-    make_routing(upstream(fake_upstream, name="alpha", max_retries=0, **FAST),
-                 upstream(second_upstream, name="beta", tier="premium", **FAST))
+    make_routing(
+        upstream(fake_upstream, name="alpha", max_retries=0, **FAST),
+        upstream(second_upstream, name="beta", tier="premium", **FAST),
+    )
     _, key = api_key()
     with pytest.raises(openai.InternalServerError) as err:
         proxy.openai(key).chat.completions.create(model="rainymodel/auto", messages=messages())
@@ -266,6 +298,7 @@ def test_overall_deadline_bounds_all_attempts_and_waits(fake_upstream, make_rout
 
 # --- errors as the SDK sees them ----------------------------------------------------------------------------------
 
+
 def test_sdk_exception_classes(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
     make_routing(alias="rainymodel/agent", catch_all=False)  # no routes at all: empty chain
@@ -273,11 +306,13 @@ def test_sdk_exception_classes(fake_upstream, make_routing, api_key, proxy):
     _, chat_only = api_key(allowed_aliases=["rainymodel/auto"])
     client = proxy.openai(key)
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="rainymodel/auto", messages=messages(),
-                                       extra_headers={"X-RainyModel-Policy": "nope"})
+        client.chat.completions.create(
+            model="rainymodel/auto", messages=messages(), extra_headers={"X-RainyModel-Policy": "nope"}
+        )
     with pytest.raises(openai.AuthenticationError):
         proxy.openai("rm-wrongwrongwrongwrongwrongwrongwrong").chat.completions.create(
-            model="rainymodel/auto", messages=messages())
+            model="rainymodel/auto", messages=messages()
+        )
     with pytest.raises(openai.PermissionDeniedError):
         proxy.openai(chat_only).chat.completions.create(model="rainymodel/agent", messages=messages())
     with pytest.raises(openai.NotFoundError):

@@ -20,9 +20,20 @@ class GunicornServer(RainyModelServer):
     def command(self) -> list[str]:
         import sys
 
-        return [sys.executable, "-m", "gunicorn", "rainymodel_site.asgi:application",
-                "-k", "uvicorn_worker.UvicornWorker", "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
-                "--graceful-timeout", "5"]
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "rainymodel_site.asgi:application",
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            "1",
+            "--graceful-timeout",
+            "5",
+        ]
 
 
 @pytest.fixture(params=["uvicorn", "gunicorn"])

@@ -19,16 +19,18 @@ M = "rainymodel/auto"
 
 def post(proxy, key, body, **kwargs):
     proxy.reload()
-    return httpx.post(proxy.url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30, **kwargs)
+    return httpx.post(
+        proxy.url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30, **kwargs
+    )
 
 
 def stream(proxy, key, **extra):
     """A streamed completion over raw HTTP: (response, list of data payloads)."""
     proxy.reload()
     body = {"model": "rainymodel/auto", "prompt": PROMPT, "suffix": SUFFIX, "stream": True, **extra}
-    with httpx.stream("POST", proxy.url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
-                      json=body, timeout=30) as response:
+    with httpx.stream(
+        "POST", proxy.url + "/v1/completions", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=30
+    ) as response:
         raw = response.read()
     return response, [line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ")]
 
@@ -44,11 +46,13 @@ def text_of(events):
 
 # --- answers ------------------------------------------------------------------------------------------------------
 
+
 def test_sdk_fim_completion_with_suffix(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream, input_price_per_mtok=1, output_price_per_mtok=2))
     _, key = api_key()
-    raw = proxy.openai(key).completions.with_raw_response.create(model="rainymodel/auto", prompt=PROMPT,
-                                                                 suffix=SUFFIX, max_tokens=64, temperature=0)
+    raw = proxy.openai(key).completions.with_raw_response.create(
+        model="rainymodel/auto", prompt=PROMPT, suffix=SUFFIX, max_tokens=64, temperature=0
+    )
     completion = raw.parse()
     assert completion.choices[0].text == fu.completion_answer_for(PROMPT, SUFFIX)
     assert completion.model_extra["fake_suffix_received"] is True
@@ -88,8 +92,11 @@ def test_tokens_are_estimated_when_the_upstream_reports_no_usage(fake_upstream, 
 def test_sdk_streams_a_fim_completion(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
     _, key = api_key()
-    chunks = list(proxy.openai(key).completions.create(model="rainymodel/auto", prompt=PROMPT, suffix=SUFFIX,
-                                                       stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        proxy.openai(key).completions.create(
+            model="rainymodel/auto", prompt=PROMPT, suffix=SUFFIX, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == fu.completion_answer_for(PROMPT, SUFFIX)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 20
     assert fake_upstream.requests.completions()[0].body["suffix"] == SUFFIX
@@ -97,8 +104,7 @@ def test_sdk_streams_a_fim_completion(fake_upstream, make_routing, api_key, prox
     assert (row.endpoint, row.status, row.stream, row.completion_tokens) == ("completions", 200, True, 20)
 
 
-def test_stream_without_include_usage_gets_no_usage_chunk_but_is_counted(fake_upstream, make_routing, api_key,
-                                                                          proxy):
+def test_stream_without_include_usage_gets_no_usage_chunk_but_is_counted(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
     _, key = api_key()
     response, events = stream(proxy, key)
@@ -126,8 +132,13 @@ def test_text_reaches_the_client_before_the_upstream_finishes(fake_upstream, mak
     proxy.reload()
     started = time.monotonic()
     first_text_after = None
-    with httpx.stream("POST", proxy.url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
-                      json={"model": M, "prompt": PROMPT, "stream": True}, timeout=30) as response:
+    with httpx.stream(
+        "POST",
+        proxy.url + "/v1/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": M, "prompt": PROMPT, "stream": True},
+        timeout=30,
+    ) as response:
         for line in response.iter_lines():
             if first_text_after is None and line.startswith("data: {") and '"text": ""' not in line:
                 first_text_after = time.monotonic() - started
@@ -138,13 +149,13 @@ def test_text_reaches_the_client_before_the_upstream_finishes(fake_upstream, mak
 
 # --- failover -----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("first", [fu.status(503), fu.hang()], ids=["503", "timeout"])
 def test_failover_to_the_next_tier(first, fake_upstream, second_upstream, make_routing, api_key, proxy):
     fake_upstream.default = first
     make_routing(upstream(fake_upstream, max_retries=0, **FAST), upstream(second_upstream, tier="premium"))
     _, key = api_key()
-    raw = proxy.openai(key).completions.with_raw_response.create(model="rainymodel/auto", prompt=PROMPT,
-                                                                 suffix=SUFFIX)
+    raw = proxy.openai(key).completions.with_raw_response.create(model="rainymodel/auto", prompt=PROMPT, suffix=SUFFIX)
     assert raw.parse().choices[0].text == fu.completion_answer_for(PROMPT, SUFFIX)
     assert raw.headers["x-rainymodel-route"] == "premium" and raw.headers["x-rainymodel-attempts"] == "2"
     assert raw.headers["x-rainymodel-fallback-reason"] == ("http_503" if first.status == 503 else "timeout")
@@ -173,18 +184,20 @@ def test_streamed_failover_before_the_first_event(fake_upstream, second_upstream
     assert response.headers["x-rainymodel-fallback-reason"] == "http_503"
 
 
-def test_routes_that_do_not_serve_completions_are_skipped(fake_upstream, second_upstream, make_routing, api_key,
-                                                         proxy):
-    make_routing(upstream(fake_upstream, endpoints=["chat"]), upstream(second_upstream, tier="premium",
-                                                                       endpoints=["completions"]))
+def test_routes_that_do_not_serve_completions_are_skipped(fake_upstream, second_upstream, make_routing, api_key, proxy):
+    make_routing(
+        upstream(fake_upstream, endpoints=["chat"]),
+        upstream(second_upstream, tier="premium", endpoints=["completions"]),
+    )
     _, key = api_key()
     r = post(proxy, key, {"model": "rainymodel/auto", "prompt": PROMPT, "suffix": SUFFIX})
     assert r.status_code == 200 and r.headers["x-rainymodel-route"] == "premium"
     assert fake_upstream.requests.completions() == [] and len(second_upstream.requests.completions()) == 1
 
 
-def test_an_upstream_400_to_suffix_is_returned_to_the_client(fake_upstream, second_upstream, make_routing, api_key,
-                                                             proxy):
+def test_an_upstream_400_to_suffix_is_returned_to_the_client(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.reject_suffix()
     make_routing(upstream(fake_upstream), upstream(second_upstream, tier="premium"))
     _, key = api_key()
@@ -198,8 +211,10 @@ def test_an_upstream_400_to_suffix_is_returned_to_the_client(fake_upstream, seco
 
 # --- mid-stream breaks --------------------------------------------------------------------------------------------
 
-def test_a_cut_stream_is_restarted_on_the_next_route_and_spliced(fake_upstream, second_upstream, make_routing,
-                                                                 api_key, proxy):
+
+def test_a_cut_stream_is_restarted_on_the_next_route_and_spliced(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.cut_after(7)
     # supports_prefill is ignored for completions: the continuation is a plain restart of the same request.
     make_routing(upstream(fake_upstream, **FAST), upstream(second_upstream, tier="premium", supports_prefill=True))
@@ -214,8 +229,9 @@ def test_a_cut_stream_is_restarted_on_the_next_route_and_spliced(fake_upstream, 
     assert row.tier == "premium"
 
 
-def test_a_restart_that_does_not_reproduce_the_delivered_text_ends_interrupted(fake_upstream, second_upstream,
-                                                                              make_routing, api_key, proxy):
+def test_a_restart_that_does_not_reproduce_the_delivered_text_ends_interrupted(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.cut_after(5)
     second_upstream.default = fu.ok(tokens=2)  # ends before passing the 5 delivered words
     make_routing(upstream(fake_upstream, **FAST), upstream(second_upstream, tier="premium", **FAST))
@@ -239,6 +255,7 @@ def test_sdk_raises_on_an_interrupted_completion_stream(fake_upstream, make_rout
 
 
 # --- limits -------------------------------------------------------------------------------------------------------
+
 
 def test_rpm_limit_refuses_completions_like_chat(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
@@ -267,45 +284,52 @@ def test_token_quota_counts_completion_tokens(fake_upstream, make_routing, api_k
 # --- bad input ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body,code,param", [
-    ({"prompt": "x"}, "missing_required_parameter", "model"),
-    ({"model": M}, "missing_required_parameter", "prompt"),
-    ({"model": M, "prompt": None}, "missing_required_parameter", "prompt"),
-    ({"model": 7, "prompt": "x"}, "invalid_type", "model"),
-    ({"model": M, "prompt": 42}, "invalid_type", "prompt"),
-    ({"model": M, "prompt": {"text": "x"}}, "invalid_type", "prompt"),
-    ({"model": M, "prompt": []}, "empty_array", "prompt"),
-    ({"model": M, "prompt": ["a", 1]}, "invalid_type", "prompt[1]"),
-    ({"model": M, "prompt": [1, "a"]}, "invalid_type", "prompt[1]"),
-    ({"model": M, "prompt": [1, -5]}, "integer_below_min_value", "prompt[1]"),
-    ({"model": M, "prompt": [1, 10**9]}, "integer_above_max_value", "prompt[1]"),
-    ({"model": M, "prompt": [[1], []]}, "empty_array", "prompt[1]"),
-    ({"model": M, "prompt": [[1], 2]}, "invalid_type", "prompt[1]"),
-    ({"model": M, "prompt": [1.5]}, "invalid_type", "prompt[0]"),
-    ({"model": M, "prompt": ["x"] * 2049}, "array_above_max_length", "prompt"),
-    ({"model": M, "prompt": "x", "suffix": 5}, "invalid_type", "suffix"),
-    ({"model": M, "prompt": ["a", "b"], "suffix": "end"}, "invalid_value", "suffix"),
-    ({"model": M, "prompt": "x", "max_tokens": "16"}, "invalid_type", "max_tokens"),
-    ({"model": M, "prompt": "x", "max_tokens": 16.0}, "invalid_type", "max_tokens"),
-    ({"model": M, "prompt": "x", "max_tokens": -1}, "integer_below_min_value", "max_tokens"),
-    ({"model": M, "prompt": "x", "temperature": 3}, "decimal_above_max_value", "temperature"),
-    ({"model": M, "prompt": "x", "top_p": "high"}, "invalid_type", "top_p"),
-    ({"model": M, "prompt": "x", "n": 0}, "integer_below_min_value", "n"),
-    ({"model": M, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "array_above_max_length", "stop"),
-    ({"model": M, "prompt": "x", "echo": "yes"}, "invalid_type", "echo"),
-    ({"model": M, "prompt": "x", "logprobs": 6}, "integer_above_max_value", "logprobs"),
-    ({"model": M, "prompt": "x", "logprobs": True}, "invalid_type", "logprobs"),
-    ({"model": M, "prompt": "x", "best_of": 1, "n": 2}, "invalid_value", "best_of"),
-    ({"model": M, "prompt": "x", "best_of": 2, "stream": True}, "invalid_value", "best_of"),
-    ({"model": M, "prompt": "x", "seed": "1"}, "invalid_type", "seed"),
-    ({"model": M, "prompt": "x", "user": 1}, "invalid_type", "user"),
-    ({"model": M, "prompt": "x", "stream": "true"}, "invalid_type", "stream"),
-    ({"model": M, "prompt": "x", "stream_options": {"include_usage": True}}, "invalid_value", "stream_options"),
-    ({"model": M, "prompt": "x", "stream": True, "stream_options": {"include_usage": 1}}, "invalid_type",
-     "stream_options.include_usage"),
-])
-def test_bad_input_is_a_400_in_openai_shape_with_one_row(body, code, param, fake_upstream, make_routing, api_key,
-                                                         proxy):
+@pytest.mark.parametrize(
+    "body,code,param",
+    [
+        ({"prompt": "x"}, "missing_required_parameter", "model"),
+        ({"model": M}, "missing_required_parameter", "prompt"),
+        ({"model": M, "prompt": None}, "missing_required_parameter", "prompt"),
+        ({"model": 7, "prompt": "x"}, "invalid_type", "model"),
+        ({"model": M, "prompt": 42}, "invalid_type", "prompt"),
+        ({"model": M, "prompt": {"text": "x"}}, "invalid_type", "prompt"),
+        ({"model": M, "prompt": []}, "empty_array", "prompt"),
+        ({"model": M, "prompt": ["a", 1]}, "invalid_type", "prompt[1]"),
+        ({"model": M, "prompt": [1, "a"]}, "invalid_type", "prompt[1]"),
+        ({"model": M, "prompt": [1, -5]}, "integer_below_min_value", "prompt[1]"),
+        ({"model": M, "prompt": [1, 10**9]}, "integer_above_max_value", "prompt[1]"),
+        ({"model": M, "prompt": [[1], []]}, "empty_array", "prompt[1]"),
+        ({"model": M, "prompt": [[1], 2]}, "invalid_type", "prompt[1]"),
+        ({"model": M, "prompt": [1.5]}, "invalid_type", "prompt[0]"),
+        ({"model": M, "prompt": ["x"] * 2049}, "array_above_max_length", "prompt"),
+        ({"model": M, "prompt": "x", "suffix": 5}, "invalid_type", "suffix"),
+        ({"model": M, "prompt": ["a", "b"], "suffix": "end"}, "invalid_value", "suffix"),
+        ({"model": M, "prompt": "x", "max_tokens": "16"}, "invalid_type", "max_tokens"),
+        ({"model": M, "prompt": "x", "max_tokens": 16.0}, "invalid_type", "max_tokens"),
+        ({"model": M, "prompt": "x", "max_tokens": -1}, "integer_below_min_value", "max_tokens"),
+        ({"model": M, "prompt": "x", "temperature": 3}, "decimal_above_max_value", "temperature"),
+        ({"model": M, "prompt": "x", "top_p": "high"}, "invalid_type", "top_p"),
+        ({"model": M, "prompt": "x", "n": 0}, "integer_below_min_value", "n"),
+        ({"model": M, "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "array_above_max_length", "stop"),
+        ({"model": M, "prompt": "x", "echo": "yes"}, "invalid_type", "echo"),
+        ({"model": M, "prompt": "x", "logprobs": 6}, "integer_above_max_value", "logprobs"),
+        ({"model": M, "prompt": "x", "logprobs": True}, "invalid_type", "logprobs"),
+        ({"model": M, "prompt": "x", "best_of": 1, "n": 2}, "invalid_value", "best_of"),
+        ({"model": M, "prompt": "x", "best_of": 2, "stream": True}, "invalid_value", "best_of"),
+        ({"model": M, "prompt": "x", "seed": "1"}, "invalid_type", "seed"),
+        ({"model": M, "prompt": "x", "user": 1}, "invalid_type", "user"),
+        ({"model": M, "prompt": "x", "stream": "true"}, "invalid_type", "stream"),
+        ({"model": M, "prompt": "x", "stream_options": {"include_usage": True}}, "invalid_value", "stream_options"),
+        (
+            {"model": M, "prompt": "x", "stream": True, "stream_options": {"include_usage": 1}},
+            "invalid_type",
+            "stream_options.include_usage",
+        ),
+    ],
+)
+def test_bad_input_is_a_400_in_openai_shape_with_one_row(
+    body, code, param, fake_upstream, make_routing, api_key, proxy
+):
     make_routing(upstream(fake_upstream))
     _, key = api_key()
     r = post(proxy, key, body)
@@ -323,14 +347,19 @@ def test_bodies_that_are_not_a_json_object_are_400(content, fake_upstream, make_
     make_routing(upstream(fake_upstream))
     _, key = api_key()
     proxy.reload()
-    r = httpx.post(proxy.url + "/v1/completions", content=content, timeout=10,
-                   headers={"Authorization": f"Bearer {key}", "content-type": "application/json"})
+    r = httpx.post(
+        proxy.url + "/v1/completions",
+        content=content,
+        timeout=10,
+        headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     assert [(row.endpoint, row.status) for row in proxy.logs(1)] == [("completions", 400)]
 
 
-def test_suffix_on_an_alias_without_completions_routes_is_unsupported_endpoint(fake_upstream, make_routing, api_key,
-                                                                               proxy):
+def test_suffix_on_an_alias_without_completions_routes_is_unsupported_endpoint(
+    fake_upstream, make_routing, api_key, proxy
+):
     make_routing(upstream(fake_upstream, endpoints=["chat"]))
     _, key = api_key()
     r = post(proxy, key, {"model": "rainymodel/auto", "prompt": PROMPT, "suffix": SUFFIX})
@@ -339,8 +368,9 @@ def test_suffix_on_an_alias_without_completions_routes_is_unsupported_endpoint(f
     assert error["code"] == "unsupported_endpoint" and "rainymodel/auto" in error["message"]
     assert r.headers["x-rainymodel-alias"] == "rainymodel/auto"
     assert fake_upstream.requests.completions() == []
-    assert [(row.endpoint, row.status, row.error_code) for row in proxy.logs(1)] == \
-        [("completions", 400, "unsupported_endpoint")]
+    assert [(row.endpoint, row.status, row.error_code) for row in proxy.logs(1)] == [
+        ("completions", 400, "unsupported_endpoint")
+    ]
 
 
 def test_unknown_model_and_missing_key_are_logged_under_completions(fake_upstream, make_routing, api_key, proxy):
@@ -348,7 +378,9 @@ def test_unknown_model_and_missing_key_are_logged_under_completions(fake_upstrea
     _, key = api_key()
     assert post(proxy, key, {"model": "rainymodel/nope", "prompt": "x"}).status_code == 404
     assert httpx.post(proxy.url + "/v1/completions", json={"model": M, "prompt": "x"}, timeout=10).status_code == 401
-    assert httpx.get(proxy.url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
-                     timeout=10).status_code == 405
+    assert (
+        httpx.get(proxy.url + "/v1/completions", headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code
+        == 405
+    )
     rows = proxy.logs(2)
     assert {(row.endpoint, row.status) for row in rows} >= {("completions", 404), ("completions", 401)}

@@ -18,28 +18,43 @@ FAST = {"connect_timeout_s": 0.5, "first_token_timeout_s": 0.5, "idle_timeout_s"
 
 def post_embeddings(proxy, key, body):
     proxy.reload()
-    return httpx.post(proxy.url + "/v1/embeddings", json=body, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30)
+    return httpx.post(proxy.url + "/v1/embeddings", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
 def test_float_embedding_with_routing_headers_and_one_log_row(fake_upstream, make_routing, api_key, proxy):
-    make_routing(upstream(fake_upstream, name="ollama-a", kind="ollama", upstream_model="nomic-embed-text",
-                          input_price_per_mtok=2.0, output_price_per_mtok=50.0))
+    make_routing(
+        upstream(
+            fake_upstream,
+            name="ollama-a",
+            kind="ollama",
+            upstream_model="nomic-embed-text",
+            input_price_per_mtok=2.0,
+            output_price_per_mtok=50.0,
+        )
+    )
     _, key = api_key()
-    raw = proxy.openai(key).embeddings.with_raw_response.create(model="rainymodel/auto", input="hello there world",
-                                                                encoding_format="float", user="u-1")
+    raw = proxy.openai(key).embeddings.with_raw_response.create(
+        model="rainymodel/auto", input="hello there world", encoding_format="float", user="u-1"
+    )
     result = raw.parse()
     assert result.data[0].embedding == fu.embedding_for("hello there world")
     assert result.usage.prompt_tokens == 3
     h = raw.headers
     assert (h["x-rainymodel-route"], h["x-rainymodel-upstream"], h["x-rainymodel-provider"]) == (
-        "free", "ollama", "ollama-a")
+        "free",
+        "ollama",
+        "ollama-a",
+    )
     assert h["x-rainymodel-model"] == "nomic-embed-text" and h["x-rainymodel-alias"] == "rainymodel/auto"
     assert h["x-rainymodel-attempts"] == "1" and h["x-rainymodel-tried"] == "ollama-a/nomic-embed-text"
     sent = fake_upstream.requests[0]
     assert sent.path == "/v1/embeddings"
-    assert sent.body == {"model": "nomic-embed-text", "input": "hello there world", "encoding_format": "float",
-                         "user": "u-1"}
+    assert sent.body == {
+        "model": "nomic-embed-text",
+        "input": "hello there world",
+        "encoding_format": "float",
+        "user": "u-1",
+    }
     (row,) = proxy.logs(expected=1)
     assert (row.endpoint, row.status, row.stream, row.error_code) == ("embeddings", 200, False, "")
     assert (row.prompt_tokens, row.completion_tokens, row.usage_estimated) == (3, 0, False)
@@ -51,8 +66,7 @@ def test_base64_is_decoded_by_the_sdk_and_dimensions_pass_through(fake_upstream,
     make_routing(upstream(fake_upstream))
     _, key = api_key()
     client = proxy.openai(key)
-    result = client.embeddings.create(model="rainymodel/auto", input="hello", encoding_format="base64",
-                                      dimensions=8)
+    result = client.embeddings.create(model="rainymodel/auto", input="hello", encoding_format="base64", dimensions=8)
     # Asked for explicitly, base64 reaches the caller as sent: little-endian float32.
     raw = base64.b64decode(result.data[0].embedding)
     assert list(struct.unpack("<8f", raw)) == fu.embedding_for("hello", 8)
@@ -78,22 +92,30 @@ def test_list_and_token_inputs(fake_upstream, make_routing, api_key, proxy):
     assert [r.endpoint for r in proxy.logs(expected=3)] == ["embeddings"] * 3
 
 
-@pytest.mark.parametrize("failure", [fu.status(503), fu.hang(), fu.invalid_completion()],
-                         ids=["503", "timeout", "invalid_response"])
+@pytest.mark.parametrize(
+    "failure", [fu.status(503), fu.hang(), fu.invalid_completion()], ids=["503", "timeout", "invalid_response"]
+)
 def test_failover_to_the_next_tier(failure, fake_upstream, second_upstream, make_routing, api_key, proxy):
     fake_upstream.script(failure)
-    make_routing(upstream(fake_upstream, tier="free", name="hf", kind="hf", max_retries=0, **FAST),
-                 upstream(second_upstream, tier="premium", name="openrouter", kind="openrouter"))
+    make_routing(
+        upstream(fake_upstream, tier="free", name="hf", kind="hf", max_retries=0, **FAST),
+        upstream(second_upstream, tier="premium", name="openrouter", kind="openrouter"),
+    )
     _, key = api_key()
-    raw = proxy.openai(key).embeddings.with_raw_response.create(model="rainymodel/auto", input="hi",
-                                                                encoding_format="float")
+    raw = proxy.openai(key).embeddings.with_raw_response.create(
+        model="rainymodel/auto", input="hi", encoding_format="float"
+    )
     assert raw.parse().data[0].embedding == fu.embedding_for("hi")
     h = raw.headers
     assert (h["x-rainymodel-route"], h["x-rainymodel-provider"], h["x-rainymodel-attempts"]) == (
-        "premium", "openrouter", "2")
+        "premium",
+        "openrouter",
+        "2",
+    )
     assert h["x-rainymodel-tried"] == "hf/fake-model,openrouter/fake-model"
     expected_reason = {"503": "http_503", "timeout": "timeout"}.get(
-        "503" if failure.status == 503 else "timeout" if failure.hang else "", "invalid_response")
+        "503" if failure.status == 503 else "timeout" if failure.hang else "", "invalid_response"
+    )
     assert h["x-rainymodel-fallback-reason"] == expected_reason
     (row,) = proxy.logs(expected=1)
     assert row.endpoint == "embeddings" and row.fallback and row.status == 200
@@ -167,8 +189,7 @@ def test_token_quota_counts_embedding_tokens(fake_upstream, make_routing, api_ke
     assert sum(r.prompt_tokens for r in rows) == 300
 
 
-def test_an_alias_without_embedding_routes_is_a_400_unsupported_endpoint(fake_upstream, make_routing, api_key,
-                                                                         proxy):
+def test_an_alias_without_embedding_routes_is_a_400_unsupported_endpoint(fake_upstream, make_routing, api_key, proxy):
     routing = make_routing(upstream(fake_upstream), alias="rainymodel/chat-only")
     for route in routing.routes:
         route.endpoints = ["chat"]

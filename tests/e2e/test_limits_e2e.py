@@ -36,17 +36,21 @@ def wait_for_log_rows(expected: int, timeout: float = 10.0) -> int:
 async def fire(urls: list[str], key: str, n: int, body: dict) -> list[httpx.Response]:
     """`n` requests at once, spread round-robin over the servers."""
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=n)) as client:
-        return await asyncio.gather(*(
-            client.post(urls[i % len(urls)] + "/v1/chat/completions", json=body, headers=headers_for(key))
-            for i in range(n)
-        ))
+        return await asyncio.gather(
+            *(
+                client.post(urls[i % len(urls)] + "/v1/chat/completions", json=body, headers=headers_for(key))
+                for i in range(n)
+            )
+        )
 
 
 # --- across two processes sharing Redis ---------------------------------------------------------------------------
 
+
 @pytest.mark.multiprocess
-def test_rpm_limit_holds_across_two_servers_sharing_redis(redis_url, fake_upstream, make_routing, api_key,
-                                                          rainymodel_server):
+def test_rpm_limit_holds_across_two_servers_sharing_redis(
+    redis_url, fake_upstream, make_routing, api_key, rainymodel_server
+):
     make_routing(upstream(fake_upstream))
     _, key = api_key(rpm_limit=60)
     servers = [rainymodel_server(), rainymodel_server()]
@@ -65,17 +69,18 @@ def test_rpm_limit_holds_across_two_servers_sharing_redis(redis_url, fake_upstre
 
 
 @pytest.mark.multiprocess
-def test_daily_token_quota_is_refused_once_used_and_still_after_redis_is_flushed(redis_url, fake_upstream,
-                                                                                 make_routing, api_key,
-                                                                                 rainymodel_server):
+def test_daily_token_quota_is_refused_once_used_and_still_after_redis_is_flushed(
+    redis_url, fake_upstream, make_routing, api_key, rainymodel_server
+):
     fake_upstream.default = fu.ok(tokens=300)
     make_routing(upstream(fake_upstream))
     _, key = api_key(quotas=[("day", "max_tokens", 1000)])
     servers = [rainymodel_server(), rainymodel_server()]
     statuses = []
     for i in range(6):  # ~305 tokens each: the fourth request uses the quota up, the fifth is refused
-        response = httpx.post(servers[i % 2].url + "/v1/chat/completions", json=chat(), headers=headers_for(key),
-                              timeout=30)
+        response = httpx.post(
+            servers[i % 2].url + "/v1/chat/completions", json=chat(), headers=headers_for(key), timeout=30
+        )
         statuses.append(response.status_code)
     assert statuses == [200, 200, 200, 200, 429, 429]
     assert response.json()["error"]["code"] == "quota_exceeded"
@@ -92,6 +97,7 @@ def test_daily_token_quota_is_refused_once_used_and_still_after_redis_is_flushed
 
 
 # --- one process --------------------------------------------------------------------------------------------------
+
 
 def test_a_used_up_quota_stays_used_up_when_the_shared_state_is_lost(fake_upstream, make_routing, api_key, proxy):
     from rainymodel_site.shared_state import state
@@ -124,8 +130,9 @@ def test_the_openai_sdk_sees_rate_limit_error_with_retry_after(fake_upstream, ma
     assert len(fake_upstream.requests.chat()) == 1
 
 
-def test_the_openai_sdk_sees_an_exhausted_quota_as_insufficient_quota_and_does_not_retry(fake_upstream, make_routing,
-                                                                                         api_key, proxy):
+def test_the_openai_sdk_sees_an_exhausted_quota_as_insufficient_quota_and_does_not_retry(
+    fake_upstream, make_routing, api_key, proxy
+):
     make_routing(upstream(fake_upstream))
     _, key = api_key(quotas=[("month", "max_requests", 1)])
     proxy.reload()
@@ -146,7 +153,9 @@ def test_only_limited_keys_get_x_ratelimit_headers(fake_upstream, make_routing, 
     response = proxy.post(limited, chat())
     assert response.status_code == 200
     assert (response.headers["x-ratelimit-limit-requests"], response.headers["x-ratelimit-remaining-requests"]) == (
-        "100", "99")
+        "100",
+        "99",
+    )
     assert response.headers["x-ratelimit-limit-tokens"] == "50000"
     assert response.headers["x-ratelimit-reset-requests"].endswith("s")
     second = proxy.post(limited, chat())  # the first request's real tokens now count
@@ -164,8 +173,9 @@ def test_failed_authentication_is_rate_limited_per_client_ip(fake_upstream, make
     assert int(refused.headers["retry-after"]) >= 1
 
 
-def test_max_concurrent_holds_under_ten_streams_and_disconnects_free_the_slots(fake_upstream, make_routing, api_key,
-                                                                               rainymodel_server):
+def test_max_concurrent_holds_under_ten_streams_and_disconnects_free_the_slots(
+    fake_upstream, make_routing, api_key, rainymodel_server
+):
     fake_upstream.default = fu.ok(tokens=400, token_delay=0.05)  # a 20 s stream unless the client leaves
     make_routing(upstream(fake_upstream))
     _, key = api_key(max_concurrent=2)
@@ -174,9 +184,11 @@ def test_max_concurrent_holds_under_ten_streams_and_disconnects_free_the_slots(f
 
     async def scenario():
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20)) as client:
+
             async def open_stream():
-                request = client.build_request("POST", server.url + "/v1/chat/completions", json=body,
-                                               headers=headers_for(key))
+                request = client.build_request(
+                    "POST", server.url + "/v1/chat/completions", json=body, headers=headers_for(key)
+                )
                 return await client.send(request, stream=True)
 
             responses = await asyncio.gather(*(open_stream() for _ in range(10)))
@@ -211,11 +223,13 @@ def test_max_concurrent_holds_under_ten_streams_and_disconnects_free_the_slots(f
 
 # --- what a key may use -------------------------------------------------------------------------------------------
 
+
 def test_a_key_limited_to_an_alias_and_a_policy_is_refused_the_others(fake_upstream, make_routing, api_key, proxy):
     routing = make_routing(upstream(fake_upstream, tier="free"), alias="rainymodel/chat")
     make_routing(upstream(fake_upstream, tier="free"), alias="rainymodel/agent", catch_all=False)
-    _, key = api_key(allowed_aliases=["rainymodel/chat"], allowed_policies=["free"],
-                     default_policy=routing.policies["free"])
+    _, key = api_key(
+        allowed_aliases=["rainymodel/chat"], allowed_policies=["free"], default_policy=routing.policies["free"]
+    )
     client = proxy.openai(key)
 
     answer = client.chat.completions.with_raw_response.create(model="rainymodel/chat", messages=chat()["messages"])
@@ -224,8 +238,9 @@ def test_a_key_limited_to_an_alias_and_a_policy_is_refused_the_others(fake_upstr
         client.chat.completions.create(model="rainymodel/agent", messages=chat()["messages"])
     assert wrong_model.value.status_code == 403 and wrong_model.value.code == "model_not_allowed"
     with pytest.raises(openai.PermissionDeniedError) as wrong_policy:
-        client.chat.completions.create(model="rainymodel/chat", messages=chat()["messages"],
-                                       extra_headers={"X-RainyModel-Policy": "premium"})
+        client.chat.completions.create(
+            model="rainymodel/chat", messages=chat()["messages"], extra_headers={"X-RainyModel-Policy": "premium"}
+        )
     assert wrong_policy.value.code == "policy_not_allowed"
     assert [m.id for m in client.models.list()] == ["rainymodel/chat"]
 

@@ -16,8 +16,11 @@ from tests.fakes.routing_config import upstream
 
 FAST = {"connect_timeout_s": 0.5, "first_token_timeout_s": 0.5, "idle_timeout_s": 0.5, "request_timeout_s": 2}
 MODEL = "rainymodel/auto"
-WEATHER = {"name": "get_weather", "description": "The weather in a city.",
-           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 
 
 def client(proxy, key, **kwargs) -> anthropic.Anthropic:
@@ -34,8 +37,9 @@ def post(proxy, key, body, path="/v1/messages", headers=None, **kwargs):
     h = {"x-api-key": key, "anthropic-version": "2023-06-01"} if key else {}
     h.update(headers or {})
     if isinstance(body, (bytes, str)):
-        return httpx.post(proxy.url + path, content=body, headers={"content-type": "application/json", **h},
-                          timeout=30, **kwargs)
+        return httpx.post(
+            proxy.url + path, content=body, headers={"content-type": "application/json", **h}, timeout=30, **kwargs
+        )
     return httpx.post(proxy.url + path, json=body, headers=h, timeout=30, **kwargs)
 
 
@@ -48,6 +52,7 @@ def assert_anthropic_error(response, status, type_):
 
 
 # --- messages.create ------------------------------------------------------------------------------------------------
+
 
 def test_create_text_answer_with_headers_and_one_log_row(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream, tier="free", name="hf", kind="hf"))
@@ -76,8 +81,9 @@ def test_system_prompt_and_stop_sequence(fake_upstream, make_routing, api_key, p
     words = fu.answer_words([{"role": "user", "content": "stop me"}], 20)
     stop = words[3]  # a word of the deterministic answer
     fake_upstream.script(fu.honour_stop())
-    message = client(proxy, key).messages.create(model=MODEL, max_tokens=50, system="Be brief.",
-                                                 stop_sequences=[stop, "never-there"], messages=user("stop me"))
+    message = client(proxy, key).messages.create(
+        model=MODEL, max_tokens=50, system="Be brief.", stop_sequences=[stop, "never-there"], messages=user("stop me")
+    )
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == stop
     assert message.content[0].text == " ".join(words[:3]) + " "
     sent = fake_upstream.requests.chat()[0].body
@@ -109,8 +115,10 @@ def test_tool_use_then_tool_result_round_trip(fake_upstream, make_routing, api_k
 
 
 def test_failover_to_the_next_tier(fake_upstream, second_upstream, make_routing, api_key, proxy):
-    make_routing(upstream(fake_upstream, tier="free", name="a", **FAST),
-                 upstream(second_upstream, tier="premium", name="b", **FAST))
+    make_routing(
+        upstream(fake_upstream, tier="free", name="a", **FAST),
+        upstream(second_upstream, tier="premium", name="b", **FAST),
+    )
     _, key = api_key()
     fake_upstream.default = fu.status(503)
     raw = client(proxy, key).messages.with_raw_response.create(model=MODEL, max_tokens=10, messages=user())
@@ -122,6 +130,7 @@ def test_failover_to_the_next_tier(fake_upstream, second_upstream, make_routing,
 
 
 # --- messages.stream ------------------------------------------------------------------------------------------------
+
 
 def test_stream_text(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
@@ -143,7 +152,7 @@ def test_stream_raw_events_include_ping(fake_upstream, make_routing, api_key, pr
     make_routing(upstream(fake_upstream))
     _, key = api_key()
     response = post(proxy, key, {"model": MODEL, "max_tokens": 10, "stream": True, "messages": user()})
-    events = [line[len("event: "):] for line in response.text.splitlines() if line.startswith("event: ")]
+    events = [line[len("event: ") :] for line in response.text.splitlines() if line.startswith("event: ")]
     assert events[:3] == ["message_start", "ping", "content_block_start"]
     assert events[-2:] == ["message_delta", "message_stop"]
 
@@ -152,8 +161,9 @@ def test_stream_tool_use(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
     _, key = api_key()
     fake_upstream.script(fu.tool_call("get_weather", '{"city": "Bergen"}', tokens=3))
-    with client(proxy, key).messages.stream(model=MODEL, max_tokens=100, tools=[WEATHER],
-                                            messages=user("weather?")) as stream:
+    with client(proxy, key).messages.stream(
+        model=MODEL, max_tokens=100, tools=[WEATHER], messages=user("weather?")
+    ) as stream:
         final = stream.get_final_message()
     assert [block.type for block in final.content] == ["text", "tool_use"]
     assert final.content[1].name == "get_weather" and final.content[1].input == {"city": "Bergen"}
@@ -178,14 +188,18 @@ def test_mid_stream_break_is_an_error_event_and_the_sdk_raises(fake_upstream, ma
     assert [(r.endpoint, r.status, r.error_code) for r in rows] == [("messages", 502, "stream_interrupted")] * 2
 
 
-def test_broken_stream_is_continued_on_the_next_route_with_the_chat_request(fake_upstream, second_upstream,
-                                                                          make_routing, api_key, proxy):
-    make_routing(upstream(fake_upstream, tier="free", name="a", **FAST),
-                 upstream(second_upstream, tier="premium", name="b", **FAST))
+def test_broken_stream_is_continued_on_the_next_route_with_the_chat_request(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
+    make_routing(
+        upstream(fake_upstream, tier="free", name="a", **FAST),
+        upstream(second_upstream, tier="premium", name="b", **FAST),
+    )
     _, key = api_key()
     fake_upstream.script(fu.cut_after(5))
-    with client(proxy, key).messages.stream(model=MODEL, max_tokens=50, system="Be brief.",
-                                            messages=user("go on")) as stream:
+    with client(proxy, key).messages.stream(
+        model=MODEL, max_tokens=50, system="Be brief.", messages=user("go on")
+    ) as stream:
         final = stream.get_final_message()
     assert final.content[0].text == fu.answer_for(user("go on")) and final.stop_reason == "end_turn"
     rescue = second_upstream.requests.chat()[0].body
@@ -196,8 +210,10 @@ def test_broken_stream_is_continued_on_the_next_route_with_the_chat_request(fake
 
 
 def test_stream_fails_over_before_the_first_event(fake_upstream, second_upstream, make_routing, api_key, proxy):
-    make_routing(upstream(fake_upstream, tier="free", name="a", **FAST),
-                 upstream(second_upstream, tier="premium", name="b", **FAST))
+    make_routing(
+        upstream(fake_upstream, tier="free", name="a", **FAST),
+        upstream(second_upstream, tier="premium", name="b", **FAST),
+    )
     _, key = api_key()
     fake_upstream.default = fu.status(503)
     with client(proxy, key).messages.stream(model=MODEL, max_tokens=50, messages=user()) as stream:
@@ -213,8 +229,13 @@ def test_first_text_delta_arrives_before_the_upstream_finishes(fake_upstream, ma
     proxy.reload()
     started = time.monotonic()
     first_delta = None
-    with httpx.stream("POST", proxy.url + "/v1/messages", headers={"x-api-key": key}, timeout=30,
-                      json={"model": MODEL, "max_tokens": 10, "stream": True, "messages": user()}) as response:
+    with httpx.stream(
+        "POST",
+        proxy.url + "/v1/messages",
+        headers={"x-api-key": key},
+        timeout=30,
+        json={"model": MODEL, "max_tokens": 10, "stream": True, "messages": user()},
+    ) as response:
         for line in response.iter_lines():
             if first_delta is None and '"text_delta"' in line:
                 first_delta = time.monotonic() - started
@@ -224,6 +245,7 @@ def test_first_text_delta_arrives_before_the_upstream_finishes(fake_upstream, ma
 
 
 # --- errors in Anthropic's shape ------------------------------------------------------------------------------------
+
 
 def test_rate_limit_is_a_rate_limit_error_with_retry_after(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
@@ -249,8 +271,7 @@ def test_quota_and_tpm_refuse_it_like_chat(fake_upstream, make_routing, api_key,
     _, small = api_key(tpm_limit=50)
     response = post(proxy, small, {"model": MODEL, "max_tokens": 10_000, "messages": user()})
     assert_anthropic_error(response, 429, "rate_limit_error")
-    assert [(r.endpoint, r.status) for r in proxy.logs(3)] == [("messages", 200), ("messages", 429),
-                                                               ("messages", 429)]
+    assert [(r.endpoint, r.status) for r in proxy.logs(3)] == [("messages", 200), ("messages", 429), ("messages", 429)]
 
 
 def test_an_alias_whose_routes_do_not_serve_messages_is_a_400(fake_upstream, make_routing, api_key, proxy):
@@ -262,8 +283,9 @@ def test_an_alias_whose_routes_do_not_serve_messages_is_a_400(fake_upstream, mak
         route.save()
     bump_version()
     _, key = api_key()
-    error = assert_anthropic_error(post(proxy, key, {"model": MODEL, "max_tokens": 5, "messages": user()}), 400,
-                                   "invalid_request_error")
+    error = assert_anthropic_error(
+        post(proxy, key, {"model": MODEL, "max_tokens": 5, "messages": user()}), 400, "invalid_request_error"
+    )
     assert "does not serve messages" in error["error"]["message"]
     assert fake_upstream.requests.chat() == []
 
@@ -286,8 +308,12 @@ def test_any_key_header_and_any_anthropic_version_work(fake_upstream, make_routi
     assert post(proxy, key, body, headers={"anthropic-version": "1999-01-01"}).status_code == 200
     assert post(proxy, None, body, headers={"authorization": f"Bearer {key}"}).status_code == 200
     # x-api-key works on the OpenAI endpoints too (one key door for /v1/)
-    r = httpx.post(proxy.url + "/v1/chat/completions", headers={"x-api-key": key}, timeout=30,
-                   json={"model": MODEL, "messages": user()})
+    r = httpx.post(
+        proxy.url + "/v1/chat/completions",
+        headers={"x-api-key": key},
+        timeout=30,
+        json={"model": MODEL, "messages": user()},
+    )
     assert r.status_code == 200
 
 
@@ -304,8 +330,9 @@ def test_upstream_errors_in_anthropic_shape(fake_upstream, make_routing, api_key
     assert "maximum context length" in error["error"]["message"]
     fake_upstream.default = fu.hang()
     response = post(proxy, key, body)
-    assert_anthropic_error(response, response.status_code, {502: "api_error", 504: "timeout_error"}[
-        response.status_code])
+    assert_anthropic_error(
+        response, response.status_code, {502: "api_error", 504: "timeout_error"}[response.status_code]
+    )
     assert [r.endpoint for r in proxy.logs(4)] == ["messages"] * 4
 
 
@@ -356,10 +383,14 @@ BAD_BODIES = [
     ("system role in messages", {"model": MODEL, "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}),
     ("no content", {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user"}]}),
     ("content a number", {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": 3}]}),
-    ("unknown block type", {"model": MODEL, "max_tokens": 5,
-                            "messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]}),
-    ("text block without text", {"model": MODEL, "max_tokens": 5,
-                                 "messages": [{"role": "user", "content": [{"type": "text"}]}]}),
+    (
+        "unknown block type",
+        {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]},
+    ),
+    (
+        "text block without text",
+        {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+    ),
     ("temperature too high", {"model": MODEL, "max_tokens": 5, "temperature": 3, "messages": user()}),
     ("top_p a string", {"model": MODEL, "max_tokens": 5, "top_p": "high", "messages": user()}),
     ("top_k negative", {"model": MODEL, "max_tokens": 5, "top_k": -1, "messages": user()}),
@@ -369,16 +400,47 @@ BAD_BODIES = [
     ("metadata not an object", {"model": MODEL, "max_tokens": 5, "metadata": "x", "messages": user()}),
     ("tools not a list", {"model": MODEL, "max_tokens": 5, "tools": {"name": "x"}, "messages": user()}),
     ("tool without name", {"model": MODEL, "max_tokens": 5, "tools": [{"input_schema": {}}], "messages": user()}),
-    ("tool_choice unknown", {"model": MODEL, "max_tokens": 5, "tools": [WEATHER],
-                             "tool_choice": {"type": "sometimes"}, "messages": user()}),
-    ("tool_use without tool_result", {"model": MODEL, "max_tokens": 5, "messages": [
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
-        {"role": "assistant", "content": "again"}]}),
-    ("tool_result in assistant message", {"model": MODEL, "max_tokens": 5, "messages": [
-        {"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "y"}]}]}),
-    ("image with a bad media type", {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": "AAAA"}}]}]}),
+    (
+        "tool_choice unknown",
+        {"model": MODEL, "max_tokens": 5, "tools": [WEATHER], "tool_choice": {"type": "sometimes"}, "messages": user()},
+    ),
+    (
+        "tool_use without tool_result",
+        {
+            "model": MODEL,
+            "max_tokens": 5,
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+                {"role": "assistant", "content": "again"},
+            ],
+        },
+    ),
+    (
+        "tool_result in assistant message",
+        {
+            "model": MODEL,
+            "max_tokens": 5,
+            "messages": [
+                {"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "y"}]}
+            ],
+        },
+    ),
+    (
+        "image with a bad media type",
+        {
+            "model": MODEL,
+            "max_tokens": 5,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": "AAAA"}}
+                    ],
+                }
+            ],
+        },
+    ),
 ]
 
 
@@ -407,12 +469,15 @@ def test_too_large_body_is_request_too_large(fake_upstream, make_routing, api_ke
 
 # --- count_tokens ---------------------------------------------------------------------------------------------------
 
-def test_count_tokens_with_the_sdk_is_an_estimate_without_upstream_call_or_row(fake_upstream, make_routing, api_key,
-                                                                                proxy):
+
+def test_count_tokens_with_the_sdk_is_an_estimate_without_upstream_call_or_row(
+    fake_upstream, make_routing, api_key, proxy
+):
     make_routing(upstream(fake_upstream))
     _, key = api_key()
-    counted = client(proxy, key).messages.count_tokens(model=MODEL, system="You are terse.", tools=[WEATHER],
-                                                       messages=user("how many tokens is this?"))
+    counted = client(proxy, key).messages.count_tokens(
+        model=MODEL, system="You are terse.", tools=[WEATHER], messages=user("how many tokens is this?")
+    )
     assert counted.input_tokens > 10
     assert fake_upstream.requests.chat() == []
     assert proxy.logs(0, timeout=0.3) == []
@@ -422,9 +487,11 @@ def test_count_tokens_errors_are_in_anthropic_shape(fake_upstream, make_routing,
     make_routing(upstream(fake_upstream), catch_all=False)
     _, key = api_key()
     path = "/v1/messages/count_tokens"
-    assert_anthropic_error(post(proxy, None, {"model": MODEL, "messages": user()}, path=path), 401,
-                           "authentication_error")
+    assert_anthropic_error(
+        post(proxy, None, {"model": MODEL, "messages": user()}, path=path), 401, "authentication_error"
+    )
     assert_anthropic_error(post(proxy, key, {"model": MODEL}, path=path), 400, "invalid_request_error")
     assert_anthropic_error(post(proxy, key, b"{x", path=path), 400, "invalid_request_error")
-    assert_anthropic_error(post(proxy, key, {"model": "rainymodel/nope", "messages": user()}, path=path), 404,
-                           "not_found_error")
+    assert_anthropic_error(
+        post(proxy, key, {"model": "rainymodel/nope", "messages": user()}, path=path), 404, "not_found_error"
+    )

@@ -84,8 +84,11 @@ def test_model_lookups_are_logged_once_each_as_models(fake_upstream, make_routin
     anonymous = httpx.get(proxy.url + "/v1/models/rainymodel/auto")
     rows = proxy.logs(expected=4)
     assert [(r.endpoint, r.status, r.error_code) for r in rows] == [
-        ("models", 200, ""), ("models", 200, ""), ("models", 404, "model_not_found"), ("models", 401,
-                                                                                       "invalid_api_key")]
+        ("models", 200, ""),
+        ("models", 200, ""),
+        ("models", 404, "model_not_found"),
+        ("models", 401, "invalid_api_key"),
+    ]
     assert [r.requested_model for r in rows] == ["", "rainymodel/auto", "rainymodel/nope", "rainymodel/auto"]
     assert [r.api_key_id for r in rows[:3]] == [api_key_row.id] * 3
     assert rows[1].id == raw.headers["x-request-id"] and rows[3].id == anonymous.headers["x-request-id"]

@@ -22,8 +22,9 @@ def test_a_key_created_while_the_server_runs_works_at_once(fake_upstream, make_r
         assert completion.choices[0].message.content
 
 
-def test_unknown_keys_are_still_401_and_a_real_one_still_works_after_them(fake_upstream, make_routing,
-                                                                           rainymodel_server):
+def test_unknown_keys_are_still_401_and_a_real_one_still_works_after_them(
+    fake_upstream, make_routing, rainymodel_server
+):
     make_routing(upstream(fake_upstream))
     server = rainymodel_server(env={**SLOW_POLL, "RAINYMODEL_AUTH_FAILURES_PER_MIN": "1000"})
     with httpx.Client(base_url=server.url, timeout=10) as client:

@@ -16,37 +16,55 @@ FAST = {"connect_timeout_s": 0.5, "first_token_timeout_s": 0.5, "idle_timeout_s"
 
 
 def raw_post(proxy, body: bytes, key: str):
-    return httpx.post(proxy.url + "/v1/chat/completions", content=body, timeout=10,
-                      headers={"Authorization": f"Bearer {key}", "content-type": "application/json"})
+    return httpx.post(
+        proxy.url + "/v1/chat/completions",
+        content=body,
+        timeout=10,
+        headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
 
 
 def test_a_mix_of_n_calls_leaves_exactly_n_rows(fake_upstream, make_routing, api_key, proxy):
     with FakeUpstream() as backup:
-        make_routing(upstream(fake_upstream, max_retries=0, **FAST), upstream(backup, tier="premium",
-                                                                              input_price_per_mtok=1,
-                                                                              output_price_per_mtok=3))
+        make_routing(
+            upstream(fake_upstream, max_retries=0, **FAST),
+            upstream(backup, tier="premium", input_price_per_mtok=1, output_price_per_mtok=3),
+        )
         _, key = api_key()
         proxy.reload()
         fake_upstream.script(fu.ok(), fu.status(503), fu.content_filter(), fu.ok(), fu.ok())
         statuses = [
-            proxy.post(key, chat()).status_code,                       # ok on the free route
-            proxy.post(key, chat()).status_code,                       # 503 -> fails over to premium
-            proxy.post(key, chat()).status_code,                       # 400 content filter, returned
-            raw_post(proxy, b"{not json", key).status_code,            # bad input
+            proxy.post(key, chat()).status_code,  # ok on the free route
+            proxy.post(key, chat()).status_code,  # 503 -> fails over to premium
+            proxy.post(key, chat()).status_code,  # 400 content filter, returned
+            raw_post(proxy, b"{not json", key).status_code,  # bad input
             proxy.post("rm-nope-nope-nope-nope-nope-nope-nope-x", chat()).status_code,  # bad key
             proxy.post(key, chat(model="rainymodel/missing")).status_code,
             proxy.post(key, chat(), headers={"X-RainyModel-Policy": "cheap"}).status_code,
-            proxy.post(key, chat(stream=True)).status_code,            # a stream
+            proxy.post(key, chat(stream=True)).status_code,  # a stream
         ]
     assert statuses == [200, 200, 400, 400, 401, 404, 400, 200]
     rows = proxy.logs(len(statuses))
     assert len(rows) == len(statuses)
     assert [r.status for r in rows] == statuses
-    assert [r.error_code for r in rows] == ["", "", "content_filter", "invalid_json", "invalid_api_key",
-                                            "model_not_found", "unknown_policy", ""]
+    assert [r.error_code for r in rows] == [
+        "",
+        "",
+        "content_filter",
+        "invalid_json",
+        "invalid_api_key",
+        "model_not_found",
+        "unknown_policy",
+        "",
+    ]
     ok, failover = rows[0], rows[1]
     assert (ok.tier, len(ok.attempts), ok.prompt_tokens > 0, ok.completion_tokens, ok.fallback) == (
-        "free", 1, True, 20, False)
+        "free",
+        1,
+        True,
+        20,
+        False,
+    )
     assert failover.tier == "premium" and failover.fallback
     assert [a["outcome"] for a in failover.attempts] == ["http_503", "ok"]
     assert float(failover.cost_usd) == (failover.prompt_tokens * 1 + failover.completion_tokens * 3) / 1e6
@@ -70,8 +88,13 @@ def test_client_disconnect_during_a_stream_is_logged(fake_upstream, make_routing
     make_routing(upstream(fake_upstream, idle_timeout_s=5))
     _, key = api_key()
     proxy.reload()
-    with httpx.stream("POST", proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                      json=chat(stream=True), timeout=10) as response:
+    with httpx.stream(
+        "POST",
+        proxy.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json=chat(stream=True),
+        timeout=10,
+    ) as response:
         for line in response.iter_lines():
             if '"content": "' in line:
                 break  # leave after the first token
@@ -90,9 +113,14 @@ def test_client_disconnect_while_waiting_for_upstream_is_logged(fake_upstream, m
     proxy.reload()
     body = orjson.dumps(chat())
     with socket.create_connection(("127.0.0.1", proxy.port)) as s:
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + key.encode()
-                  + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
-                  + b"\r\n\r\n" + body)
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + key.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         time.sleep(0.5)  # RainyModel is now waiting on the upstream's 2 s delay
     rows = proxy.logs(1)
     assert [(r.status, r.error_code) for r in rows] == [(499, "client_disconnected")]
@@ -107,8 +135,9 @@ def test_a_host_outside_allowed_hosts_gets_a_json_400_and_a_row(fake_upstream, m
     assert [(row.status, row.error_code) for row in proxy.logs(1)] == [(400, "invalid_host")]
 
 
-def test_sigterm_writes_every_buffered_row_before_the_worker_exits(fake_upstream, make_routing, api_key,
-                                                                   rainymodel_server):
+def test_sigterm_writes_every_buffered_row_before_the_worker_exits(
+    fake_upstream, make_routing, api_key, rainymodel_server
+):
     """With a flush interval far longer than the test, rows reach the database only through the lifespan
     shutdown's flush."""
     from usage.models import RequestLog
@@ -117,8 +146,14 @@ def test_sigterm_writes_every_buffered_row_before_the_worker_exits(fake_upstream
     _, key = api_key()
     server = rainymodel_server(env={"RAINYMODEL_LOG_FLUSH_S": "3600"})
     with httpx.Client(timeout=10) as client:
-        statuses = [client.post(server.url + "/v1/chat/completions", json=chat(stream=n % 2 == 0),
-                                headers={"Authorization": f"Bearer {key}"}).status_code for n in range(25)]
+        statuses = [
+            client.post(
+                server.url + "/v1/chat/completions",
+                json=chat(stream=n % 2 == 0),
+                headers={"Authorization": f"Bearer {key}"},
+            ).status_code
+            for n in range(25)
+        ]
     assert statuses == [200] * 25
     assert RequestLog.objects.count() == 0  # still buffered in the worker
     assert server.stop() is True

@@ -15,9 +15,13 @@ from tests.fakes.routing_config import upstream
 
 FAST = {"connect_timeout_s": 0.5, "first_token_timeout_s": 0.5, "idle_timeout_s": 0.5, "request_timeout_s": 5}
 MODEL = "rainymodel/auto"
-WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Weather in a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-                "strict": True}
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": True,
+}
 
 
 def post(proxy, key, body, path="/v1/responses", **kwargs):
@@ -53,10 +57,15 @@ def test_function_tool_round_trip(fake_upstream, make_routing, api_key, proxy):
     first = client.responses.create(model=MODEL, input="weather in Paris?", tools=[WEATHER_TOOL])
     [call] = first.output
     assert (call.type, call.name, json.loads(call.arguments)) == ("function_call", "get_weather", {"city": "Paris"})
-    second = client.responses.create(model=MODEL, tools=[WEATHER_TOOL], input=[
-        {"role": "user", "content": "weather in Paris?"},
-        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
-        {"type": "function_call_output", "call_id": call.call_id, "output": '{"sky": "clear"}'}])
+    second = client.responses.create(
+        model=MODEL,
+        tools=[WEATHER_TOOL],
+        input=[
+            {"role": "user", "content": "weather in Paris?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": '{"sky": "clear"}'},
+        ],
+    )
     assert second.output_text == "It is sunny."
     messages = fake_upstream.requests.chat()[-1].body["messages"]
     assert messages[-2]["tool_calls"][0]["id"] == call.call_id
@@ -68,11 +77,17 @@ def test_json_schema_output(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
     _, key = api_key()
     fake_upstream.default = fu.ok(text='{"answer": 42}')
-    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"],
-              "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
     response = proxy.openai(key).responses.create(
-        model=MODEL, input="the answer?", text={"format": {"type": "json_schema", "name": "a", "schema": schema,
-                                                           "strict": True}})
+        model=MODEL,
+        input="the answer?",
+        text={"format": {"type": "json_schema", "name": "a", "schema": schema, "strict": True}},
+    )
     assert json.loads(response.output_text) == {"answer": 42}
     sent = fake_upstream.requests.chat()[-1].body
     assert sent["response_format"]["type"] == "json_schema"
@@ -259,8 +274,13 @@ def test_first_delta_reaches_the_client_before_the_upstream_finishes(fake_upstre
     fake_upstream.default = fu.ok(tokens=6, token_delay=0.4)  # the upstream needs >= 2 s in all
     started = time.monotonic()
     first_delta_after = None
-    with httpx.stream("POST", proxy.url + "/v1/responses", headers={"Authorization": f"Bearer {key}"},
-                      json={"model": MODEL, "input": "tell me a story", "stream": True}, timeout=30) as response:
+    with httpx.stream(
+        "POST",
+        proxy.url + "/v1/responses",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL, "input": "tell me a story", "stream": True},
+        timeout=30,
+    ) as response:
         lines = []
         for line in response.iter_lines():
             lines.append(line)
@@ -331,8 +351,12 @@ def test_unparseable_body_is_a_400(fake_upstream, make_routing, api_key, proxy, 
     make_routing(upstream(fake_upstream))
     _, key = api_key()
     proxy.reload()
-    response = httpx.post(proxy.url + "/v1/responses", content=raw, timeout=30,
-                          headers={"Authorization": f"Bearer {key}", "content-type": "application/json"})
+    response = httpx.post(
+        proxy.url + "/v1/responses",
+        content=raw,
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
     assert response.status_code == 400 and response.json()["error"]["code"]
     [row] = proxy.logs(1)
     assert row.endpoint == "responses"

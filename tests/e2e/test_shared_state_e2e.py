@@ -23,8 +23,9 @@ CHAT = {"model": "rainymodel/auto", "messages": [{"role": "user", "content": "he
 
 
 def chat(server, key) -> httpx.Response:
-    return httpx.post(server.url + "/v1/chat/completions", json=CHAT, timeout=15,
-                      headers={"Authorization": f"Bearer {key}"})
+    return httpx.post(
+        server.url + "/v1/chat/completions", json=CHAT, timeout=15, headers={"Authorization": f"Bearer {key}"}
+    )
 
 
 @pytest.fixture
@@ -34,9 +35,12 @@ def fallback_upstream():
 
 
 def test_admin_change_reaches_both_processes_within_2_seconds(
-        redis_url, fake_upstream, fallback_upstream, make_routing, api_key, rainymodel_server, admin_client):
-    routing = make_routing(upstream(fake_upstream, tier="free", name="primary"),
-                           upstream(fallback_upstream, tier="premium", name="fallback"))
+    redis_url, fake_upstream, fallback_upstream, make_routing, api_key, rainymodel_server, admin_client
+):
+    routing = make_routing(
+        upstream(fake_upstream, tier="free", name="primary"),
+        upstream(fallback_upstream, tier="premium", name="fallback"),
+    )
     _, key = api_key()
     with ThreadPoolExecutor(2) as pool:
         # The production poll interval, not the harness's faster one: the 2 s promise is about the real setting.
@@ -45,8 +49,9 @@ def test_admin_change_reaches_both_processes_within_2_seconds(
         assert chat(server, key).headers["x-rainymodel-provider"] == "primary"
 
     # A real admin action (the admin's own view, in this process, on the same database and Redis).
-    response = admin_client.post("/admin/routing/provider/", {
-        "action": "disable_providers", "_selected_action": [routing.providers[0].pk]})
+    response = admin_client.post(
+        "/admin/routing/provider/", {"action": "disable_providers", "_selected_action": [routing.providers[0].pk]}
+    )
     assert response.status_code == 302
     changed_at = time.monotonic()
 
@@ -144,7 +149,8 @@ def wait_for(condition, timeout: float, message: str):
 
 
 def test_process_whose_redis_is_unreachable_keeps_serving_its_last_snapshot(
-        redis_url, fake_upstream, make_routing, api_key, rainymodel_server):
+    redis_url, fake_upstream, make_routing, api_key, rainymodel_server
+):
     make_routing(upstream(fake_upstream, tier="free", name="primary"))
     _, key = api_key()
     target = urlparse(redis_url)
@@ -155,8 +161,11 @@ def test_process_whose_redis_is_unreachable_keeps_serving_its_last_snapshot(
         assert chat(server, key).status_code == 200
 
         relay.cut()
-        wait_for(lambda: ready(server)[1]["checks"]["config"].get("serving_last_snapshot"), 10,
-                 "/health/ready never said the worker serves its last snapshot")
+        wait_for(
+            lambda: ready(server)[1]["checks"]["config"].get("serving_last_snapshot"),
+            10,
+            "/health/ready never said the worker serves its last snapshot",
+        )
         code, body = ready(server)
         assert code == 503 and body["status"] == "not_ready"
         assert body["checks"]["shared_state"]["ok"] is False

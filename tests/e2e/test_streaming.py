@@ -19,9 +19,13 @@ MESSAGES = [{"role": "user", "content": "tell me a story"}]
 def stream(proxy, key, **extra):
     """POST a streaming request; returns (response, list of data payloads as bytes)."""
     proxy.reload()
-    with httpx.stream("POST", proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                      json={"model": "rainymodel/auto", "messages": MESSAGES, "stream": True, **extra},
-                      timeout=30) as response:
+    with httpx.stream(
+        "POST",
+        proxy.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "rainymodel/auto", "messages": MESSAGES, "stream": True, **extra},
+        timeout=30,
+    ) as response:
         body = response.read()
     events = [line[6:] for line in body.split(b"\n") if line.startswith(b"data: ")]
     return response, events
@@ -41,8 +45,11 @@ def text_of(events):
 def test_sdk_streams_the_whole_answer(fake_upstream, make_routing, api_key, proxy):
     make_routing(upstream(fake_upstream))
     _, key = api_key()
-    pieces = [c.choices[0].delta.content or "" for c in proxy.openai(key).chat.completions.create(
-        model="rainymodel/auto", messages=MESSAGES, stream=True) if c.choices]
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in proxy.openai(key).chat.completions.create(model="rainymodel/auto", messages=MESSAGES, stream=True)
+        if c.choices
+    ]
     assert "".join(pieces) == fu.answer_for(MESSAGES)
 
 
@@ -54,8 +61,7 @@ async def test_async_sdk_streams(fake_upstream, make_routing, api_key, proxy):
     await sync_to_async(proxy.reload)()
     client = openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=key, max_retries=0)
     text = ""
-    async for chunk in await client.chat.completions.create(model="rainymodel/auto", messages=MESSAGES,
-                                                            stream=True):
+    async for chunk in await client.chat.completions.create(model="rainymodel/auto", messages=MESSAGES, stream=True):
         if chunk.choices:
             text += chunk.choices[0].delta.content or ""
     assert text == fu.answer_for(MESSAGES)
@@ -69,14 +75,19 @@ def test_first_token_reaches_the_client_before_the_upstream_finishes(fake_upstre
     fake_upstream.default = fu.ok(tokens=6, token_delay=0.4)  # the upstream needs >= 2 s in all
     client = httpx.Client(timeout=30)
     started = time.monotonic()
-    with client.stream("POST", proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                       json=chat(stream=True)) as response:
+    with client.stream(
+        "POST", proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=chat(stream=True)
+    ) as response:
         first_content_after = None
         lines = []
         for line in response.iter_lines():
             lines.append(line)
-            if (first_content_after is None and line.startswith("data: ") and '"content": "' in line
-                    and '"content": ""' not in line):
+            if (
+                first_content_after is None
+                and line.startswith("data: ")
+                and '"content": "' in line
+                and '"content": ""' not in line
+            ):
                 first_content_after = time.monotonic() - started
     total = time.monotonic() - started
     assert first_content_after < 0.6
@@ -84,8 +95,7 @@ def test_first_token_reaches_the_client_before_the_upstream_finishes(fake_upstre
     assert lines[-2:] == ["data: [DONE]", ""] or "data: [DONE]" in lines  # the rest still arrived
 
 
-def test_failure_before_the_first_event_still_fails_over(fake_upstream, second_upstream, make_routing, api_key,
-                                                         proxy):
+def test_failure_before_the_first_event_still_fails_over(fake_upstream, second_upstream, make_routing, api_key, proxy):
     fake_upstream.default = fu.first_token_delay(3)
     make_routing(upstream(fake_upstream, **FAST), upstream(second_upstream, tier="premium"))
     _, key = api_key()
@@ -96,8 +106,9 @@ def test_failure_before_the_first_event_still_fails_over(fake_upstream, second_u
     assert text_of(events) == fu.answer_for(MESSAGES) and events[-1] == b"[DONE]"
 
 
-def test_upstream_error_status_before_first_event_fails_over(fake_upstream, second_upstream, make_routing, api_key,
-                                                             proxy):
+def test_upstream_error_status_before_first_event_fails_over(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.status(503)
     make_routing(upstream(fake_upstream, max_retries=0, **FAST), upstream(second_upstream, tier="premium"))
     _, key = api_key()
@@ -151,8 +162,9 @@ def test_stall_after_tokens_continues_with_a_prefill(fake_upstream, second_upstr
     assert row.tier == "premium"  # the log names the route that finished the answer
 
 
-def test_cut_stream_restarts_on_a_route_without_prefill_and_splices(fake_upstream, second_upstream, make_routing,
-                                                                    api_key, proxy):
+def test_cut_stream_restarts_on_a_route_without_prefill_and_splices(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.cut_after(7)
     make_routing(upstream(fake_upstream, **FAST), upstream(second_upstream, tier="premium"))
     _, key = api_key()
@@ -162,8 +174,9 @@ def test_cut_stream_restarts_on_a_route_without_prefill_and_splices(fake_upstrea
     assert second_upstream.requests.chat()[0].messages == MESSAGES  # a plain restart
 
 
-def test_rejected_prefill_falls_back_to_restart_on_the_same_route(fake_upstream, second_upstream, make_routing,
-                                                                  api_key, proxy):
+def test_rejected_prefill_falls_back_to_restart_on_the_same_route(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.cut_after(4)
     second_upstream.default = fu.reject_prefill()
     make_routing(upstream(fake_upstream, **FAST), upstream(second_upstream, tier="premium", supports_prefill=True))
@@ -173,12 +186,14 @@ def test_rejected_prefill_falls_back_to_restart_on_the_same_route(fake_upstream,
     assert len(second_upstream.requests.chat()) == 2
 
 
-def test_no_route_to_continue_ends_with_stream_interrupted_and_no_done(fake_upstream, second_upstream,
-                                                                       make_routing, api_key, proxy):
+def test_no_route_to_continue_ends_with_stream_interrupted_and_no_done(
+    fake_upstream, second_upstream, make_routing, api_key, proxy
+):
     fake_upstream.default = fu.cut_after(3)
     second_upstream.default = fu.status(400, code="prefill_not_supported", message="no prefill here")
-    make_routing(upstream(fake_upstream, **FAST),
-                 upstream(second_upstream, tier="premium", supports_prefill=True, **FAST))
+    make_routing(
+        upstream(fake_upstream, **FAST), upstream(second_upstream, tier="premium", supports_prefill=True, **FAST)
+    )
     _, key = api_key()
     _, events = stream(proxy, key)
     assert b"[DONE]" not in events

@@ -12,13 +12,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PROVIDER_FIELDS = {
-    "name", "kind", "tier", "base_url", "api_key_env", "extra_headers", "connect_timeout_s", "first_token_timeout_s",
-    "idle_timeout_s", "request_timeout_s", "max_retries", "breaker_failures", "breaker_cooldown_s",
+    "name",
+    "kind",
+    "tier",
+    "base_url",
+    "api_key_env",
+    "extra_headers",
+    "connect_timeout_s",
+    "first_token_timeout_s",
+    "idle_timeout_s",
+    "request_timeout_s",
+    "max_retries",
+    "breaker_failures",
+    "breaker_cooldown_s",
     "credit_cooldown_s",
 }
 ROUTE_FIELDS = {
     "endpoints",
-    "upstream_model", "position", "weight", "enabled", "context_window", "supports_prefill", "input_price_per_mtok",
+    "upstream_model",
+    "position",
+    "weight",
+    "enabled",
+    "context_window",
+    "supports_prefill",
+    "input_price_per_mtok",
     "output_price_per_mtok",
 }
 STANDARD_POLICIES = (
@@ -56,20 +73,25 @@ def ensure_standard_policies() -> dict:
 
     policies = {}
     for name, tiers, is_default in STANDARD_POLICIES:
-        policies[name], _ = Policy.objects.get_or_create(name=name, defaults={"tiers": tiers,
-                                                                             "is_default": is_default})
+        policies[name], _ = Policy.objects.get_or_create(name=name, defaults={"tiers": tiers, "is_default": is_default})
     return policies
 
 
-def make_routing(*routes: dict, alias: str = "rainymodel/auto", catch_all: bool = True, listed: bool = True,
-                 alias_policy: str | None = None, bump: bool = True) -> Routing:
+def make_routing(
+    *routes: dict,
+    alias: str = "rainymodel/auto",
+    catch_all: bool = True,
+    listed: bool = True,
+    alias_policy: str | None = None,
+    bump: bool = True,
+) -> Routing:
     """Create (or extend) `alias` with these routes, in order, plus the policies auto (default), free and premium.
 
     Routes given without `position` get their index, so the chain order is the argument order within a tier.
     With `catch_all`, model names outside rainymodel/ resolve to this alias.
     """
-    from routing.models import Alias, Provider, Route, RoutingSettings
     from routing.config_version import bump_version
+    from routing.models import Alias, Provider, Route, RoutingSettings
 
     policies = ensure_standard_policies()
     alias_obj, _ = Alias.objects.get_or_create(name=alias, defaults={"listed": listed})

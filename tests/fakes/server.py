@@ -78,9 +78,15 @@ class RainyModelServer:
     another database (the benchmark does). Output goes to a temporary file: `log_text()`.
     """
 
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None, workers: int = 1,
-                 database_url: str | None = None, base_env: dict[str, str] | None = None,
-                 extra_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        workers: int = 1,
+        database_url: str | None = None,
+        base_env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -108,20 +114,40 @@ class RainyModelServer:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "uvicorn", "rainymodel_site.asgi:application",
-            "--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "on", "--no-access-log",
-            "--timeout-graceful-shutdown", "5", "--workers", str(self.workers), *self._extra_args,
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "rainymodel_site.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--lifespan",
+            "on",
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "5",
+            "--workers",
+            str(self.workers),
+            *self._extra_args,
         ]
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> RainyModelServer:
-        self.process = subprocess.Popen(self.command(), cwd=PROJECT_ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=1.0) as client:
             while True:
                 if self.process.poll() is not None:
-                    raise ServerFailed(f"RainyModel exited with code {self.process.returncode} during startup:\n"
-                                       f"{self.log_text()}")
+                    raise ServerFailed(
+                        f"RainyModel exited with code {self.process.returncode} during startup:\n{self.log_text()}"
+                    )
                 try:
                     if client.get(self.url + "/health").status_code == 200:
                         return self

@@ -7,11 +7,23 @@ from tests.fakes.server import MASTER_KEY_HEADERS, RainyModelServer, ServerFaile
 
 
 def test_database_url_for_sqlite_and_postgres():
-    assert database_url_for({"ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/x.sqlite3"}) == \
-        "sqlite:////tmp/x.sqlite3"
-    assert database_url_for({"ENGINE": "django.db.backends.postgresql", "NAME": "test_rm", "USER": "u",
-                             "PASSWORD": "p@ss", "HOST": "127.0.0.1", "PORT": "5432"}) == \
-        "postgres://u:p%40ss@127.0.0.1:5432/test_rm"
+    assert (
+        database_url_for({"ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/x.sqlite3"})
+        == "sqlite:////tmp/x.sqlite3"
+    )
+    assert (
+        database_url_for(
+            {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": "test_rm",
+                "USER": "u",
+                "PASSWORD": "p@ss",
+                "HOST": "127.0.0.1",
+                "PORT": "5432",
+            }
+        )
+        == "postgres://u:p%40ss@127.0.0.1:5432/test_rm"
+    )
 
 
 def test_server_starts_on_the_test_database_and_stops_gracefully(rainymodel_server, make_routing, fake_upstream):
@@ -34,8 +46,9 @@ def test_server_that_cannot_start_raises_with_its_output(transactional_db):
         server.start(timeout=15)
 
 
-def test_fixtures_combine_into_a_working_proxy_with_a_request_log(rainymodel_server, make_routing, api_key,
-                                                                 fake_upstream):
+def test_fixtures_combine_into_a_working_proxy_with_a_request_log(
+    rainymodel_server, make_routing, api_key, fake_upstream
+):
     from tests.fakes.routing_config import upstream
     from tests.fakes.upstream import answer_for
     from usage.models import RequestLog
@@ -44,8 +57,12 @@ def test_fixtures_combine_into_a_working_proxy_with_a_request_log(rainymodel_ser
     _, key = api_key()
     server = rainymodel_server()
     messages = [{"role": "user", "content": "hello harness"}]
-    response = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                          json={"model": "rainymodel/auto", "messages": messages}, timeout=10)
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "rainymodel/auto", "messages": messages},
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == answer_for(messages, 20)
     assert fake_upstream.requests.chat()[0].body["model"] == "up-model"

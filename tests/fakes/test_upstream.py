@@ -10,9 +10,23 @@ import pytest
 
 from tests.fakes.server import PROJECT_ROOT, free_port
 from tests.fakes.upstream import (
-    FakeUpstream, answer_for, content_filter, context_length_exceeded, continue_prefill, cut_after,
-    first_token_delay, hang, invalid_completion, malformed_event, no_done, no_usage, ok, reject_prefill, reset,
-    stall_after, status,
+    FakeUpstream,
+    answer_for,
+    content_filter,
+    context_length_exceeded,
+    continue_prefill,
+    cut_after,
+    first_token_delay,
+    hang,
+    invalid_completion,
+    malformed_event,
+    no_done,
+    no_usage,
+    ok,
+    reject_prefill,
+    reset,
+    stall_after,
+    status,
 )
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "tell me a story"}]
@@ -33,7 +47,7 @@ def post(fake, body, timeout=5.0, headers=None):
 
 def sse_data(lines):
     """The `data:` payloads of an SSE stream, in order."""
-    return [line[len("data: "):] for line in lines if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in lines if line.startswith("data: ")]
 
 
 def stream_events(fake, body, timeout=5.0):
@@ -62,6 +76,7 @@ def fake():
 
 # --- answers ------------------------------------------------------------------------------------------------------
 
+
 def test_answer_is_deterministic_and_longer_answers_extend_shorter_ones():
     assert answer_for(MESSAGES, 20) == answer_for(list(MESSAGES), 20)
     assert answer_for(MESSAGES, 50).startswith(answer_for(MESSAGES, 20) + " ")
@@ -82,8 +97,7 @@ def test_non_stream_ok_returns_a_chat_completion_with_usage(fake):
     body = response.json()
     assert body["object"] == "chat.completion"
     assert body["model"] == "m-1"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": answer_for(MESSAGES, 20),
-                                             "refusal": None}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": answer_for(MESSAGES, 20), "refusal": None}
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["completion_tokens"] == 20
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 20
@@ -136,6 +150,7 @@ def test_models_lists_the_fake_models(fake):
 
 
 # --- recording, scripting, keep-alive -----------------------------------------------------------------------------
+
 
 def test_requests_are_recorded_with_headers_and_parsed_body(fake):
     body = chat(fake, stream=True, include_usage=True)
@@ -190,13 +205,18 @@ def test_unknown_path_gets_an_openai_shaped_404(fake):
 
 # --- failures -----------------------------------------------------------------------------------------------------
 
+
 def test_status_sends_the_code_retry_after_and_openai_error(fake):
     fake.script(status(429, retry_after=2, code="rate_limit_exceeded", message="slow down"), status(503))
     response = post(fake, chat(fake, stream=True))
     assert response.status_code == 429
     assert response.headers["retry-after"] == "2"
-    assert response.json()["error"] == {"message": "slow down", "type": "invalid_request_error", "param": None,
-                                        "code": "rate_limit_exceeded"}
+    assert response.json()["error"] == {
+        "message": "slow down",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
     response = post(fake, chat(fake))
     assert response.status_code == 503 and "retry-after" not in response.headers
     assert response.json()["error"]["type"] == "server_error"
@@ -241,8 +261,12 @@ def test_stall_after_streams_n_chunks_then_goes_silent_with_the_socket_open(fake
     fake.script(stall_after(2, tokens=10))
     received = []
     with pytest.raises(httpx.ReadTimeout):
-        with httpx.stream("POST", fake.base_url + "/chat/completions", json=chat(fake, stream=True),
-                          timeout=httpx.Timeout(5.0, read=0.4)) as response:
+        with httpx.stream(
+            "POST",
+            fake.base_url + "/chat/completions",
+            json=chat(fake, stream=True),
+            timeout=httpx.Timeout(5.0, read=0.4),
+        ) as response:
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     received.append(line[6:])
@@ -320,6 +344,7 @@ def test_invalid_completion_is_a_200_that_is_not_a_completion(fake):
 
 # --- prefill ------------------------------------------------------------------------------------------------------
 
+
 def test_reject_prefill_refuses_a_trailing_assistant_message_only(fake):
     fake.script(reject_prefill(), reject_prefill())
     prefill = MESSAGES + [{"role": "assistant", "content": "Once upon"}]
@@ -347,8 +372,12 @@ def test_continue_prefill_without_a_prefill_answers_normally(fake):
 def test_behaviours_compose(fake):
     fake.script(stall_after(1, tokens=5).but(role_chunk=False), ok(tokens=2).but(usage=False))
     with pytest.raises(httpx.ReadTimeout):
-        with httpx.stream("POST", fake.base_url + "/chat/completions", json=chat(fake, stream=True),
-                          timeout=httpx.Timeout(5.0, read=0.3)) as response:
+        with httpx.stream(
+            "POST",
+            fake.base_url + "/chat/completions",
+            json=chat(fake, stream=True),
+            timeout=httpx.Timeout(5.0, read=0.3),
+        ) as response:
             lines = response.iter_lines()
             first = next(line for line in lines if line.startswith("data: "))
             assert "role" not in json.loads(first[6:])["choices"][0]["delta"]
@@ -358,10 +387,16 @@ def test_behaviours_compose(fake):
 
 # --- standalone ---------------------------------------------------------------------------------------------------
 
+
 def test_runs_standalone_as_a_process_for_benchmarks():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tests.fakes.upstream", "--port", str(port), "--tokens", "4"],
-                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.upstream", "--port", str(port), "--tokens", "4"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert "listening" in process.stdout.readline()
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -387,11 +422,11 @@ def test_cut_after_on_a_close_delimited_stream_ends_cleanly_but_without_finish_o
 
 # --- POST /v1/completions (legacy text completions) ---------------------------------------------------------------
 
+
 def test_completions_answer_text_seeded_by_prompt_and_suffix(fake):
     from tests.fakes.upstream import completion_answer_for
 
-    r = httpx.post(fake.base_url + "/completions", json={"model": "m", "prompt": "def f(", "suffix": "):"},
-                   timeout=5)
+    r = httpx.post(fake.base_url + "/completions", json={"model": "m", "prompt": "def f(", "suffix": "):"}, timeout=5)
     body = r.json()
     assert r.status_code == 200 and body["object"] == "text_completion" and body["fake_suffix_received"] is True
     assert body["choices"][0]["text"] == completion_answer_for("def f(", "):") != completion_answer_for("def f(")

@@ -55,41 +55,44 @@ ROLE_OF_PREFILL = "assistant"
 
 # --- behaviours ---------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Behaviour:
     """How the fake answers one chat-completions request. Build them with the functions below (`ok`, `status`,
     `stall_after`, ...), which all accept any other field as a keyword so behaviours compose:
     `stall_after(3, tokens=50, token_delay=0.01)`; `b.but(no_usage=True)` returns a changed copy."""
 
-    tokens: int = 20                      # words in the full answer (one content chunk each)
-    token_delay: float = 0.0              # seconds between content chunks
-    first_token_delay: float = 0.0        # streams: after the headers, before the first event; else before the reply
-    status: int = 200                     # non-200: an OpenAI-shaped error body with this status
-    retry_after: str | None = None        # Retry-After header on an error
+    tokens: int = 20  # words in the full answer (one content chunk each)
+    token_delay: float = 0.0  # seconds between content chunks
+    first_token_delay: float = 0.0  # streams: after the headers, before the first event; else before the reply
+    status: int = 200  # non-200: an OpenAI-shaped error body with this status
+    retry_after: str | None = None  # Retry-After header on an error
     error_code: str | None = None
     error_message: str | None = None
     error_type: str | None = None
     error_param: str | None = None
-    reset: bool = False                   # close the socket (RST) before any response byte
-    hang: bool = False                    # read the request, then never answer
-    stall_after: int | None = None        # streams: n content chunks, then silence with the socket open
-    cut_after: int | None = None          # streams: n content chunks, then the connection closes mid-answer
-    malformed_after: int | None = None    # streams: a non-JSON `data:` event after n content chunks
-    done: bool = True                     # streams: end with `data: [DONE]`
-    usage: bool = True                    # include usage (non-stream body; usage chunk when asked for)
-    role_chunk: bool = True               # streams: OpenAI's first chunk carrying only the role
-    reject_prefill: bool = False          # 400 when the last message has role assistant
-    reject_suffix: bool = False           # /v1/completions: 400 when the body has a `suffix` (no FIM)
-    continue_prefill: bool = False        # answer an assistant prefill with only the rest of the answer
-    invalid_completion: bool = False      # 200 whose body is not a chat completion
+    reset: bool = False  # close the socket (RST) before any response byte
+    hang: bool = False  # read the request, then never answer
+    stall_after: int | None = None  # streams: n content chunks, then silence with the socket open
+    cut_after: int | None = None  # streams: n content chunks, then the connection closes mid-answer
+    malformed_after: int | None = None  # streams: a non-JSON `data:` event after n content chunks
+    done: bool = True  # streams: end with `data: [DONE]`
+    usage: bool = True  # include usage (non-stream body; usage chunk when asked for)
+    role_chunk: bool = True  # streams: OpenAI's first chunk carrying only the role
+    reject_prefill: bool = False  # 400 when the last message has role assistant
+    reject_suffix: bool = False  # /v1/completions: 400 when the body has a `suffix` (no FIM)
+    continue_prefill: bool = False  # answer an assistant prefill with only the rest of the answer
+    invalid_completion: bool = False  # 200 whose body is not a chat completion
     invalid_body: bytes = b'{"object": "list", "data": []}'
-    framing: str = "chunked"              # streams: "chunked" or "close" (close-delimited body)
+    framing: str = "chunked"  # streams: "chunked" or "close" (close-delimited body)
     finish_reason: str = "stop"
     headers: tuple[tuple[str, str], ...] = ()  # extra response headers
-    tool_call_after_text: tuple[str, str] | None = None  # (name, arguments JSON): this call after the text (fu.tool_call)
-    honour_stop: bool = False             # cut the answer before the first of the request's `stop` strings
+    tool_call_after_text: tuple[str, str] | None = (
+        None  # (name, arguments JSON): this call after the text (fu.tool_call)
+    )
+    honour_stop: bool = False  # cut the answer before the first of the request's `stop` strings
     tool_call: tuple[str, str] | None = None  # (name, arguments JSON): answer with this function call, no text
-    text: str | None = None               # answer exactly this text (one chunk per word) instead of the seeded words
+    text: str | None = None  # answer exactly this text (one chunk per word) instead of the seeded words
 
     def but(self, **changes) -> Behaviour:
         return dataclasses.replace(self, **changes)
@@ -100,8 +103,13 @@ def ok(tokens: int = 20, token_delay: float = 0.0, **more) -> Behaviour:
     return Behaviour(tokens=tokens, token_delay=token_delay, **more)
 
 
-def status(http_status: int, retry_after: float | str | None = None, code: str | None = None,
-           message: str | None = None, **more) -> Behaviour:
+def status(
+    http_status: int,
+    retry_after: float | str | None = None,
+    code: str | None = None,
+    message: str | None = None,
+    **more,
+) -> Behaviour:
     """An OpenAI-shaped error response with this HTTP status, `Retry-After` when given, and `code` as the error
     body's code."""
     if retry_after is not None and not isinstance(retry_after, str):
@@ -152,17 +160,29 @@ def no_usage(**more) -> Behaviour:
 
 
 def context_length_exceeded(**more) -> Behaviour:
-    more.setdefault("error_message", "This model's maximum context length is 8192 tokens. However, your messages "
-                                     "resulted in 9000 tokens. Please reduce the length of the messages.")
-    return Behaviour(status=400, error_code="context_length_exceeded", error_type="invalid_request_error",
-                     error_param="messages", **more)
+    more.setdefault(
+        "error_message",
+        "This model's maximum context length is 8192 tokens. However, your messages "
+        "resulted in 9000 tokens. Please reduce the length of the messages.",
+    )
+    return Behaviour(
+        status=400,
+        error_code="context_length_exceeded",
+        error_type="invalid_request_error",
+        error_param="messages",
+        **more,
+    )
 
 
 def content_filter(**more) -> Behaviour:
-    more.setdefault("error_message", "The response was filtered due to the prompt triggering the content "
-                                     "management policy. Please modify your prompt and retry.")
-    return Behaviour(status=400, error_code="content_filter", error_type="invalid_request_error",
-                     error_param="prompt", **more)
+    more.setdefault(
+        "error_message",
+        "The response was filtered due to the prompt triggering the content "
+        "management policy. Please modify your prompt and retry.",
+    )
+    return Behaviour(
+        status=400, error_code="content_filter", error_type="invalid_request_error", error_param="prompt", **more
+    )
 
 
 def reject_prefill(**more) -> Behaviour:
@@ -194,6 +214,7 @@ def honour_stop(**more) -> Behaviour:
 
 
 # --- deterministic answers ----------------------------------------------------------------------------------------
+
 
 def _text_of(content) -> str:
     if isinstance(content, str):
@@ -228,7 +249,7 @@ def _answer_pieces(messages, behaviour: Behaviour) -> list[str]:
     if behaviour.continue_prefill and last.get("role") == ROLE_OF_PREFILL:
         prefill = _text_of(last.get("content") or "")
         full = "".join(pieces)
-        rest = full[len(prefill):] if full.startswith(prefill) else full
+        rest = full[len(prefill) :] if full.startswith(prefill) else full
         pieces = re.findall(r"\s*\S+", rest)
     return pieces
 
@@ -257,12 +278,13 @@ def _prompt_tokens(messages) -> int:
 
 # --- recorded requests --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class RecordedRequest:
     method: str
     path: str
-    headers: dict[str, str]             # lower-cased names
-    body: object                        # parsed JSON, or None
+    headers: dict[str, str]  # lower-cased names
+    body: object  # parsed JSON, or None
     raw_body: bytes = b""
     behaviour: Behaviour | None = None  # what the fake did with it (chat completions only)
     received_at: float = field(default_factory=time.monotonic)
@@ -302,6 +324,7 @@ class _RequestList(list):
 
 # --- the server ---------------------------------------------------------------------------------------------------
 
+
 class _BadRequest(Exception):
     pass
 
@@ -310,10 +333,22 @@ class _ClientGone(Exception):
     pass
 
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
-           404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 422: "Unprocessable Entity",
-           429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-           504: "Gateway Timeout"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 def _error_body(status_code: int, message: str, type_: str | None = None, param=None, code=None) -> bytes:
@@ -336,8 +371,15 @@ class FakeUpstream:
     `Authorization: Bearer <api_key>` get a 401 (behaviours are not consumed then).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, default: Behaviour | None = None,
-                 models: tuple[str, ...] = ("fake-model",), api_key: str | None = None, record: bool = True):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        default: Behaviour | None = None,
+        models: tuple[str, ...] = ("fake-model",),
+        api_key: str | None = None,
+        record: bool = True,
+    ):
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("the fake upstream only listens on loopback")
         self.host = host
@@ -406,8 +448,9 @@ class FakeUpstream:
         thread.join(10)
 
     async def _open(self):
-        self._server = await asyncio.start_server(self._serve_connection, self.host, self.port,
-                                                  limit=MAX_HEADER_BYTES, backlog=1024)
+        self._server = await asyncio.start_server(
+            self._serve_connection, self.host, self.port, limit=MAX_HEADER_BYTES, backlog=1024
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _close(self):
@@ -454,8 +497,17 @@ class FakeUpstream:
                     request = await self._read_request(reader)
                 except _BadRequest as exc:
                     body = _error_body(400, str(exc))
-                    writer.write(_head(400, [("content-type", "application/json"),
-                                             ("content-length", str(len(body))), ("connection", "close")]) + body)
+                    writer.write(
+                        _head(
+                            400,
+                            [
+                                ("content-type", "application/json"),
+                                ("content-length", str(len(body))),
+                                ("connection", "close"),
+                            ],
+                        )
+                        + body
+                    )
                     await writer.drain()
                     break
                 if request is None:
@@ -530,8 +582,11 @@ class FakeUpstream:
             self.requests._add(request)
 
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return await self._send_json(writer, 401, _error_body(
-                401, "Incorrect API key provided.", "invalid_request_error", None, "invalid_api_key"))
+            return await self._send_json(
+                writer,
+                401,
+                _error_body(401, "Incorrect API key provided.", "invalid_request_error", None, "invalid_api_key"),
+            )
         if request.path.rstrip("/").endswith("/models") and request.method == "GET":
             created = int(time.time())
             data = [{"id": m, "object": "model", "created": created, "owned_by": "fake"} for m in self.models]
@@ -541,12 +596,17 @@ class FakeUpstream:
         if request.path.rstrip("/").endswith("/v1/completions") and request.method == "POST":
             return await self._completion(request, reader, writer)
         if not is_chat:
-            return await self._send_json(writer, 404, _error_body(404, f"Unknown path {request.path}", code="not_found"))
+            return await self._send_json(
+                writer, 404, _error_body(404, f"Unknown path {request.path}", code="not_found")
+            )
         if request.method != "POST":
             return await self._send_json(writer, 405, _error_body(405, "Use POST.", code="method_not_allowed"))
         if not isinstance(request.body, dict) or not isinstance(request.body.get("messages"), list):
-            return await self._send_json(writer, 400, _error_body(
-                400, "The body must be a JSON object with a messages list.", code="invalid_request"))
+            return await self._send_json(
+                writer,
+                400,
+                _error_body(400, "The body must be a JSON object with a messages list.", code="invalid_request"),
+            )
 
         behaviour = self._next_behaviour()
         request.behaviour = behaviour
@@ -558,14 +618,23 @@ class FakeUpstream:
         (`fake_suffix_received`)."""
         body = request.body
         if not isinstance(body, dict) or "prompt" not in body:
-            return await self._send_json(writer, 400, _error_body(
-                400, "The body must be a JSON object with a prompt.", code="invalid_request"))
+            return await self._send_json(
+                writer, 400, _error_body(400, "The body must be a JSON object with a prompt.", code="invalid_request")
+            )
         behaviour = self._next_behaviour()
         request.behaviour = behaviour
         if behaviour.reject_suffix and body.get("suffix") is not None:
-            return await self._send_json(writer, 400, _error_body(
-                400, "This model does not support the suffix parameter.", "invalid_request_error", "suffix",
-                "unsupported_parameter"))
+            return await self._send_json(
+                writer,
+                400,
+                _error_body(
+                    400,
+                    "This model does not support the suffix parameter.",
+                    "invalid_request_error",
+                    "suffix",
+                    "unsupported_parameter",
+                ),
+            )
         return await self._perform(behaviour, request, reader, writer, kind="completion")
 
     async def _perform(self, b: Behaviour, request: RecordedRequest, reader, writer, kind: str = "chat") -> bool:
@@ -582,16 +651,25 @@ class FakeUpstream:
             return False
         last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
         if b.reject_prefill and last.get("role") == ROLE_OF_PREFILL:
-            return await self._send_json(writer, 400, _error_body(
-                400, "Assistant prefill is not supported: the last message must have role user or tool.",
-                "invalid_request_error", "messages", "invalid_request"))
+            return await self._send_json(
+                writer,
+                400,
+                _error_body(
+                    400,
+                    "Assistant prefill is not supported: the last message must have role user or tool.",
+                    "invalid_request_error",
+                    "messages",
+                    "invalid_request",
+                ),
+            )
         if b.status != 200:
             extra = [("retry-after", b.retry_after)] if b.retry_after is not None else []
             message = b.error_message or f"fake upstream error {b.status}"
             if b.first_token_delay:
                 await asyncio.sleep(b.first_token_delay)
-            return await self._send_json(writer, b.status, _error_body(
-                b.status, message, b.error_type, b.error_param, b.error_code), extra)
+            return await self._send_json(
+                writer, b.status, _error_body(b.status, message, b.error_type, b.error_param, b.error_code), extra
+            )
         if b.invalid_completion:
             return await self._send_json(writer, 200, b.invalid_body)
 
@@ -606,47 +684,87 @@ class FakeUpstream:
         self._counter += 1
         completion_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-fake{self._counter:08d}"
         created = int(time.time())
-        usage = {"prompt_tokens": _prompt_tokens(messages), "completion_tokens": len(pieces),
-                 "total_tokens": _prompt_tokens(messages) + len(pieces)}
+        usage = {
+            "prompt_tokens": _prompt_tokens(messages),
+            "completion_tokens": len(pieces),
+            "total_tokens": _prompt_tokens(messages) + len(pieces),
+        }
         if stream:
-            include_usage = isinstance(body.get("stream_options"), dict) and \
-                body["stream_options"].get("include_usage") is True
-            return await self._stream(b, request, reader, writer, pieces, completion_id, created, model,
-                                      usage if (include_usage and b.usage) else None, kind=kind)
+            include_usage = (
+                isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage") is True
+            )
+            return await self._stream(
+                b,
+                request,
+                reader,
+                writer,
+                pieces,
+                completion_id,
+                created,
+                model,
+                usage if (include_usage and b.usage) else None,
+                kind=kind,
+            )
 
         if b.first_token_delay:
             await asyncio.sleep(b.first_token_delay)
         if b.token_delay:
             await asyncio.sleep(b.token_delay * len(pieces))
         completion = {
-            "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
-                         "logprobs": None, "finish_reason": b.finish_reason}],
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": b.finish_reason,
+                }
+            ],
             "system_fingerprint": "fp_fake",
         }
         if matched_stop is not None:
             completion["choices"][0]["stop_reason"] = matched_stop
         if b.tool_call_after_text is not None:
-            completion["choices"][0]["message"]["tool_calls"] = [{
-                "id": f"call_fake{self._counter:08d}", "type": "function",
-                "function": {"name": b.tool_call_after_text[0], "arguments": b.tool_call_after_text[1]}}]
+            completion["choices"][0]["message"]["tool_calls"] = [
+                {
+                    "id": f"call_fake{self._counter:08d}",
+                    "type": "function",
+                    "function": {"name": b.tool_call_after_text[0], "arguments": b.tool_call_after_text[1]},
+                }
+            ]
         if b.tool_call is not None:
-            completion["choices"][0]["message"].update(content=None, tool_calls=[{
-                "id": f"call_fake{self._counter:08d}", "type": "function",
-                "function": {"name": b.tool_call[0], "arguments": b.tool_call[1]}}])
+            completion["choices"][0]["message"].update(
+                content=None,
+                tool_calls=[
+                    {
+                        "id": f"call_fake{self._counter:08d}",
+                        "type": "function",
+                        "function": {"name": b.tool_call[0], "arguments": b.tool_call[1]},
+                    }
+                ],
+            )
             completion["choices"][0]["finish_reason"] = "tool_calls"
         if kind == "completion":
             completion = {
-                "id": completion_id, "object": "text_completion", "created": created, "model": model,
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
                 "choices": [{"index": 0, "text": "".join(pieces), "logprobs": None, "finish_reason": b.finish_reason}],
-                "system_fingerprint": "fp_fake", "fake_suffix_received": body.get("suffix") is not None,
+                "system_fingerprint": "fp_fake",
+                "fake_suffix_received": body.get("suffix") is not None,
             }
         if b.usage:
             completion["usage"] = usage
         payload = json.dumps(completion).encode()
         if b.cut_after is not None or b.stall_after is not None:
-            writer.write(_head(200, [("content-type", "application/json"), ("content-length", str(len(payload)))])
-                         + payload[: len(payload) // 2])
+            writer.write(
+                _head(200, [("content-type", "application/json"), ("content-length", str(len(payload)))])
+                + payload[: len(payload) // 2]
+            )
             await writer.drain()
             if b.stall_after is not None:
                 await self._wait_client_gone(reader, request)
@@ -655,11 +773,15 @@ class FakeUpstream:
             return False
         return await self._send_json(writer, 200, payload, list(b.headers))
 
-    async def _stream(self, b: Behaviour, request, reader, writer, pieces, completion_id, created, model,
-                      usage, kind: str = "chat") -> bool:
+    async def _stream(
+        self, b: Behaviour, request, reader, writer, pieces, completion_id, created, model, usage, kind: str = "chat"
+    ) -> bool:
         chunked = b.framing == "chunked"
-        headers = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"),
-                   ("x-request-id", completion_id)]
+        headers = [
+            ("content-type", "text/event-stream; charset=utf-8"),
+            ("cache-control", "no-cache"),
+            ("x-request-id", completion_id),
+        ]
         headers.append(("transfer-encoding", "chunked") if chunked else ("connection", "close"))
         headers += list(b.headers)
         # Events are buffered and written together unless something (a delay, a stall, a cut) must happen
@@ -671,13 +793,24 @@ class FakeUpstream:
 
         def chunk(delta: dict, finish_reason=None) -> bytes:
             if kind == "completion":  # OpenAI's legacy stream: `text` in each choice, no delta, no role chunk
-                event = {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-                         "choices": [{"index": 0, "text": delta.get("content", ""), "logprobs": None,
-                                      "finish_reason": finish_reason}]}
+                event = {
+                    "id": completion_id,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "text": delta.get("content", ""), "logprobs": None, "finish_reason": finish_reason}
+                    ],
+                }
                 return b"data: " + json.dumps(event).encode() + b"\n\n"
-            event = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "system_fingerprint": "fp_fake",
-                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            event = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
             return b"data: " + json.dumps(event).encode() + b"\n\n"
 
         def send(data: bytes):
@@ -707,8 +840,20 @@ class FakeUpstream:
         if b.tool_call is not None:  # the call in two argument pieces, then finish_reason tool_calls
             name, arguments = b.tool_call
             half = len(arguments) // 2
-            send(chunk({"tool_calls": [{"index": 0, "id": f"call_fake{self._counter:08d}", "type": "function",
-                                        "function": {"name": name, "arguments": arguments[:half]}}]}))
+            send(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": f"call_fake{self._counter:08d}",
+                                "type": "function",
+                                "function": {"name": name, "arguments": arguments[:half]},
+                            }
+                        ]
+                    }
+                )
+            )
             send(chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}))
             pieces, b = [], b.but(finish_reason="tool_calls")
         for i, piece in enumerate(pieces):
@@ -724,8 +869,20 @@ class FakeUpstream:
         if b.tool_call_after_text is not None:
             name, arguments = b.tool_call_after_text
             half = len(arguments) // 2
-            send(chunk({"tool_calls": [{"index": 0, "id": f"call_{completion_id}", "type": "function",
-                                        "function": {"name": name, "arguments": ""}}]}))
+            send(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": f"call_{completion_id}",
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
             for part in (arguments[:half], arguments[half:]):
                 send(chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
         if b.malformed_after is not None and b.malformed_after >= n:
@@ -734,9 +891,15 @@ class FakeUpstream:
             return await stop_here(cut=b.cut_after is not None and b.cut_after >= n)
         send(chunk({}, b.finish_reason))
         if usage is not None:
-            event = {"id": completion_id, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
-                     "created": created, "model": model, "system_fingerprint": "fp_fake", "choices": [],
-                     "usage": usage}
+            event = {
+                "id": completion_id,
+                "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [],
+                "usage": usage,
+            }
             send(b"data: " + json.dumps(event).encode() + b"\n\n")
         if b.done:
             send(b"data: [DONE]\n\n")
@@ -775,8 +938,9 @@ class FakeUpstream:
         if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
             inputs = [inputs]
         if not isinstance(inputs, list) or not inputs:
-            return await self._send_json(writer, 400, _error_body(
-                400, "The body must be a JSON object with an input.", code="invalid_request"))
+            return await self._send_json(
+                writer, 400, _error_body(400, "The body must be a JSON object with an input.", code="invalid_request")
+            )
         b = self._next_behaviour()
         request.behaviour = b
         if b.reset:
@@ -789,9 +953,18 @@ class FakeUpstream:
             await asyncio.sleep(b.first_token_delay)
         if b.status != 200:
             extra = [("retry-after", b.retry_after)] if b.retry_after is not None else []
-            return await self._send_json(writer, b.status, _error_body(
-                b.status, b.error_message or f"fake upstream error {b.status}", b.error_type, b.error_param,
-                b.error_code), extra)
+            return await self._send_json(
+                writer,
+                b.status,
+                _error_body(
+                    b.status,
+                    b.error_message or f"fake upstream error {b.status}",
+                    b.error_type,
+                    b.error_param,
+                    b.error_code,
+                ),
+                extra,
+            )
         if b.invalid_completion:
             return await self._send_json(writer, 200, b.invalid_body)
         dimensions = body.get("dimensions") if isinstance(body.get("dimensions"), int) else b.tokens
@@ -829,6 +1002,7 @@ def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
 
 # --- standalone, for benchmarks -----------------------------------------------------------------------------------
 
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible upstream on loopback (answers ok).")
     parser.add_argument("--port", type=int, default=9001)
@@ -836,6 +1010,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass

@@ -19,15 +19,29 @@ _ids = iter(range(900_000, 10_000_000))  # key ids no other test uses
 
 def make_key(*, rpm_limit=None, tpm_limit=None, max_concurrent=None, quotas=(), id=None) -> KeyInfo:
     return KeyInfo(
-        id=id if id is not None else next(_ids), name="test", prefix="rm-testkey00", hashed_key="", expires_at=None,
-        revoked=False, allowed_aliases=frozenset(), allowed_policies=(), default_policy=None,
-        rpm_limit=rpm_limit, tpm_limit=tpm_limit, max_concurrent=max_concurrent, quotas=tuple(quotas),
+        id=id if id is not None else next(_ids),
+        name="test",
+        prefix="rm-testkey00",
+        hashed_key="",
+        expires_at=None,
+        revoked=False,
+        allowed_aliases=frozenset(),
+        allowed_policies=(),
+        default_policy=None,
+        rpm_limit=rpm_limit,
+        tpm_limit=tpm_limit,
+        max_concurrent=max_concurrent,
+        quotas=tuple(quotas),
     )
 
 
 def day_quota(**kwargs) -> QuotaInfo:
-    return QuotaInfo(period="day", max_requests=kwargs.get("requests"), max_tokens=kwargs.get("tokens"),
-                     max_cost_usd=kwargs.get("cost"))
+    return QuotaInfo(
+        period="day",
+        max_requests=kwargs.get("requests"),
+        max_tokens=kwargs.get("tokens"),
+        max_cost_usd=kwargs.get("cost"),
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -88,8 +102,15 @@ def log_row(key_id, *, status=200, error_code="", prompt=0, completion=0, cost=0
     from usage.models import RequestLog
 
     return RequestLog.objects.create(
-        id=uuid.uuid4().hex, created_at=created_at or datetime.now(UTC), api_key_id=key_id, status=status,
-        error_code=error_code, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, admitted=admitted,
+        id=uuid.uuid4().hex,
+        created_at=created_at or datetime.now(UTC),
+        api_key_id=key_id,
+        status=status,
+        error_code=error_code,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=cost,
+        admitted=admitted,
     )
 
 
@@ -101,4 +122,3 @@ def _reset_seconds(value: str) -> float:
     assert match and value, value
     hours, minutes, seconds = match.groups()
     return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
-

@@ -69,11 +69,17 @@ async def test_after_a_store_failure_the_store_is_left_alone_for_a_while(monkeyp
     assert (await limits.admit(key, estimated_tokens=1)).headers["x-ratelimit-remaining-requests"] == "0"
 
 
-@pytest.mark.parametrize("seconds, header, words", [
-    (0.5, "0.5s", "0.5s"), (1, "1s", "1s"), (360, "6m0s", "6m0s"), (3723, "1h2m3s", "1h2m"),
-    (706 * 60 + 11, "11h46m11s", "11h46m"), (29 * 86400 + 3 * 3600 + 59, "699h0m59s", "29d3h"),
-])
+@pytest.mark.parametrize(
+    "seconds, header, words",
+    [
+        (0.5, "0.5s", "0.5s"),
+        (1, "1s", "1s"),
+        (360, "6m0s", "6m0s"),
+        (3723, "1h2m3s", "1h2m"),
+        (706 * 60 + 11, "11h46m11s", "11h46m"),
+        (29 * 86400 + 3 * 3600 + 59, "699h0m59s", "29d3h"),
+    ],
+)
 def test_resets_read_in_openais_format_in_headers_and_in_hours_in_messages(seconds, header, words):
     assert base.duration(seconds) == header
     assert base.wait_words(seconds) == words
-

@@ -29,4 +29,3 @@ async def test_a_failed_authentication_429_carries_the_per_ip_limit(store, setti
     headers = refused.value.headers
     assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("2", "0")
     assert 0 < _reset_seconds(headers["x-ratelimit-reset-requests"]) <= 60
-

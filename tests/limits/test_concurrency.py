@@ -14,8 +14,7 @@ from tests.limits.conftest import day_quota, make_key
 
 async def test_max_concurrent_holds_and_settle_frees_the_slot(store):
     key = make_key(max_concurrent=2)
-    results = await asyncio.gather(*(limits.admit(key, estimated_tokens=1) for _ in range(10)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(limits.admit(key, estimated_tokens=1) for _ in range(10)), return_exceptions=True)
     admitted = [r for r in results if isinstance(r, limits.Admission)]
     refused = [r for r in results if isinstance(r, limits.LimitExceeded)]
     assert len(admitted) == 2 and len(refused) == 8
@@ -109,4 +108,3 @@ async def test_a_concurrency_429_says_no_request_remains_for_a_second(store):
     headers = refused.value.headers
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-reset-requests"] == "1s"
-

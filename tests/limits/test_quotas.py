@@ -31,13 +31,11 @@ async def test_daily_token_quota_is_refused_once_used(store, transactional_db):
 
 async def test_request_quota_counts_each_admitted_request_exactly_under_concurrency(store, transactional_db):
     key = make_key(quotas=[day_quota(requests=7)])
-    results = await asyncio.gather(*(limits.admit(key, estimated_tokens=1) for _ in range(20)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(limits.admit(key, estimated_tokens=1) for _ in range(20)), return_exceptions=True)
     assert sum(isinstance(r, limits.Admission) for r in results) == 7
     refusal = next(r for r in results if isinstance(r, limits.LimitExceeded))
     assert refusal.code == "quota_exceeded" and "7 requests" in refusal.message
-    usage = await asyncio.to_thread(limits.usage_from_log_sync, key.id,
-                                    *limits.period_bounds("day", datetime.now(UTC)))
+    usage = await asyncio.to_thread(limits.usage_from_log_sync, key.id, *limits.period_bounds("day", datetime.now(UTC)))
     assert usage["requests"] == 0  # nothing in the log: these came from the counters alone
     counter = quotas.quota_counter(key.id, "day", limits.period_bounds("day", datetime.now(UTC))[0], "requests")
     assert await store.get(counter) == quotas.COUNTER_BASE + 7  # refused requests were given back
@@ -105,8 +103,9 @@ async def test_a_settle_after_the_counter_was_lost_does_not_leave_a_partial_coun
         await limits.admit(key, estimated_tokens=1)
 
 
-async def test_a_request_admitted_before_the_period_ended_is_counted_in_its_own_period(store, transactional_db,
-                                                                                      monkeypatch):
+async def test_a_request_admitted_before_the_period_ended_is_counted_in_its_own_period(
+    store, transactional_db, monkeypatch
+):
     key = make_key(quotas=[day_quota(tokens=1000)])
     before_midnight = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
     monkeypatch.setattr(base, "utcnow", lambda: before_midnight)
@@ -119,16 +118,35 @@ async def test_a_request_admitted_before_the_period_ended_is_counted_in_its_own_
         await limits.admit(key, estimated_tokens=1)
 
 
-@pytest.mark.parametrize("now, period, start, end", [
-    (datetime(2026, 3, 1, 13, 5, tzinfo=UTC), "day",
-     datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)),
-    (datetime(2026, 2, 28, 23, 59, tzinfo=UTC), "month", datetime(2026, 2, 1, tzinfo=UTC),
-     datetime(2026, 3, 1, tzinfo=UTC)),
-    (datetime(2026, 12, 31, 8, tzinfo=UTC), "month", datetime(2026, 12, 1, tzinfo=UTC),
-     datetime(2027, 1, 1, tzinfo=UTC)),
-    (datetime(2026, 3, 1, 23, 30, tzinfo=UTC) - timedelta(hours=24), "day", datetime(2026, 2, 28, tzinfo=UTC),
-     datetime(2026, 3, 1, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    "now, period, start, end",
+    [
+        (
+            datetime(2026, 3, 1, 13, 5, tzinfo=UTC),
+            "day",
+            datetime(2026, 3, 1, tzinfo=UTC),
+            datetime(2026, 3, 2, tzinfo=UTC),
+        ),
+        (
+            datetime(2026, 2, 28, 23, 59, tzinfo=UTC),
+            "month",
+            datetime(2026, 2, 1, tzinfo=UTC),
+            datetime(2026, 3, 1, tzinfo=UTC),
+        ),
+        (
+            datetime(2026, 12, 31, 8, tzinfo=UTC),
+            "month",
+            datetime(2026, 12, 1, tzinfo=UTC),
+            datetime(2027, 1, 1, tzinfo=UTC),
+        ),
+        (
+            datetime(2026, 3, 1, 23, 30, tzinfo=UTC) - timedelta(hours=24),
+            "day",
+            datetime(2026, 2, 28, tzinfo=UTC),
+            datetime(2026, 3, 1, tzinfo=UTC),
+        ),
+    ],
+)
 def test_quota_periods_are_utc_calendar_days_and_months(now, period, start, end):
     assert limits.period_bounds(period, now) == (start, end)
 
@@ -178,4 +196,3 @@ async def test_a_cost_quota_429_says_no_request_remains_until_the_period_ends(st
     to_end = (limits.period_bounds("day", datetime.now(UTC))[1] - datetime.now(UTC)).total_seconds()
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert abs(_reset_seconds(headers["x-ratelimit-reset-requests"]) - to_end) < 5
-

@@ -13,8 +13,7 @@ from tests.limits.conftest import _reset_seconds, make_key
 
 async def test_rpm_admits_exactly_the_limit_under_concurrency(store):
     key = make_key(rpm_limit=60)
-    results = await asyncio.gather(*(limits.admit(key, estimated_tokens=1) for _ in range(100)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(limits.admit(key, estimated_tokens=1) for _ in range(100)), return_exceptions=True)
     admitted = [r for r in results if isinstance(r, limits.Admission)]
     refused = [r for r in results if isinstance(r, limits.LimitExceeded)]
     assert len(admitted) == 60 and len(refused) == 40
@@ -49,4 +48,3 @@ async def test_an_rpm_429_carries_remaining_zero_and_the_windows_reset(store):
     headers = refused.value.headers
     assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("2", "0")
     assert 0 < _reset_seconds(headers["x-ratelimit-reset-requests"]) <= 60
-

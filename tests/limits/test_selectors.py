@@ -13,12 +13,20 @@ from tests.limits.conftest import day_quota, log_row, make_key
 def test_usage_for_key_shows_limits_current_usage_quotas_and_last_use(store, transactional_db):
     from apikeys.services import apikey_create
 
-    api_key, _ = apikey_create(name="admin-view", rpm_limit=60, max_concurrent=3,
-                               quotas=[("day", "max_tokens", 1000), ("month", "max_requests", 50)])
+    api_key, _ = apikey_create(
+        name="admin-view",
+        rpm_limit=60,
+        max_concurrent=3,
+        quotas=[("day", "max_tokens", 1000), ("month", "max_requests", 50)],
+    )
     log_row(api_key.id, prompt=120, completion=80, cost=0.01)
     log_row(api_key.id, prompt=10, completion=0)
-    key = make_key(id=api_key.id, rpm_limit=60, max_concurrent=3,
-                   quotas=[day_quota(tokens=1000), QuotaInfo("month", 50, None, None)])
+    key = make_key(
+        id=api_key.id,
+        rpm_limit=60,
+        max_concurrent=3,
+        quotas=[day_quota(tokens=1000), QuotaInfo("month", 50, None, None)],
+    )
     admission = asyncio.run(limits.admit(key, estimated_tokens=1))  # one request in flight
 
     usage = selectors.usage_for_key_sync(api_key.id)
@@ -42,4 +50,3 @@ def test_the_admin_key_page_shows_usage_against_quotas(transactional_db, admin_c
     text = page.content.decode()
     assert "Usage now" in text and "tokens this day" in text and "312 of 1000" in text
     assert "requests this minute" in text and "0 of 60" in text
-

@@ -39,4 +39,3 @@ async def test_a_tpm_429_carries_the_token_limits_figures(store):
     headers = refused.value.headers
     assert (headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"]) == ("100", "10")
     assert 0 < _reset_seconds(headers["x-ratelimit-reset-tokens"]) <= 60
-

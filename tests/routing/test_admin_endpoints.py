@@ -11,8 +11,9 @@ from routing.models import Alias, Provider, Route
 def embed_alias(db):
     ollama = Provider.objects.create(name="ollama", kind="ollama", tier="internal", base_url="http://o/v1")
     alias = Alias.objects.create(name="rainymodel/embed")
-    route = Route.objects.create(alias=alias, provider=ollama, upstream_model="nomic-embed-text",
-                                 endpoints=["embeddings"])
+    route = Route.objects.create(
+        alias=alias, provider=ollama, upstream_model="nomic-embed-text", endpoints=["embeddings"]
+    )
     return alias, route
 
 
@@ -22,13 +23,26 @@ def change_url(alias):
 
 def post_route(admin_client, alias, route, endpoints):
     data = {
-        "name": alias.name, "description": "", "enabled": "on", "listed": "on", "default_policy": "",
-        "routes-TOTAL_FORMS": "1", "routes-INITIAL_FORMS": "1", "routes-MIN_NUM_FORMS": "0",
+        "name": alias.name,
+        "description": "",
+        "enabled": "on",
+        "listed": "on",
+        "default_policy": "",
+        "routes-TOTAL_FORMS": "1",
+        "routes-INITIAL_FORMS": "1",
+        "routes-MIN_NUM_FORMS": "0",
         "routes-MAX_NUM_FORMS": "1000",
-        "routes-0-id": str(route.pk), "routes-0-alias": str(alias.pk), "routes-0-provider": str(route.provider_id),
-        "routes-0-upstream_model": route.upstream_model, "routes-0-enabled": "on", "routes-0-position": "0",
-        "routes-0-weight": "1", "routes-0-context_window": "", "routes-0-input_price_per_mtok": "0",
-        "routes-0-output_price_per_mtok": "0", "routes-0-endpoints": endpoints,
+        "routes-0-id": str(route.pk),
+        "routes-0-alias": str(alias.pk),
+        "routes-0-provider": str(route.provider_id),
+        "routes-0-upstream_model": route.upstream_model,
+        "routes-0-enabled": "on",
+        "routes-0-position": "0",
+        "routes-0-weight": "1",
+        "routes-0-context_window": "",
+        "routes-0-input_price_per_mtok": "0",
+        "routes-0-output_price_per_mtok": "0",
+        "routes-0-endpoints": endpoints,
     }
     return admin_client.post(change_url(alias), data)
 
@@ -42,12 +56,16 @@ def test_the_route_table_shows_endpoints_as_checkboxes_ticked_as_stored(admin_cl
     assert page.count('name="routes-0-endpoints"') == 3
 
 
-@pytest.mark.parametrize("ticked, stored", [
-    (["completions", "chat"], ["chat", "completions"]),
-    ([], []),
-])
-def test_ticked_endpoints_are_saved_in_one_order_and_none_means_every_endpoint(admin_client, embed_alias, ticked,
-                                                                               stored):
+@pytest.mark.parametrize(
+    "ticked, stored",
+    [
+        (["completions", "chat"], ["chat", "completions"]),
+        ([], []),
+    ],
+)
+def test_ticked_endpoints_are_saved_in_one_order_and_none_means_every_endpoint(
+    admin_client, embed_alias, ticked, stored
+):
     alias, route = embed_alias
     response = post_route(admin_client, alias, route, ticked)
     assert response.status_code == 302, response.text

@@ -37,15 +37,28 @@ def refused(text, **kwargs) -> str:
 
 # --- good files ---------------------------------------------------------------------------------------------------
 
+
 def test_defaults_yaml_loads_rainymodels_own_configuration(defaults_loaded):
-    assert set(Provider.objects.values_list("name", flat=True)) == {"hf", "ollama-primary", "ollama-secondary",
-                                                                    "openrouter"}
-    assert set(Alias.objects.values_list("name", flat=True)) == {"rainymodel/auto", "rainymodel/chat",
-                                                                 "rainymodel/code", "rainymodel/agent",
-                                                                 "rainymodel/embed"}
+    assert set(Provider.objects.values_list("name", flat=True)) == {
+        "hf",
+        "ollama-primary",
+        "ollama-secondary",
+        "openrouter",
+    }
+    assert set(Alias.objects.values_list("name", flat=True)) == {
+        "rainymodel/auto",
+        "rainymodel/chat",
+        "rainymodel/code",
+        "rainymodel/agent",
+        "rainymodel/embed",
+    }
     tiers = {p.name: p.tiers for p in Policy.objects.all()}
-    assert tiers == {"auto": ["free", "internal", "premium"], "free": ["free", "internal"],
-                     "uncensored": ["internal", "free", "premium"], "premium": ["premium", "free", "internal"]}
+    assert tiers == {
+        "auto": ["free", "internal", "premium"],
+        "free": ["free", "internal"],
+        "uncensored": ["internal", "free", "premium"],
+        "premium": ["premium", "free", "internal"],
+    }
     assert Policy.objects.get(is_default=True).name == "auto"
     assert RoutingSettings.load().catch_all_alias.name == "rainymodel/auto"
     assert Provider.objects.get(name="ollama-primary").base_url == "http://127.0.0.1:11434/v1"
@@ -81,8 +94,10 @@ def test_round_trip_keeps_every_field_including_odd_values(db):
 
 def test_defaults_say_which_endpoints_each_route_serves(defaults_loaded):
     def endpoints(alias):
-        return {(r.provider.name, r.upstream_model): r.endpoints
-                for r in Route.objects.filter(alias__name=alias).select_related("provider")}
+        return {
+            (r.provider.name, r.upstream_model): r.endpoints
+            for r in Route.objects.filter(alias__name=alias).select_related("provider")
+        }
 
     assert endpoints("rainymodel/embed") == {
         ("ollama-primary", "nomic-embed-text"): ["embeddings"],
@@ -91,8 +106,11 @@ def test_defaults_say_which_endpoints_each_route_serves(defaults_loaded):
     }
     assert str(Route.objects.get(upstream_model="openai/text-embedding-3-small").input_price_per_mtok) == "0.020000"
     code = endpoints("rainymodel/code")
-    assert code[("ollama-primary", "qwen2.5-coder:14b")] == code[("ollama-secondary", "qwen2.5-coder:7b")] == [
-        "chat", "completions"]
+    assert (
+        code[("ollama-primary", "qwen2.5-coder:14b")]
+        == code[("ollama-secondary", "qwen2.5-coder:7b")]
+        == ["chat", "completions"]
+    )
     assert code[("hf", "Qwen/Qwen2.5-Coder-32B-Instruct")] == ["chat"]
     assert code[("openrouter", "qwen/qwen-2.5-coder-32b-instruct")] == ["chat"]
     assert set(map(tuple, endpoints("rainymodel/auto").values())) == {()}  # unnamed: every endpoint
@@ -109,7 +127,10 @@ aliases:
       - {provider: openrouter, upstream_model: all, endpoints: []}
 """)
     assert [r.endpoints for r in Route.objects.filter(alias__name="rainymodel/embed").order_by("position")] == [
-        ["embeddings"], ["chat", "completions"], []]  # one spelling per set: the Endpoint choices' order
+        ["embeddings"],
+        ["chat", "completions"],
+        [],
+    ]  # one spelling per set: the Endpoint choices' order
     first = export_config()
     assert "endpoints: [embeddings]\n" in first and "endpoints: [chat, completions]\n" in first
     embed = next(a for a in yaml.safe_load(first)["aliases"] if a["name"] == "rainymodel/embed")
@@ -118,15 +139,25 @@ aliases:
     import_config(first, replace=True)
     assert export_config() == first
     assert [r.endpoints for r in Route.objects.filter(alias__name="rainymodel/embed").order_by("position")] == [
-        ["embeddings"], ["chat", "completions"], []]
+        ["embeddings"],
+        ["chat", "completions"],
+        [],
+    ]
 
 
 def test_export_names_every_field_and_never_a_secret(defaults_loaded, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_very_secret_value")
     text = export_config()
     assert "hf_very_secret_value" not in text
-    for key in ("connect_timeout_s:", "credit_cooldown_s:", "supports_prefill:", "weight:", "is_default:",
-                "catch_all_alias: rainymodel/auto", "api_key_env: HF_TOKEN"):
+    for key in (
+        "connect_timeout_s:",
+        "credit_cooldown_s:",
+        "supports_prefill:",
+        "weight:",
+        "is_default:",
+        "catch_all_alias: rainymodel/auto",
+        "api_key_env: HF_TOKEN",
+    ):
         assert key in text
 
 
@@ -136,7 +167,9 @@ def test_omitted_fields_take_their_defaults_and_routes_their_list_order(db):
     assert (hf.connect_timeout_s, hf.first_token_timeout_s, hf.max_retries, hf.enabled) == (5, 10, 2, True)
     routes = list(Route.objects.filter(alias__name="rainymodel/auto").order_by("position"))
     assert [(r.upstream_model, r.position) for r in routes] == [
-        ("Qwen/Qwen2.5-72B-Instruct", 0), ("qwen/qwen-2.5-72b-instruct", 1)]
+        ("Qwen/Qwen2.5-72B-Instruct", 0),
+        ("qwen/qwen-2.5-72b-instruct", 1),
+    ]
     assert str(routes[1].input_price_per_mtok) == "0.120000"
 
 
@@ -186,7 +219,8 @@ def test_import_without_replace_keeps_what_the_file_does_not_name(db):
 
 def test_import_with_replace_removes_what_the_file_does_not_name(db):
     import_config(MINIMAL)
-    summary = import_config("""
+    summary = import_config(
+        """
         providers:
           - {name: hf, kind: hf, tier: free, base_url: "https://router.huggingface.co/v1"}
         aliases:
@@ -194,7 +228,9 @@ def test_import_with_replace_removes_what_the_file_does_not_name(db):
             routes: [{provider: hf, upstream_model: m}]
         policies:
           - {name: auto, tiers: [free], is_default: true}
-    """, replace=True)
+    """,
+        replace=True,
+    )
     assert list(Provider.objects.values_list("name", flat=True)) == ["hf"]
     assert list(Alias.objects.values_list("name", flat=True)) == ["rainymodel/auto"]
     assert list(Policy.objects.values_list("name", flat=True)) == ["auto"]
@@ -240,61 +276,98 @@ def test_a_refused_import_does_not_bump_the_version(db, django_capture_on_commit
 # --- bad files ----------------------------------------------------------------------------------------------------
 
 BAD_FILES = {
-    "route_to_undefined_provider": ("""
+    "route_to_undefined_provider": (
+        """
         aliases:
           - name: rainymodel/auto
             routes: [{provider: hf, upstream_model: m}]
           - name: rainymodel/chat
             routes: [{provider: nope, upstream_model: m}]
-        """, "aliases[1] (rainymodel/chat) routes[0]: provider 'nope' is not defined"),
+        """,
+        "aliases[1] (rainymodel/chat) routes[0]: provider 'nope' is not defined",
+    ),
     "unknown_top_level_key": ("providerz: []", "unknown top-level key 'providerz'"),
-    "unknown_provider_key": ("providers: [{name: x, kind: hf, tier: free, base_url: 'http://h/v1', colour: red}]",
-                             "providers[0] (x): unknown key 'colour'"),
-    "unknown_route_key": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: m, speed: 9}]}]",
-                          "aliases[0] (a) routes[0]: unknown key 'speed'"),
+    "unknown_provider_key": (
+        "providers: [{name: x, kind: hf, tier: free, base_url: 'http://h/v1', colour: red}]",
+        "providers[0] (x): unknown key 'colour'",
+    ),
+    "unknown_route_key": (
+        "aliases: [{name: a, routes: [{provider: hf, upstream_model: m, speed: 9}]}]",
+        "aliases[0] (a) routes[0]: unknown key 'speed'",
+    ),
     "unknown_settings_key": ("settings: {catch_all: rainymodel/auto}", "settings: unknown key 'catch_all'"),
-    "undefined_default_policy": ("aliases: [{name: a, default_policy: cheap}]",
-                                 "aliases[0] (a) default_policy: policy 'cheap' is not defined"),
-    "undefined_catch_all": ("settings: {catch_all_alias: rainymodel/nope}",
-                            "settings catch_all_alias: alias 'rainymodel/nope' is not defined"),
-    "two_defaults": ("policies: [{name: a, tiers: [free], is_default: true}, {name: b, tiers: [free], "
-                     "is_default: true}]", "only one policy may have is_default: true"),
-    "unknown_tier": ("policies: [{name: a, tiers: [free, gold], is_default: true}]",
-                     "policies[0] (a) tiers: Unknown tier(s) ['gold']"),
-    "provider_bad_tier": ("providers: [{name: x, kind: hf, tier: gold, base_url: 'http://h/v1'}]",
-                          "providers[0] (x) tier: Value 'gold' is not a valid choice."),
-    "provider_url_without_v1": ("providers: [{name: x, kind: hf, tier: free, base_url: 'http://h/api'}]",
-                                "providers[0] (x) base_url: Base URL must end in /v1"),
-    "secret_instead_of_env_name": ("providers: [{name: x, kind: hf, tier: free, base_url: 'http://h/v1', "
-                                   "api_key_env: hf_AbCdEfGh0123456789}]",
-                                   "providers[0] (x) api_key_env: Give the NAME of an environment variable"),
-    "wrong_type": ("providers: [{name: x, kind: hf, tier: free, base_url: 'http://h/v1', max_retries: many}]",
-                   "providers[0] (x) max_retries: must be a whole number, not 'many'"),
-    "unquoted_number_as_string": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: 7}]}]",
-                                  "aliases[0] (a) routes[0] upstream_model: must be a string"),
-    "missing_required_key": ("providers: [{name: x, tier: free, base_url: 'http://h/v1'}]",
-                             "providers[0] (x): missing required key 'kind'"),
-    "duplicate_names": ("policies: [{name: auto, tiers: [free], is_default: true}, {name: Auto, tiers: [free]}]",
-                        "policies[1] (Auto): name 'Auto' is already used by policies[0] (auto)"),
+    "undefined_default_policy": (
+        "aliases: [{name: a, default_policy: cheap}]",
+        "aliases[0] (a) default_policy: policy 'cheap' is not defined",
+    ),
+    "undefined_catch_all": (
+        "settings: {catch_all_alias: rainymodel/nope}",
+        "settings catch_all_alias: alias 'rainymodel/nope' is not defined",
+    ),
+    "two_defaults": (
+        "policies: [{name: a, tiers: [free], is_default: true}, {name: b, tiers: [free], is_default: true}]",
+        "only one policy may have is_default: true",
+    ),
+    "unknown_tier": (
+        "policies: [{name: a, tiers: [free, gold], is_default: true}]",
+        "policies[0] (a) tiers: Unknown tier(s) ['gold']",
+    ),
+    "provider_bad_tier": (
+        "providers: [{name: x, kind: hf, tier: gold, base_url: 'http://h/v1'}]",
+        "providers[0] (x) tier: Value 'gold' is not a valid choice.",
+    ),
+    "provider_url_without_v1": (
+        "providers: [{name: x, kind: hf, tier: free, base_url: 'http://h/api'}]",
+        "providers[0] (x) base_url: Base URL must end in /v1",
+    ),
+    "secret_instead_of_env_name": (
+        "providers: [{name: x, kind: hf, tier: free, base_url: 'http://h/v1', api_key_env: hf_AbCdEfGh0123456789}]",
+        "providers[0] (x) api_key_env: Give the NAME of an environment variable",
+    ),
+    "wrong_type": (
+        "providers: [{name: x, kind: hf, tier: free, base_url: 'http://h/v1', max_retries: many}]",
+        "providers[0] (x) max_retries: must be a whole number, not 'many'",
+    ),
+    "unquoted_number_as_string": (
+        "aliases: [{name: a, routes: [{provider: hf, upstream_model: 7}]}]",
+        "aliases[0] (a) routes[0] upstream_model: must be a string",
+    ),
+    "missing_required_key": (
+        "providers: [{name: x, tier: free, base_url: 'http://h/v1'}]",
+        "providers[0] (x): missing required key 'kind'",
+    ),
+    "duplicate_names": (
+        "policies: [{name: auto, tiers: [free], is_default: true}, {name: Auto, tiers: [free]}]",
+        "policies[1] (Auto): name 'Auto' is already used by policies[0] (auto)",
+    ),
     "duplicate_yaml_key": ("providers:\n  - name: x\n    name: y\n", "key 'name' appears twice"),
     "yaml_syntax": ("providers: [\n", "not valid YAML at line 2"),
     "not_a_mapping": ("- providers", "the file must be a mapping"),
     "empty": ("", "the file is empty"),
     "section_not_a_list": ("providers: {name: hf}", "providers: must be a list of entries"),
     "entry_not_a_mapping": ("providers: [hf]", "providers[0]: must be a mapping"),
-    "no_default_policy": ("policies: [{name: auto, tiers: [free], is_default: false}]",
-                          "no policy is the default"),
-    "unset_env": ("providers: [{name: x, kind: hf, tier: free, base_url: '${RM_TEST_SURELY_UNSET}/v1'}]",
-                  "providers[0] (x) base_url: environment variable RM_TEST_SURELY_UNSET is not set"),
-    "unknown_endpoint": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: [chat, rerank]}]}]",
-                         "aliases[0] (a) routes[0] endpoints: Unknown endpoint(s) ['rerank']; endpoints are chat, "
-                         "embeddings, completions"),
-    "endpoints_not_a_list": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: chat}]}]",
-                             "aliases[0] (a) routes[0] endpoints: Endpoints must be a list of names"),
-    "endpoint_twice": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: [chat, chat]}]}]",
-                       "aliases[0] (a) routes[0] endpoints: Each endpoint may appear only once."),
-    "negative_weight": ("aliases: [{name: a, routes: [{provider: hf, upstream_model: m, weight: 0}]}]",
-                        "aliases[0] (a) routes[0] weight: Ensure this value is greater than or equal to 1."),
+    "no_default_policy": ("policies: [{name: auto, tiers: [free], is_default: false}]", "no policy is the default"),
+    "unset_env": (
+        "providers: [{name: x, kind: hf, tier: free, base_url: '${RM_TEST_SURELY_UNSET}/v1'}]",
+        "providers[0] (x) base_url: environment variable RM_TEST_SURELY_UNSET is not set",
+    ),
+    "unknown_endpoint": (
+        "aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: [chat, rerank]}]}]",
+        "aliases[0] (a) routes[0] endpoints: Unknown endpoint(s) ['rerank']; endpoints are chat, "
+        "embeddings, completions",
+    ),
+    "endpoints_not_a_list": (
+        "aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: chat}]}]",
+        "aliases[0] (a) routes[0] endpoints: Endpoints must be a list of names",
+    ),
+    "endpoint_twice": (
+        "aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: [chat, chat]}]}]",
+        "aliases[0] (a) routes[0] endpoints: Each endpoint may appear only once.",
+    ),
+    "negative_weight": (
+        "aliases: [{name: a, routes: [{provider: hf, upstream_model: m, weight: 0}]}]",
+        "aliases[0] (a) routes[0] weight: Ensure this value is greater than or equal to 1.",
+    ),
 }
 
 
@@ -353,10 +426,10 @@ def test_unreadable_file_is_a_clear_error(db, tmp_path):
         import_file(str(tmp_path / "missing.yaml"))
 
 
-
 def test_routes_of_a_refused_alias_are_still_checked(db):
     import_config(MINIMAL)
-    message = refused("aliases: [{name: a, default_policy: nope, routes: [{provider: hf, upstream_model: m, "
-                      "weight: 0}]}]")
+    message = refused(
+        "aliases: [{name: a, default_policy: nope, routes: [{provider: hf, upstream_model: m, weight: 0}]}]"
+    )
     assert "aliases[0] (a) default_policy: policy 'nope' is not defined" in message
     assert "aliases[0] (a) routes[0] weight: Ensure this value is greater than or equal to 1." in message

@@ -8,8 +8,13 @@ from routing.models import Alias, Policy, Provider, Route, RoutingSettings
 
 
 def provider(**fields):
-    values = {"name": "hf", "kind": "hf", "tier": "free", "base_url": "https://router.huggingface.co/v1",
-              "api_key_env": "HF_TOKEN"}
+    values = {
+        "name": "hf",
+        "kind": "hf",
+        "tier": "free",
+        "base_url": "https://router.huggingface.co/v1",
+        "api_key_env": "HF_TOKEN",
+    }
     values.update(fields)
     return Provider(**values)
 
@@ -80,12 +85,15 @@ def test_the_default_policy_may_be_saved_again(db):
     auto.full_clean()
 
 
-@pytest.mark.parametrize("tiers, message", [
-    (["free", "gold"], "Unknown tier(s) ['gold']"),
-    ([], "cannot be blank"),
-    (["free", "free"], "only once"),
-    ("free", "at least one tier"),
-])
+@pytest.mark.parametrize(
+    "tiers, message",
+    [
+        (["free", "gold"], "Unknown tier(s) ['gold']"),
+        ([], "cannot be blank"),
+        (["free", "free"], "only once"),
+        ("free", "at least one tier"),
+    ],
+)
 def test_policy_tiers_come_from_the_fixed_set_once_each(db, tiers, message):
     assert message in messages_for(Policy(name="p", tiers=tiers), "tiers")
 
@@ -101,7 +109,8 @@ def test_alias_name_may_not_have_surrounding_spaces(db):
 @pytest.fixture
 def alias_and_provider(db):
     return Alias.objects.create(name="rainymodel/auto"), provider().__class__.objects.create(
-        name="hf", kind="hf", tier="free", base_url="https://router.huggingface.co/v1")
+        name="hf", kind="hf", tier="free", base_url="https://router.huggingface.co/v1"
+    )
 
 
 def test_route_needs_an_upstream_model(alias_and_provider):
@@ -112,8 +121,9 @@ def test_route_needs_an_upstream_model(alias_and_provider):
 
 def test_route_weight_is_at_least_one(alias_and_provider):
     alias, hf = alias_and_provider
-    assert "greater than or equal to 1" in messages_for(Route(alias=alias, provider=hf, upstream_model="m", weight=0),
-                                                        "weight")
+    assert "greater than or equal to 1" in messages_for(
+        Route(alias=alias, provider=hf, upstream_model="m", weight=0), "weight"
+    )
 
 
 def test_route_prices_are_not_negative(alias_and_provider):
@@ -127,17 +137,21 @@ def test_route_tier_is_its_providers(alias_and_provider):
     assert Route(alias=alias, provider=hf, upstream_model="m").tier == "free"
 
 
-@pytest.mark.parametrize("endpoints, message", [
-    (["chat", "rerank"], "Unknown endpoint(s) ['rerank']; endpoints are chat, embeddings, completions"),
-    (["Chat"], "Unknown endpoint(s) ['Chat']"),
-    ("chat", "Endpoints must be a list of names"),
-    ({"chat": True}, "Endpoints must be a list of names"),
-    (["chat", "chat"], "Each endpoint may appear only once."),
-])
+@pytest.mark.parametrize(
+    "endpoints, message",
+    [
+        (["chat", "rerank"], "Unknown endpoint(s) ['rerank']; endpoints are chat, embeddings, completions"),
+        (["Chat"], "Unknown endpoint(s) ['Chat']"),
+        ("chat", "Endpoints must be a list of names"),
+        ({"chat": True}, "Endpoints must be a list of names"),
+        (["chat", "chat"], "Each endpoint may appear only once."),
+    ],
+)
 def test_route_endpoints_are_known_names_once_each(alias_and_provider, endpoints, message):
     alias, hf = alias_and_provider
-    assert message in messages_for(Route(alias=alias, provider=hf, upstream_model="m", endpoints=endpoints),
-                                   "endpoints")
+    assert message in messages_for(
+        Route(alias=alias, provider=hf, upstream_model="m", endpoints=endpoints), "endpoints"
+    )
 
 
 def test_route_endpoints_empty_means_every_endpoint_and_keep_one_order(alias_and_provider):
@@ -160,8 +174,13 @@ def test_routing_settings_is_a_single_row(db):
 
 def test_api_key_allowed_aliases_and_policies_must_exist(alias_and_provider):
     Policy.objects.create(name="free", tiers=["free"])
-    key = APIKey(name="k", prefix="rm-abcdefghi", hashed_key="x" * 64,
-                 allowed_aliases=["rainymodel/auto", "rainymodel/nope"], allowed_policies=["FREE", "cheap"])
+    key = APIKey(
+        name="k",
+        prefix="rm-abcdefghi",
+        hashed_key="x" * 64,
+        allowed_aliases=["rainymodel/auto", "rainymodel/nope"],
+        allowed_policies=["FREE", "cheap"],
+    )
     with pytest.raises(ValidationError) as caught:
         key.full_clean()
     assert caught.value.message_dict["allowed_aliases"] == ["No alias named 'rainymodel/nope'."]
@@ -171,8 +190,9 @@ def test_api_key_allowed_aliases_and_policies_must_exist(alias_and_provider):
 def test_api_key_default_policy_must_be_among_its_allowed_policies(db):
     free = Policy.objects.create(name="free", tiers=["free"])
     Policy.objects.create(name="premium", tiers=["premium"])
-    key = APIKey(name="k", prefix="rm-abcdefghi", hashed_key="x" * 64, allowed_policies=["premium"],
-                 default_policy=free)
+    key = APIKey(
+        name="k", prefix="rm-abcdefghi", hashed_key="x" * 64, allowed_policies=["premium"], default_policy=free
+    )
     assert "not among the allowed policies" in messages_for(key, "default_policy")
 
 

@@ -68,8 +68,11 @@ def test_import_refusal_is_a_command_error_naming_the_problem(db, yaml_file):
           - name: rainymodel/auto
             routes: [{provider: nope, upstream_model: m}]
     """)
-    with pytest.raises(CommandError, match=r"nothing was changed: aliases\[0\] \(rainymodel/auto\) routes\[0\]: "
-                                           r"provider 'nope' is not defined"):
+    with pytest.raises(
+        CommandError,
+        match=r"nothing was changed: aliases\[0\] \(rainymodel/auto\) routes\[0\]: "
+        r"provider 'nope' is not defined",
+    ):
         run("import", path)
     assert Alias.objects.get(name="rainymodel/auto").routes.count() == 5
 
@@ -83,10 +86,20 @@ def test_import_from_standard_input(db, monkeypatch):
 def test_a_bad_file_exits_1_with_the_message_and_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("providers: [\n")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings", "SECRET_KEY": "test-only-secret",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}"}
-    result = subprocess.run([sys.executable, "manage.py", "routing", "import", str(bad)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
+        "SECRET_KEY": "test-only-secret",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "routing", "import", str(bad)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "not valid YAML at line 2" in result.stderr
     assert "Traceback" not in result.stderr
@@ -99,8 +112,10 @@ def test_a_missing_action_is_a_usage_error(db):
 
 def test_an_unknown_endpoint_is_refused_by_the_command(db, tmp_path):
     path = tmp_path / "routing.yaml"
-    path.write_text("providers: [{name: hf, kind: hf, tier: free, base_url: 'http://h/v1'}]\n"
-                    "aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: [embedings]}]}]\n")
+    path.write_text(
+        "providers: [{name: hf, kind: hf, tier: free, base_url: 'http://h/v1'}]\n"
+        "aliases: [{name: a, routes: [{provider: hf, upstream_model: m, endpoints: [embedings]}]}]\n"
+    )
     with pytest.raises(CommandError) as caught:
         run("import", str(path))
     assert "aliases[0] (a) routes[0] endpoints: Unknown endpoint(s) ['embedings']" in str(caught.value)

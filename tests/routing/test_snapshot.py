@@ -22,12 +22,20 @@ pytestmark = pytest.mark.django_db(transaction=True)  # changes must be committe
 
 # --- built from the database -------------------------------------------------------------------------------------
 
+
 def test_the_snapshot_holds_the_routing_rows(monkeypatch):
     monkeypatch.setenv("TEST_PREMIUM_KEY", "sk-from-the-environment")
     make_routing(
         upstream("http://127.0.0.1:9/v1/", name="hf", upstream_model="m-free", context_window=8000),
-        upstream("http://127.0.0.1:8/v1", tier="premium", name="or", api_key_env="TEST_PREMIUM_KEY",
-                 upstream_model="m-premium", input_price_per_mtok=Decimal("2.5"), output_price_per_mtok=10),
+        upstream(
+            "http://127.0.0.1:8/v1",
+            tier="premium",
+            name="or",
+            api_key_env="TEST_PREMIUM_KEY",
+            upstream_model="m-premium",
+            input_price_per_mtok=Decimal("2.5"),
+            output_price_per_mtok=10,
+        ),
     )
     Provider.objects.filter(name="hf").update(base_url="http://127.0.0.1:9/v1/")  # past the form's cleaning
     snap = snapshot.refresh()
@@ -36,7 +44,9 @@ def test_the_snapshot_holds_the_routing_rows(monkeypatch):
     assert snap.providers["or"].api_key == "sk-from-the-environment"  # resolved when built, never stored
     alias = snap.aliases["rainymodel/auto"]
     assert [(r.provider.name, r.upstream_model, r.alias) for r in alias.routes] == [
-        ("hf", "m-free", "rainymodel/auto"), ("or", "m-premium", "rainymodel/auto")]
+        ("hf", "m-free", "rainymodel/auto"),
+        ("or", "m-premium", "rainymodel/auto"),
+    ]
     assert alias.routes[0].context_window == 8000
     assert (alias.routes[1].input_price_per_mtok, alias.routes[1].output_price_per_mtok) == (2.5, 10.0)
     assert snap.policies["auto"].tiers == ("free", "internal", "premium") and snap.default_policy == "auto"
@@ -46,9 +56,16 @@ def test_the_snapshot_holds_the_routing_rows(monkeypatch):
 
 def test_the_snapshot_holds_the_keys_with_their_limits_and_quotas():
     premium = make_routing(upstream("http://127.0.0.1:9/v1")).policies["premium"]
-    api_key, _ = apikey_create(name="limited", rpm_limit=60, tpm_limit=1000, max_concurrent=2,
-                               allowed_aliases=["rainymodel/auto"], allowed_policies=["Premium", "free"],
-                               default_policy=premium, quotas=[("day", "max_requests", 100)])
+    api_key, _ = apikey_create(
+        name="limited",
+        rpm_limit=60,
+        tpm_limit=1000,
+        max_concurrent=2,
+        allowed_aliases=["rainymodel/auto"],
+        allowed_policies=["Premium", "free"],
+        default_policy=premium,
+        quotas=[("day", "max_requests", 100)],
+    )
     info = snapshot.refresh().keys_by_prefix[api_key.prefix]
     assert (info.id, info.name, info.hashed_key) == (api_key.id, "limited", api_key.hashed_key)
     assert (info.rpm_limit, info.tpm_limit, info.max_concurrent) == (60, 1000, 2)
@@ -60,6 +77,7 @@ def test_the_snapshot_holds_the_keys_with_their_limits_and_quotas():
 
 
 # --- the version moves -> rebuilt ---------------------------------------------------------------------------------
+
 
 def test_a_committed_routing_change_rebuilds_the_snapshot():
     make_routing(upstream("http://127.0.0.1:9/v1", name="hf"))

@@ -58,8 +58,16 @@ def download(url: str, cookies: dict, pid: int) -> dict:
     done.set()
     sampler.join()
     time.sleep(1.0)
-    return {"first_byte_s": first, "first_row_s": first_row, "total_s": total, "mb": size / 1e6, "rows": lines - 1,
-            "rss_before": before, "rss_peak": peak[0], "rss_after": rss_mb(pid)}
+    return {
+        "first_byte_s": first,
+        "first_row_s": first_row,
+        "total_s": total,
+        "mb": size / 1e6,
+        "rows": lines - 1,
+        "rss_before": before,
+        "rss_peak": peak[0],
+        "rss_after": rss_mb(pid),
+    }
 
 
 def main() -> None:
@@ -79,8 +87,14 @@ def main() -> None:
 
     staff, _ = User.objects.get_or_create(username="bench-staff", defaults={"is_staff": True})
     plain, _ = User.objects.get_or_create(username="bench-user")
-    busiest = (UsageDaily.objects.exclude(api_key_id=0).values("api_key_id").annotate(n=Sum("requests"))
-               .order_by("-n").values_list("api_key_id", flat=True).first())
+    busiest = (
+        UsageDaily.objects.exclude(api_key_id=0)
+        .values("api_key_id")
+        .annotate(n=Sum("requests"))
+        .order_by("-n")
+        .values_list("api_key_id", flat=True)
+        .first()
+    )
     assert busiest is not None, "no usage rows: generate some first"
     APIKey.objects.filter(pk=busiest).update(owner=plain)
     cookies = {}
@@ -92,8 +106,19 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "rainymodel_site.asgi:application", "--port",
-                               str(port), "--log-level", "warning"], env={**os.environ, "ALLOWED_HOSTS": "127.0.0.1"})
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "rainymodel_site.asgi:application",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "ALLOWED_HOSTS": "127.0.0.1"},
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -106,17 +131,24 @@ def main() -> None:
                     raise
                 time.sleep(0.2)
         httpx.get(base + "/usage/?period=24h", cookies=cookies["staff"], timeout=60)  # warm up
-        print(f"{'who':6} {'export':52} {'first byte s':>12} {'first row s':>11} {'total s':>8} {'MB':>7} "
-              f"{'rows':>9} "
-              f"{'RSS before':>10} {'peak':>6} {'after':>6}")
-        for who, path in (("staff", f"/usage/log.csv?period={args.period}"),
-                          ("plain", f"/usage/log.csv?period={args.period}"),
-                          ("staff", f"/usage/breakdown/?by=provider&period={args.period}&format=csv"),
-                          ("plain", f"/usage/breakdown/?by=alias&period={args.period}&format=csv")):
+        print(
+            f"{'who':6} {'export':52} {'first byte s':>12} {'first row s':>11} {'total s':>8} {'MB':>7} "
+            f"{'rows':>9} "
+            f"{'RSS before':>10} {'peak':>6} {'after':>6}"
+        )
+        for who, path in (
+            ("staff", f"/usage/log.csv?period={args.period}"),
+            ("plain", f"/usage/log.csv?period={args.period}"),
+            ("staff", f"/usage/breakdown/?by=provider&period={args.period}&format=csv"),
+            ("plain", f"/usage/breakdown/?by=alias&period={args.period}&format=csv"),
+        ):
             r = download(base + path, cookies[who], server.pid)
-            print(f"{who:6} {path:52} {r['first_byte_s']:12.3f} {r['first_row_s'] or 0:11.3f} {r['total_s']:8.1f} "
-                  f"{r['mb']:7.1f} {r['rows']:9,} "
-                  f"{r['rss_before']:10.0f} {r['rss_peak']:6.0f} {r['rss_after']:6.0f}", flush=True)
+            print(
+                f"{who:6} {path:52} {r['first_byte_s']:12.3f} {r['first_row_s'] or 0:11.3f} {r['total_s']:8.1f} "
+                f"{r['mb']:7.1f} {r['rows']:9,} "
+                f"{r['rss_before']:10.0f} {r['rss_peak']:6.0f} {r['rss_after']:6.0f}",
+                flush=True,
+            )
     finally:
         server.terminate()
         server.wait(30)

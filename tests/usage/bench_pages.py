@@ -41,25 +41,39 @@ def main() -> None:
 
     from usage.models import UsageDaily
 
-    busiest = (UsageDaily.objects.exclude(api_key_id=0).values("api_key_id").annotate(n=Sum("requests"))
-               .order_by("-n").values_list("api_key_id", flat=True).first())
+    busiest = (
+        UsageDaily.objects.exclude(api_key_id=0)
+        .values("api_key_id")
+        .annotate(n=Sum("requests"))
+        .order_by("-n")
+        .values_list("api_key_id", flat=True)
+        .first()
+    )
     assert busiest is not None, "no usage rows: generate some first"
     APIKey.objects.filter(pk=busiest).update(owner=plain)
     # Give the busiest key a secret this script knows, so /v1/usage can be called as that key.
     full_key = generate_key()
     APIKey.objects.filter(pk=busiest).update(prefix=key_prefix(full_key), hashed_key=hash_key(full_key))
     snapshot.refresh()
-    print(f"RequestLog rows: {RequestLog.objects.count():,}; UsageHourly rows: {UsageHourly.objects.count():,}; "
-          f"plain user owns the busiest key, {busiest}")
+    print(
+        f"RequestLog rows: {RequestLog.objects.count():,}; UsageHourly rows: {UsageHourly.objects.count():,}; "
+        f"plain user owns the busiest key, {busiest}"
+    )
 
     pages = [
-        ("staff", "/usage/?period=24h"), ("staff", "/usage/?period=7d"), ("staff", "/usage/?period=30d"),
+        ("staff", "/usage/?period=24h"),
+        ("staff", "/usage/?period=7d"),
+        ("staff", "/usage/?period=30d"),
         ("staff", "/usage/?period=30d&tier=premium&errors=1"),
-        ("staff", "/usage/breakdown/?by=alias&period=30d"), ("staff", "/usage/breakdown/?by=provider&period=30d"),
-        ("staff", "/usage/breakdown/?by=key&period=30d"), ("staff", "/usage/breakdown/?by=policy&period=30d"),
+        ("staff", "/usage/breakdown/?by=alias&period=30d"),
+        ("staff", "/usage/breakdown/?by=provider&period=30d"),
+        ("staff", "/usage/breakdown/?by=key&period=30d"),
+        ("staff", "/usage/breakdown/?by=policy&period=30d"),
         ("staff", "/usage/breakdown/?by=tier&period=30d"),
-        ("staff", "/usage/keys/?period=30d"), ("staff", f"/usage/keys/{busiest}/?period=30d"),
-        ("staff", "/usage/log/?period=30d"), ("staff", "/usage/log/?period=30d&errors=1"),
+        ("staff", "/usage/keys/?period=30d"),
+        ("staff", f"/usage/keys/{busiest}/?period=30d"),
+        ("staff", "/usage/log/?period=30d"),
+        ("staff", "/usage/log/?period=30d&errors=1"),
         ("staff", "/usage/log/?period=30d&provider=openrouter&status=429"),
         ("staff", f"/usage/log/?period=30d&key={busiest}"),
     ]

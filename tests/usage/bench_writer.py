@@ -38,8 +38,11 @@ def main() -> None:
 
     endpoints = args.endpoints.split(",")
     rnd = random.Random(12)
-    routes = [("free", "hf", "llama-70b"), ("internal", "ollama-primary", "qwen2.5:14b"),
-              ("premium", "openrouter", "gpt-4o-mini")]
+    routes = [
+        ("free", "hf", "llama-70b"),
+        ("internal", "ollama-primary", "qwen2.5:14b"),
+        ("premium", "openrouter", "gpt-4o-mini"),
+    ]
     times, groups = [], []
     start = timezone.now()
     for batch_no in range(args.batches):
@@ -48,23 +51,42 @@ def main() -> None:
         for _ in range(args.rows):
             tier, provider, model = rnd.choice(routes)
             status = rnd.choice([200] * 17 + [429, 502, 400])
-            rows.append({
-                "id": "req_" + secrets.token_hex(12), "created_at": base + timedelta(seconds=rnd.random() * 5),
-                "endpoint": rnd.choice(endpoints), "api_key_id": 10_000 + rnd.randrange(25), "key_prefix": "rm-bench",
-                "requested_model": "rainymodel/auto", "alias": f"rainymodel/a{rnd.randrange(4)}", "policy": "auto",
-                "tier": tier, "provider": provider, "upstream_model": model, "status": status,
-                "error_code": "" if status == 200 else "x", "admitted": True, "synthetic": True,
-                "latency_ms": rnd.randint(5, 9000), "ttft_ms": None, "prompt_tokens": rnd.randint(10, 4000),
-                "completion_tokens": rnd.randint(0, 1500), "cost_usd": 0, "attempts": [], "fallback": False,
-            })
+            rows.append(
+                {
+                    "id": "req_" + secrets.token_hex(12),
+                    "created_at": base + timedelta(seconds=rnd.random() * 5),
+                    "endpoint": rnd.choice(endpoints),
+                    "api_key_id": 10_000 + rnd.randrange(25),
+                    "key_prefix": "rm-bench",
+                    "requested_model": "rainymodel/auto",
+                    "alias": f"rainymodel/a{rnd.randrange(4)}",
+                    "policy": "auto",
+                    "tier": tier,
+                    "provider": provider,
+                    "upstream_model": model,
+                    "status": status,
+                    "error_code": "" if status == 200 else "x",
+                    "admitted": True,
+                    "synthetic": True,
+                    "latency_ms": rnd.randint(5, 9000),
+                    "ttft_ms": None,
+                    "prompt_tokens": rnd.randint(10, 4000),
+                    "completion_tokens": rnd.randint(0, 1500),
+                    "cost_usd": 0,
+                    "attempts": [],
+                    "fallback": False,
+                }
+            )
         groups.append(len(summarise(rows)))
         began = time.perf_counter()
         write_batch(rows)
         times.append((time.perf_counter() - began) * 1000)
     warm = times[1:]
-    print(f"endpoints={args.endpoints} rows/batch={args.rows} groups/batch~{statistics.median(groups):.0f}: "
-          f"median {statistics.median(warm):.0f} ms, range {min(warm):.0f}-{max(warm):.0f} ms "
-          f"over {len(warm)} warm batches")
+    print(
+        f"endpoints={args.endpoints} rows/batch={args.rows} groups/batch~{statistics.median(groups):.0f}: "
+        f"median {statistics.median(warm):.0f} ms, range {min(warm):.0f}-{max(warm):.0f} ms "
+        f"over {len(warm)} warm batches"
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ from usage.models import LATENCY_BUCKET_EDGES_MS
 def _where(period, conditions: list[str], params: list) -> tuple[str, list]:
     ops = connection.ops
     clauses = ["created_at >= %s", "created_at < %s", *conditions]
-    return " AND ".join(clauses), [ops.adapt_datetimefield_value(period.start),
-                                   ops.adapt_datetimefield_value(period.end), *params]
+    return " AND ".join(clauses), [
+        ops.adapt_datetimefield_value(period.start),
+        ops.adapt_datetimefield_value(period.end),
+        *params,
+    ]
 
 
 def figures(period, conditions: Sequence[str] = (), params: Sequence[Any] = ()) -> dict:
@@ -26,10 +29,19 @@ def figures(period, conditions: Sequence[str] = (), params: Sequence[Any] = ()) 
             "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
             "COALESCE(SUM(cost_usd), 0), COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0), "
             "COALESCE(SUM(CASE WHEN fallback THEN 1 ELSE 0 END), 0) "
-            f"FROM usage_requestlog WHERE {where}", values)
+            f"FROM usage_requestlog WHERE {where}",
+            values,
+        )
         requests, prompt, completion, cost, errors, fallbacks = cursor.fetchone()
-    return {"requests": requests, "prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion, "cost_usd": float(cost), "errors": errors, "fallbacks": fallbacks}
+    return {
+        "requests": requests,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "cost_usd": float(cost),
+        "errors": errors,
+        "fallbacks": fallbacks,
+    }
 
 
 def grouped(period, group_sql: str, conditions: Sequence[str] = (), params: Sequence[Any] = ()) -> dict:
@@ -38,16 +50,21 @@ def grouped(period, group_sql: str, conditions: Sequence[str] = (), params: Sequ
         cursor.execute(
             f"SELECT {group_sql}, COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
             "COALESCE(SUM(cost_usd), 0), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) "
-            f"FROM usage_requestlog WHERE {where} GROUP BY {group_sql}", values)
-        return {row[0]: {"requests": row[1], "total_tokens": row[2], "cost_usd": float(row[3]), "errors": row[4]}
-                for row in cursor.fetchall()}
+            f"FROM usage_requestlog WHERE {where} GROUP BY {group_sql}",
+            values,
+        )
+        return {
+            row[0]: {"requests": row[1], "total_tokens": row[2], "cost_usd": float(row[3]), "errors": row[4]}
+            for row in cursor.fetchall()
+        }
 
 
 def column_values(period, column: str, conditions: Sequence[str] = (), params: Sequence[Any] = ()) -> list:
     where, values = _where(period, list(conditions), list(params))
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {column} FROM usage_requestlog WHERE {where} AND {column} IS NOT NULL "
-                       f"ORDER BY {column}", values)
+        cursor.execute(
+            f"SELECT {column} FROM usage_requestlog WHERE {where} AND {column} IS NOT NULL ORDER BY {column}", values
+        )
         return [row[0] for row in cursor.fetchall()]
 
 

@@ -70,8 +70,15 @@ def test_usage_group_by_day_covers_the_custom_range(client, traffic, keys):
     assert all(row["group"].endswith("T00:00:00Z") for row in body["data"])
 
 
-@pytest.mark.parametrize("query, param", [("group_by=colour", "group_by"), ("start=tomorrow", "start"),
-                                          ("start=2026-02-02&end=2026-02-01", "end"), ("period=1y", "period")])
+@pytest.mark.parametrize(
+    "query, param",
+    [
+        ("group_by=colour", "group_by"),
+        ("start=tomorrow", "start"),
+        ("start=2026-02-02&end=2026-02-01", "end"),
+        ("period=1y", "period"),
+    ],
+)
 def test_usage_with_bad_parameters_is_400_naming_the_parameter(client, traffic, keys, query, param):
     response = _get(client, f"/v1/usage?{query}", keys)
     assert response.status_code == 400
@@ -92,8 +99,9 @@ def test_usage_answers_over_a_real_socket_from_the_asgi_server(traffic, rainymod
     server = rainymodel_server()
     with httpx.Client(base_url=server.url, timeout=10) as client:
         for _ in range(3):  # repeated calls reuse the worker's database connection safely
-            response = client.get("/v1/usage?period=30d&group_by=tier",
-                                  headers={"Authorization": f"Bearer {traffic.bob_secret}"})
+            response = client.get(
+                "/v1/usage?period=30d&group_by=tier", headers={"Authorization": f"Bearer {traffic.bob_secret}"}
+            )
             assert response.status_code == 200, response.text
         assert client.get("/v1/usage").status_code == 401
     expected = sql.figures(parse_period({"period": "30d"}), ["api_key_id = %s"], [traffic.bob_key.id])

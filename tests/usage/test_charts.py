@@ -10,32 +10,38 @@ import pytest
 from usage import charts
 
 
-@pytest.mark.parametrize(("peak", "expected"), [
-    (0, [0, 1]),
-    (1, [0, 1]),
-    (2, [0, 1, 2]),
-    (3, [0, 1, 2, 3]),
-    (5, [0, 1, 2, 3, 4, 5]),
-    (7, [0, 2, 4, 6, 8]),
-    (8, [0, 2, 4, 6, 8]),
-    (10, [0, 2, 4, 6, 8, 10]),
-    (13, [0, 5, 10, 15]),
-    (100, [0, 20, 40, 60, 80, 100]),
-    (1234, [0, 500, 1000, 1500]),
-    (2_000_000, [0, 500_000, 1_000_000, 1_500_000, 2_000_000]),
-])
+@pytest.mark.parametrize(
+    ("peak", "expected"),
+    [
+        (0, [0, 1]),
+        (1, [0, 1]),
+        (2, [0, 1, 2]),
+        (3, [0, 1, 2, 3]),
+        (5, [0, 1, 2, 3, 4, 5]),
+        (7, [0, 2, 4, 6, 8]),
+        (8, [0, 2, 4, 6, 8]),
+        (10, [0, 2, 4, 6, 8, 10]),
+        (13, [0, 5, 10, 15]),
+        (100, [0, 20, 40, 60, 80, 100]),
+        (1234, [0, 500, 1000, 1500]),
+        (2_000_000, [0, 500_000, 1_000_000, 1_500_000, 2_000_000]),
+    ],
+)
 def test_count_ticks_are_whole_nice_numbers(peak, expected):
     assert charts.nice_ticks(peak, integers=True) == expected
 
 
-@pytest.mark.parametrize(("peak", "expected"), [
-    (0.00037, [0, 0.0001, 0.0002, 0.0003, 0.0004]),
-    (0.000003, [0, 0.000001, 0.000002, 0.000003]),
-    (0.0421, [0, 0.01, 0.02, 0.03, 0.04, 0.05]),
-    (0.3, [0, 0.1, 0.2, 0.3]),
-    (2.5, [0, 0.5, 1, 1.5, 2, 2.5]),
-    (1234.5, [0, 500, 1000, 1500]),
-])
+@pytest.mark.parametrize(
+    ("peak", "expected"),
+    [
+        (0.00037, [0, 0.0001, 0.0002, 0.0003, 0.0004]),
+        (0.000003, [0, 0.000001, 0.000002, 0.000003]),
+        (0.0421, [0, 0.01, 0.02, 0.03, 0.04, 0.05]),
+        (0.3, [0, 0.1, 0.2, 0.3]),
+        (2.5, [0, 0.5, 1, 1.5, 2, 2.5]),
+        (1234.5, [0, 500, 1000, 1500]),
+    ],
+)
 def test_cost_ticks_follow_the_magnitude_of_the_cost(peak, expected):
     assert charts.nice_ticks(peak) == pytest.approx(expected)
 
@@ -52,15 +58,22 @@ def test_cost_tick_labels_are_all_different_and_the_top_covers_the_peak(peak):
 
 def test_cost_tick_labels_for_small_costs():
     ticks = charts.nice_ticks(0.00037)
-    assert [charts.tick_label(v, ticks[1], "usd") for v in ticks] == [
-        "$0", "$0.0001", "$0.0002", "$0.0003", "$0.0004"]
+    assert [charts.tick_label(v, ticks[1], "usd") for v in ticks] == ["$0", "$0.0001", "$0.0002", "$0.0003", "$0.0004"]
     ticks = charts.nice_ticks(1234.5)
     assert [charts.tick_label(v, ticks[1], "usd") for v in ticks] == ["$0", "$500", "$1,000", "$1,500"]
 
 
-@pytest.mark.parametrize(("value", "label"), [
-    (0, "$0"), (0.000123, "$0.000123"), (0.042, "$0.0420"), (0.5, "$0.500"), (12.5, "$12.50"), (1234.5, "$1,234.50"),
-])
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [
+        (0, "$0"),
+        (0.000123, "$0.000123"),
+        (0.042, "$0.0420"),
+        (0.5, "$0.500"),
+        (12.5, "$12.50"),
+        (1234.5, "$1,234.50"),
+    ],
+)
 def test_usd_values_keep_three_significant_digits_below_a_dollar(value, label):
     assert charts.format_usd(value) == label
 
@@ -71,8 +84,7 @@ def _hours(n: int) -> list[datetime]:
 
 
 def test_small_counts_get_one_tick_per_request():
-    chart = charts.stacked_bars(_hours(3), {"free": [1, 3, 0], "premium": [0, 0, 2]}, bucket="hour",
-                                unit="requests")
+    chart = charts.stacked_bars(_hours(3), {"free": [1, 3, 0], "premium": [0, 0, 2]}, bucket="hour", unit="requests")
     assert [t["label"] for t in chart["ticks"]] == ["0", "1", "2", "3"]
     # The tallest bar reaches the top tick exactly: stacked heights sum to the plot's height.
     tallest = [r for r in chart["rects"] if r["title"].startswith("2026-11-01 01:00")]
@@ -88,8 +100,13 @@ def test_tiny_costs_have_distinct_axis_labels_and_exact_tooltips():
 
 
 def test_a_chart_with_nothing_to_draw_says_why():
-    chart = charts.stacked_bars(_hours(4), {"free": [0, 0, 0, 0]}, bucket="hour", unit="usd",
-                                empty_message="Cost was $0 for the 4 requests in this period")
+    chart = charts.stacked_bars(
+        _hours(4),
+        {"free": [0, 0, 0, 0]},
+        bucket="hour",
+        unit="usd",
+        empty_message="Cost was $0 for the 4 requests in this period",
+    )
     assert chart["empty"] and chart["rects"] == []
     assert chart["empty_message"] == "Cost was $0 for the 4 requests in this period"
     assert [t["label"] for t in chart["ticks"]] == ["$0", "$1"]

@@ -39,8 +39,7 @@ def test_prune_refuses_an_unreadable_age(age):
 
 def test_generate_writes_the_rows_and_matching_rollups_over_the_given_days(premium_routes):
     out = StringIO()
-    call_command("usage", "generate", "--rows", "3000", "--days", "5", "--seed", "1", "--batch-size", "700",
-                 stdout=out)
+    call_command("usage", "generate", "--rows", "3000", "--days", "5", "--seed", "1", "--batch-size", "700", stdout=out)
     assert RequestLog.objects.count() == 3000
     assert UsageHourly.objects.aggregate(n=Sum("requests"))["n"] == 3000
     oldest = RequestLog.objects.order_by("created_at").first().created_at
@@ -81,8 +80,9 @@ def test_generate_refuses_a_database_with_real_keys_or_traffic_unless_forced(api
         call_command("usage", "generate", "--rows", "10")
 
 
-def test_forced_generate_writes_only_marked_rows_on_its_own_demo_keys_and_remove_takes_them_back(api_key,
-                                                                                                 premium_routes):
+def test_forced_generate_writes_only_marked_rows_on_its_own_demo_keys_and_remove_takes_them_back(
+    api_key, premium_routes
+):
     from apikeys.models import APIKey
 
     real, _ = api_key(name="alice-laptop", quotas=[("day", "max_requests", 5)])
@@ -93,8 +93,9 @@ def test_forced_generate_writes_only_marked_rows_on_its_own_demo_keys_and_remove
     before = _rollup_sums()
 
     out = StringIO()
-    call_command("usage", "generate", "--rows", "2000", "--days", "3", "--keys", "4", "--seed", "3", "--force",
-                 stdout=out)
+    call_command(
+        "usage", "generate", "--rows", "2000", "--days", "3", "--keys", "4", "--seed", "3", "--force", stdout=out
+    )
     demo = {k.id: k for k in APIKey.objects.filter(name__startswith="demo-")}
     assert sorted(k.name for k in demo.values()) == ["demo-1", "demo-2", "demo-3", "demo-4"]
     synthetic = RequestLog.objects.filter(synthetic=True)

@@ -31,10 +31,14 @@ def mixed(users, api_key):
     _staff, _alice, bob = users
     key, secret = api_key(name="bob-server", owner=bob)
     now = timezone.now() - timedelta(minutes=5)
-    rows = ([make_row(created_at=now, api_key=key, prompt_tokens=100, completion_tokens=50) for _ in range(3)]
-            + [make_row(created_at=now, api_key=key, endpoint="embeddings", prompt_tokens=400, completion_tokens=0)
-               for _ in range(2)]
-            + [make_row(created_at=now, api_key=key, endpoint="completions", prompt_tokens=20, completion_tokens=30)])
+    rows = (
+        [make_row(created_at=now, api_key=key, prompt_tokens=100, completion_tokens=50) for _ in range(3)]
+        + [
+            make_row(created_at=now, api_key=key, endpoint="embeddings", prompt_tokens=400, completion_tokens=0)
+            for _ in range(2)
+        ]
+        + [make_row(created_at=now, api_key=key, endpoint="completions", prompt_tokens=20, completion_tokens=30)]
+    )
     write(rows)
     return key, secret
 
@@ -87,10 +91,14 @@ def test_the_breakdown_by_endpoint_and_its_csv(client, users, mixed):
     html = page.content.decode()
     for endpoint in ("chat", "embeddings", "completions"):
         assert f'data-group="{endpoint}"' in html
-    rows = list(csv.DictReader(io.StringIO(
-        client.get("/usage/breakdown/?by=endpoint&period=24h&format=csv").content.decode())))
+    rows = list(
+        csv.DictReader(io.StringIO(client.get("/usage/breakdown/?by=endpoint&period=24h&format=csv").content.decode()))
+    )
     assert {r["group"]: (int(r["requests"]), int(r["total_tokens"])) for r in rows} == {
-        "chat": (3, 450), "embeddings": (2, 800), "completions": (1, 50)}
+        "chat": (3, 450),
+        "embeddings": (2, 800),
+        "completions": (1, 50),
+    }
     narrowed = client.get("/usage/breakdown/?by=alias&period=24h&endpoint=embeddings&format=csv").content.decode()
     assert [(r["group"], r["requests"]) for r in csv.DictReader(io.StringIO(narrowed))] == [("rainymodel/auto", "2")]
 
@@ -116,8 +124,10 @@ def test_the_log_csv_has_an_endpoint_column(client, users, mixed):
     rows = list(csv.DictReader(io.StringIO(_log_csv(client, "period=24h&endpoint=completions"))))
     assert [r["endpoint"] for r in rows] == ["completions"]
     everything = _log_csv(client, "period=24h")
-    counts = {k: len(list(g)) for k, g in itertools.groupby(
-        sorted(r["endpoint"] for r in csv.DictReader(io.StringIO(everything))))}
+    counts = {
+        k: len(list(g))
+        for k, g in itertools.groupby(sorted(r["endpoint"] for r in csv.DictReader(io.StringIO(everything))))
+    }
     assert counts == {"chat": 3, "completions": 1, "embeddings": 2}
 
 
@@ -127,8 +137,7 @@ def test_v1_usage_groups_by_endpoint(client, mixed):
     response = client.get("/v1/usage?period=30d&group_by=endpoint", headers={"Authorization": f"Bearer {secret}"})
     assert response.status_code == 200
     body = response.json()
-    assert {g["group"]: g["total_tokens"] for g in body["data"]} == {"chat": 450, "embeddings": 800,
-                                                                      "completions": 50}
+    assert {g["group"]: g["total_tokens"] for g in body["data"]} == {"chat": 450, "embeddings": 800, "completions": 50}
     assert body["total"]["requests"] == 6
 
 
@@ -136,14 +145,34 @@ def test_an_embeddings_row_counts_toward_the_keys_token_quota(transactional_db, 
     """The limiter rebuilds a key's quota counters from RequestLog (e.g. after the shared state was flushed):
     embeddings tokens are tokens like any other."""
     key, _secret = api_key(name="rag-app", owner=users[2])
-    write([make_row(created_at=datetime.now(UTC), api_key=key, endpoint="embeddings", prompt_tokens=1000,
-                    completion_tokens=0)])
+    write(
+        [
+            make_row(
+                created_at=datetime.now(UTC),
+                api_key=key,
+                endpoint="embeddings",
+                prompt_tokens=1000,
+                completion_tokens=0,
+            )
+        ]
+    )
     start, end = limits.period_bounds("day", datetime.now(UTC))
     assert limits.usage_from_log_sync(key.id, start, end)["tokens"] == 1000
-    info = KeyInfo(id=key.id, name="rag-app", prefix=key.prefix, hashed_key="", expires_at=None, revoked=False,
-                   allowed_aliases=frozenset(), allowed_policies=frozenset(), default_policy=None, rpm_limit=None,
-                   tpm_limit=None, max_concurrent=None,
-                   quotas=(QuotaInfo(period="day", max_requests=None, max_tokens=1000, max_cost_usd=None),))
+    info = KeyInfo(
+        id=key.id,
+        name="rag-app",
+        prefix=key.prefix,
+        hashed_key="",
+        expires_at=None,
+        revoked=False,
+        allowed_aliases=frozenset(),
+        allowed_policies=frozenset(),
+        default_policy=None,
+        rpm_limit=None,
+        tpm_limit=None,
+        max_concurrent=None,
+        quotas=(QuotaInfo(period="day", max_requests=None, max_tokens=1000, max_cost_usd=None),),
+    )
     with pytest.raises(limits.LimitExceeded) as refused:
         asyncio.run(limits.admit(info, estimated_tokens=1))
     assert refused.value.code == "quota_exceeded"

@@ -11,9 +11,14 @@ from usage.filters import FilterError, parse_period
 NOW = datetime(2026, 3, 10, 14, 37, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("preset, start", [("24h", datetime(2026, 3, 9, 15, tzinfo=UTC)),
-                                           ("7d", datetime(2026, 3, 3, 15, tzinfo=UTC)),
-                                           ("30d", datetime(2026, 2, 8, 15, tzinfo=UTC))])
+@pytest.mark.parametrize(
+    "preset, start",
+    [
+        ("24h", datetime(2026, 3, 9, 15, tzinfo=UTC)),
+        ("7d", datetime(2026, 3, 3, 15, tzinfo=UTC)),
+        ("30d", datetime(2026, 2, 8, 15, tzinfo=UTC)),
+    ],
+)
 def test_presets_end_after_the_current_hour(preset, start):
     period = parse_period({"period": preset}, now=NOW)
     assert period.end == datetime(2026, 3, 10, 15, tzinfo=UTC) and period.start == start
@@ -36,9 +41,15 @@ def test_offsets_are_converted_to_utc():
     assert period.start == datetime(2026, 3, 1, 8, tzinfo=UTC) and period.end == datetime(2026, 3, 1, 13, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("params, param", [({"period": "1y"}, "period"), ({"start": "03/01/2026"}, "start"),
-                                           ({"start": "2026-03-05", "end": "2026-03-01"}, "end"),
-                                           ({"start": "2024-01-01", "end": "2026-01-01"}, "start")])
+@pytest.mark.parametrize(
+    "params, param",
+    [
+        ({"period": "1y"}, "period"),
+        ({"start": "03/01/2026"}, "start"),
+        ({"start": "2026-03-05", "end": "2026-03-01"}, "end"),
+        ({"start": "2024-01-01", "end": "2026-01-01"}, "start"),
+    ],
+)
 def test_bad_periods_raise_a_filter_error_naming_the_parameter(params, param):
     with pytest.raises(FilterError) as error:
         parse_period(params, now=NOW)

@@ -35,8 +35,16 @@ def _old_rollup(apps, hour, *, requests, status_class=2, lat=None, api_key_id=7)
     for name, field, when in (("UsageHourly", "hour", hour), ("UsageDaily", "day", hour.replace(hour=0))):
         model = apps.get_model("usage", name)
         row, _ = model.objects.get_or_create(
-            **{field: when}, api_key_id=api_key_id, key_prefix="rm-x", alias="a", policy="auto", tier="free",
-            provider="hf", upstream_model="m", status_class=status_class)
+            **{field: when},
+            api_key_id=api_key_id,
+            key_prefix="rm-x",
+            alias="a",
+            policy="auto",
+            tier="free",
+            provider="hf",
+            upstream_model="m",
+            status_class=status_class,
+        )
         row.requests += requests
         for index, count in (lat or {}).items():
             setattr(row, f"lat_{index}", getattr(row, f"lat_{index}") + count)
@@ -51,9 +59,20 @@ def test_existing_rows_get_admitted_and_millisecond_buckets(old_schema):
     pruned_hour = hour - timedelta(days=3)
 
     def log(id, status, code, latency):
-        RequestLog.objects.create(id=id, created_at=hour + timedelta(minutes=5), api_key_id=7, key_prefix="rm-x",
-                                  alias="a", policy="auto", tier="free", provider="hf", upstream_model="m",
-                                  status=status, error_code=code, latency_ms=latency)
+        RequestLog.objects.create(
+            id=id,
+            created_at=hour + timedelta(minutes=5),
+            api_key_id=7,
+            key_prefix="rm-x",
+            alias="a",
+            policy="auto",
+            tier="free",
+            provider="hf",
+            upstream_model="m",
+            status=status,
+            error_code=code,
+            latency_ms=latency,
+        )
 
     # An hour whose log is complete: three rows, counted (in the old 0-50 ms bucket etc.) by the old rollup.
     log("served", 200, "", 3)
@@ -68,8 +87,7 @@ def test_existing_rows_get_admitted_and_millisecond_buckets(old_schema):
     RequestLog = apps.get_model("usage", "RequestLog")
     Hourly = apps.get_model("usage", "UsageHourly")
     Daily = apps.get_model("usage", "UsageDaily")
-    assert dict(RequestLog.objects.values_list("id", "admitted")) == {"served": True, "quota": False,
-                                                                      "upstream": True}
+    assert dict(RequestLog.objects.values_list("id", "admitted")) == {"served": True, "quota": False, "upstream": True}
 
     ok = Hourly.objects.get(hour=hour, status_class=2)
     assert (ok.requests, ok.admitted, ok.lat_3) == (1, 1, 1)  # 3 ms: the [3, 5) bucket

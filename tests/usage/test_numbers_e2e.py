@@ -12,8 +12,13 @@ from tests.e2e.conftest import chat, proxy  # noqa: F401  (proxy is a fixture)
 from tests.fakes.routing_config import upstream
 
 
-def test_quota_bar_counts_exactly_what_the_limiter_counted(fake_upstream, make_routing, api_key, proxy,  # noqa: F811
-                                                           admin_client):
+def test_quota_bar_counts_exactly_what_the_limiter_counted(
+    fake_upstream,
+    make_routing,
+    api_key,
+    proxy,  # noqa: F811
+    admin_client,
+):
     import limits
     from usage.reports import quota_usage
 
@@ -22,8 +27,9 @@ def test_quota_bar_counts_exactly_what_the_limiter_counted(fake_upstream, make_r
     client = proxy.openai(key)
     for _ in range(3):  # refused before the limits: a policy this key may not use
         with pytest.raises(openai.PermissionDeniedError):
-            client.chat.completions.create(model="rainymodel/auto", messages=chat()["messages"],
-                                           extra_headers={"X-RainyModel-Policy": "premium"})
+            client.chat.completions.create(
+                model="rainymodel/auto", messages=chat()["messages"], extra_headers={"X-RainyModel-Policy": "premium"}
+            )
     for _ in range(3):
         client.chat.completions.create(model="rainymodel/auto", messages=chat()["messages"])
     with pytest.raises(openai.RateLimitError):  # refused by the quota itself
@@ -44,8 +50,9 @@ def test_quota_bar_counts_exactly_what_the_limiter_counted(fake_upstream, make_r
     assert "7 of 3" not in page
 
 
-def test_a_request_of_a_few_milliseconds_shows_as_a_few_milliseconds(fake_upstream, make_routing, api_key,
-                                                                     proxy, admin_client):  # noqa: F811
+def test_a_request_of_a_few_milliseconds_shows_as_a_few_milliseconds(
+    fake_upstream, make_routing, api_key, proxy, admin_client
+):  # noqa: F811
     make_routing(upstream(fake_upstream))
     _, key = api_key()
     proxy.openai(key).chat.completions.create(model="rainymodel/auto", messages=chat()["messages"])
@@ -76,8 +83,9 @@ def test_a_3_ms_request_reads_3_to_5_ms_not_27(db, admin_client):
     assert 'data-figure="latency-p50">4 ms<' in page
 
 
-def test_a_quota_429_through_the_server_shows_the_quota_not_the_rpm_allowance(fake_upstream, make_routing, api_key,
-                                                                              proxy):  # noqa: F811
+def test_a_quota_429_through_the_server_shows_the_quota_not_the_rpm_allowance(
+    fake_upstream, make_routing, api_key, proxy
+):  # noqa: F811
     import re
 
     make_routing(upstream(fake_upstream))

@@ -63,17 +63,20 @@ def test_plain_user_overview_counts_only_rows_of_keys_they_own(client, traffic):
     _assert_same(response.context["totals"], expected)
 
 
-@pytest.mark.parametrize("query, conditions, params", [
-    ("alias=rainymodel/code", ["alias = %s"], ["rainymodel/code"]),
-    ("policy=premium", ["policy = %s"], ["premium"]),
-    ("tier=free", ["tier = %s"], ["free"]),
-    ("tier=premium&status=2xx", ["tier = %s", "status >= 200 AND status < 300"], ["premium"]),
-    ("provider=ollama-primary", ["provider = %s"], ["ollama-primary"]),
-    ("errors=1", ["status >= 400"], []),
-    ("status=5xx", ["status >= 500 AND status < 600"], []),
-    ("key=master", ["api_key_id IS NULL", "key_prefix = %s"], ["master"]),
-    ("period=custom&start={60_days_ago}&end={today}", [], []),
-])
+@pytest.mark.parametrize(
+    "query, conditions, params",
+    [
+        ("alias=rainymodel/code", ["alias = %s"], ["rainymodel/code"]),
+        ("policy=premium", ["policy = %s"], ["premium"]),
+        ("tier=free", ["tier = %s"], ["free"]),
+        ("tier=premium&status=2xx", ["tier = %s", "status >= 200 AND status < 300"], ["premium"]),
+        ("provider=ollama-primary", ["provider = %s"], ["ollama-primary"]),
+        ("errors=1", ["status >= 400"], []),
+        ("status=5xx", ["status >= 500 AND status < 600"], []),
+        ("key=master", ["api_key_id IS NULL", "key_prefix = %s"], ["master"]),
+        ("period=custom&start={60_days_ago}&end={today}", [], []),
+    ],
+)
 def test_filtered_overview_agrees_with_sql(client, traffic, query, conditions, params):
     from datetime import UTC, datetime, timedelta
 
@@ -92,9 +95,16 @@ def test_key_filter_agrees_with_sql(client, traffic):
     _assert_same(response.context["totals"], sql.figures(response.context["f"].period, ["api_key_id = %s"], [key.id]))
 
 
-@pytest.mark.parametrize("by, group_sql", [
-    ("alias", "alias"), ("policy", "policy"), ("tier", "tier"), ("provider", "provider"), ("key", "key_prefix"),
-])
+@pytest.mark.parametrize(
+    "by, group_sql",
+    [
+        ("alias", "alias"),
+        ("policy", "policy"),
+        ("tier", "tier"),
+        ("provider", "provider"),
+        ("key", "key_prefix"),
+    ],
+)
 def test_breakdown_tables_agree_with_group_by_sql(client, traffic, by, group_sql):
     response = _page(client, traffic.staff, f"/usage/breakdown/?by={by}&period=30d")
     expected = sql.grouped(response.context["f"].period, group_sql)
@@ -119,11 +129,16 @@ def test_breakdown_for_a_plain_user_lists_only_their_keys(client, traffic):
     assert traffic.bob_key.name not in response.content.decode()
 
 
-@pytest.mark.parametrize("column, p50_attr, p95_attr", [
-    ("latency_ms", "latency_p50", "latency_p95"), ("ttft_ms", "ttft_p50", "ttft_p95"),
-])
-def test_latency_percentiles_fall_in_the_bucket_of_the_exact_sql_percentile(client, traffic, column, p50_attr,
-                                                                             p95_attr):
+@pytest.mark.parametrize(
+    "column, p50_attr, p95_attr",
+    [
+        ("latency_ms", "latency_p50", "latency_p95"),
+        ("ttft_ms", "ttft_p50", "ttft_p95"),
+    ],
+)
+def test_latency_percentiles_fall_in_the_bucket_of_the_exact_sql_percentile(
+    client, traffic, column, p50_attr, p95_attr
+):
     response = _page(client, traffic.staff, "/usage/?period=30d")
     values = sql.column_values(response.context["f"].period, column)
     totals = response.context["totals"]
@@ -137,8 +152,10 @@ def test_saving_prices_each_alias_tokens_at_its_first_premium_route(client, traf
     period = response.context["f"].period
     everything = sql.figures(period)
     # Both aliases' first premium route is gpt-4o-mini at $0.15 in / $0.60 out per million tokens.
-    equivalent = (Decimal(everything["prompt_tokens"]) * Decimal("0.15")
-                  + Decimal(everything["completion_tokens"]) * Decimal("0.60")) / Decimal(1_000_000)
+    equivalent = (
+        Decimal(everything["prompt_tokens"]) * Decimal("0.15")
+        + Decimal(everything["completion_tokens"]) * Decimal("0.60")
+    ) / Decimal(1_000_000)
     saving = response.context["saving"]
     assert float(saving.premium_equivalent_usd) == pytest.approx(float(equivalent), abs=1e-6)
     assert float(saving.saving_usd) == pytest.approx(float(equivalent) - everything["cost_usd"], abs=1e-6)

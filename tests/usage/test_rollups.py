@@ -17,10 +17,30 @@ HOUR = datetime(2026, 3, 1, 10, tzinfo=UTC)
 
 def test_rows_of_one_hour_key_and_route_are_summed_into_one_rollup_row_across_batches(api_key):
     key, _ = api_key()
-    write([make_row(created_at=HOUR + timedelta(minutes=5), api_key=key, prompt_tokens=10, completion_tokens=5,
-                    latency_ms=120, ttft_ms=40)])
-    write([make_row(created_at=HOUR + timedelta(minutes=59, seconds=59), api_key=key, prompt_tokens=1,
-                    completion_tokens=2, latency_ms=130, fallback=True)])
+    write(
+        [
+            make_row(
+                created_at=HOUR + timedelta(minutes=5),
+                api_key=key,
+                prompt_tokens=10,
+                completion_tokens=5,
+                latency_ms=120,
+                ttft_ms=40,
+            )
+        ]
+    )
+    write(
+        [
+            make_row(
+                created_at=HOUR + timedelta(minutes=59, seconds=59),
+                api_key=key,
+                prompt_tokens=1,
+                completion_tokens=2,
+                latency_ms=130,
+                fallback=True,
+            )
+        ]
+    )
     rollup = UsageHourly.objects.get()
     assert rollup.hour == HOUR and rollup.api_key_id == key.id and rollup.status_class == 2
     assert (rollup.requests, rollup.prompt_tokens, rollup.completion_tokens, rollup.fallbacks) == (2, 11, 7, 1)
@@ -30,12 +50,14 @@ def test_rows_of_one_hour_key_and_route_are_summed_into_one_rollup_row_across_ba
 
 def test_a_new_hour_status_class_or_route_starts_a_new_rollup_row(api_key):
     key, _ = api_key()
-    write([
-        make_row(created_at=HOUR, api_key=key),
-        make_row(created_at=HOUR + timedelta(hours=1), api_key=key),
-        make_row(created_at=HOUR, api_key=key, status=502),
-        make_row(created_at=HOUR, api_key=key, tier="premium"),
-    ])
+    write(
+        [
+            make_row(created_at=HOUR, api_key=key),
+            make_row(created_at=HOUR + timedelta(hours=1), api_key=key),
+            make_row(created_at=HOUR, api_key=key, status=502),
+            make_row(created_at=HOUR, api_key=key, tier="premium"),
+        ]
+    )
     assert UsageHourly.objects.count() == 4
     assert UsageHourly.objects.get(status_class=5).errors == 1
 
@@ -51,16 +73,31 @@ def test_rows_without_a_key_are_rolled_up_under_key_zero_and_still_merge():
 def test_rollup_totals_equal_request_log_totals_for_the_generated_traffic(traffic):
     from usage.models import RequestLog
 
-    rollup = UsageHourly.objects.aggregate(requests=Sum("requests"), tokens=Sum("prompt_tokens"),
-                                           cost=Sum("cost_usd"))
+    rollup = UsageHourly.objects.aggregate(requests=Sum("requests"), tokens=Sum("prompt_tokens"), cost=Sum("cost_usd"))
     log = RequestLog.objects.aggregate(tokens=Sum("prompt_tokens"), cost=Sum("cost_usd"))
     assert rollup["requests"] == RequestLog.objects.count() == len(traffic.rows)
     assert rollup["tokens"] == log["tokens"]
     assert float(rollup["cost"]) == pytest.approx(float(log["cost"]), abs=1e-6)
 
 
-@pytest.mark.parametrize("ms, bucket", [(0, 0), (1, 1), (2, 2), (3, 3), (4, 3), (5, 4), (49, 9), (50, 10), (999, 17),
-                                        (1000, 18), (59999, 25), (60000, 26), (10 ** 7, 26)])
+@pytest.mark.parametrize(
+    "ms, bucket",
+    [
+        (0, 0),
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (4, 3),
+        (5, 4),
+        (49, 9),
+        (50, 10),
+        (999, 17),
+        (1000, 18),
+        (59999, 25),
+        (60000, 26),
+        (10**7, 26),
+    ],
+)
 def test_latency_buckets_are_half_open_intervals(ms, bucket):
     assert latency_bucket(ms) == bucket
 
@@ -70,10 +107,18 @@ def test_the_daily_rollup_holds_the_same_sums_as_the_hourly_one_per_day(traffic)
 
     from usage.models import UsageDaily
 
-    hourly = {(row["d"], row["alias"]): row for row in UsageHourly.objects.annotate(d=TruncDay("hour"))
-              .values("d", "alias").annotate(n=Sum("requests"), c=Sum("completion_tokens"), l3=Sum("lat_3"))}
-    daily = {(row["day"], row["alias"]): row for row in UsageDaily.objects.values("day", "alias")
-             .annotate(n=Sum("requests"), c=Sum("completion_tokens"), l3=Sum("lat_3"))}
+    hourly = {
+        (row["d"], row["alias"]): row
+        for row in UsageHourly.objects.annotate(d=TruncDay("hour"))
+        .values("d", "alias")
+        .annotate(n=Sum("requests"), c=Sum("completion_tokens"), l3=Sum("lat_3"))
+    }
+    daily = {
+        (row["day"], row["alias"]): row
+        for row in UsageDaily.objects.values("day", "alias").annotate(
+            n=Sum("requests"), c=Sum("completion_tokens"), l3=Sum("lat_3")
+        )
+    }
     assert hourly.keys() == daily.keys()
     for key, row in hourly.items():
         assert (row["n"], row["c"], row["l3"]) == (daily[key]["n"], daily[key]["c"], daily[key]["l3"])

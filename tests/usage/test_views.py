@@ -43,8 +43,16 @@ def test_a_plain_user_gets_404_for_another_users_key_page(client, traffic):
     assert client.get("/usage/keys/999999/").status_code == 404
 
 
-@pytest.mark.parametrize("url", ["/usage/?key={bob}", "/usage/breakdown/?key={bob}", "/usage/log/?key={bob}",
-                                 "/usage/log.csv?key={bob}", "/usage/log/?key=master"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/usage/?key={bob}",
+        "/usage/breakdown/?key={bob}",
+        "/usage/log/?key={bob}",
+        "/usage/log.csv?key={bob}",
+        "/usage/log/?key=master",
+    ],
+)
 def test_a_plain_user_filtering_by_someone_elses_key_gets_404(client, traffic, url):
     client.force_login(traffic.alice)
     assert client.get(url.format(bob=traffic.bob_key.id)).status_code == 404
@@ -106,13 +114,16 @@ def test_request_log_newer_link_returns_to_the_previous_page(client, traffic):
     assert re.findall(r'data-id="([^"]+)"', back) == re.findall(r'data-id="([^"]+)"', first)
 
 
-@pytest.mark.parametrize("query, keep", [
-    ("errors=1", lambda r: r["status"] >= 400),
-    ("status=429", lambda r: r["status"] == 429),
-    ("status=5xx", lambda r: 500 <= r["status"] < 600),
-    ("tier=premium&alias=rainymodel/code", lambda r: r["tier"] == "premium" and r["alias"] == "rainymodel/code"),
-    ("provider=hf", lambda r: r["provider"] == "hf"),
-])
+@pytest.mark.parametrize(
+    "query, keep",
+    [
+        ("errors=1", lambda r: r["status"] >= 400),
+        ("status=429", lambda r: r["status"] == 429),
+        ("status=5xx", lambda r: 500 <= r["status"] < 600),
+        ("tier=premium&alias=rainymodel/code", lambda r: r["tier"] == "premium" and r["alias"] == "rainymodel/code"),
+        ("provider=hf", lambda r: r["provider"] == "hf"),
+    ],
+)
 def test_request_log_filters_select_exactly_the_matching_rows(client, traffic, query, keep):
     client.force_login(traffic.staff)
     seen, _ = _walk_log(client, f"/usage/log/?period=30d&{query}")
@@ -153,17 +164,27 @@ def test_log_csv_of_a_plain_user_holds_only_their_rows(client, traffic):
 
 def test_breakdown_csv_matches_the_table(client, traffic):
     client.force_login(traffic.staff)
-    rows = list(csv.DictReader(io.StringIO(client.get("/usage/breakdown/?by=alias&period=30d&format=csv")
-                                           .content.decode())))
+    rows = list(
+        csv.DictReader(io.StringIO(client.get("/usage/breakdown/?by=alias&period=30d&format=csv").content.decode()))
+    )
     table = client.get("/usage/breakdown/?by=alias&period=30d").context["table"]
     assert [(r["group"], int(r["requests"])) for r in rows] == [(t["label"], t["figures"].requests) for t in table]
 
 
-@pytest.mark.parametrize("url", [
-    "/usage/?period=1y", "/usage/?period=custom&start=yesterday", "/usage/?start=2026-02-01&end=2026-01-01",
-    "/usage/log/?status=abc", "/usage/log/?tier=gold", "/usage/?key=abc", "/usage/breakdown/?by=colour",
-    "/usage/log/?before=garbage", "/usage/?start=2020-01-01&end=2026-01-01",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/usage/?period=1y",
+        "/usage/?period=custom&start=yesterday",
+        "/usage/?start=2026-02-01&end=2026-01-01",
+        "/usage/log/?status=abc",
+        "/usage/log/?tier=gold",
+        "/usage/?key=abc",
+        "/usage/breakdown/?by=colour",
+        "/usage/log/?before=garbage",
+        "/usage/?start=2020-01-01&end=2026-01-01",
+    ],
+)
 def test_bad_parameters_get_a_400_page_that_says_what_is_wrong(client, users, url):
     client.force_login(users[0])
     response = client.get(url)
@@ -179,28 +200,73 @@ def test_pages_render_for_a_user_with_no_keys_and_no_traffic(client, users):
 
 # The request log's rows open a page that explains the call.
 
+
 def _explained_rows(api_key, now):
     """Rows as the proxy logs them for a refused request (400, 403, 429) and a call whose routes all failed."""
     from tests.usage.conftest import make_row
 
     rows = {
-        "bad_body": make_row(created_at=now, api_key=api_key, alias="", policy="", tier="", status=400,
-                             error_code="invalid_type", prompt_tokens=0, completion_tokens=0),
-        "forbidden": make_row(created_at=now, api_key=api_key, alias="rainymodel/code", tier="", status=403,
-                              error_code="model_not_allowed", prompt_tokens=0, completion_tokens=0),
-        "quota": make_row(created_at=now, api_key=api_key, tier="", status=429, error_code="quota_exceeded",
-                          prompt_tokens=0, completion_tokens=0),
-        "failed": make_row(created_at=now, api_key=api_key, tier="", status=502, error_code="all_upstreams_failed",
-                           prompt_tokens=0, completion_tokens=0),
-        "answered": make_row(created_at=now, api_key=api_key, tier="premium", fallback=True, latency_ms=1234,
-                             prompt_tokens=1000, completion_tokens=500),
+        "bad_body": make_row(
+            created_at=now,
+            api_key=api_key,
+            alias="",
+            policy="",
+            tier="",
+            status=400,
+            error_code="invalid_type",
+            prompt_tokens=0,
+            completion_tokens=0,
+        ),
+        "forbidden": make_row(
+            created_at=now,
+            api_key=api_key,
+            alias="rainymodel/code",
+            tier="",
+            status=403,
+            error_code="model_not_allowed",
+            prompt_tokens=0,
+            completion_tokens=0,
+        ),
+        "quota": make_row(
+            created_at=now,
+            api_key=api_key,
+            tier="",
+            status=429,
+            error_code="quota_exceeded",
+            prompt_tokens=0,
+            completion_tokens=0,
+        ),
+        "failed": make_row(
+            created_at=now,
+            api_key=api_key,
+            tier="",
+            status=502,
+            error_code="all_upstreams_failed",
+            prompt_tokens=0,
+            completion_tokens=0,
+        ),
+        "answered": make_row(
+            created_at=now,
+            api_key=api_key,
+            tier="premium",
+            fallback=True,
+            latency_ms=1234,
+            prompt_tokens=1000,
+            completion_tokens=500,
+        ),
     }
     for row in rows.values():
         row["provider"] = row["upstream_model"] = "" if row["status"] >= 400 else row["provider"]
     rows["failed"]["attempts"] = [
         {"provider": "hf", "upstream_model": "llama-70b", "outcome": "http_502", "status": 502, "ms": 40},
-        {"provider": "openrouter", "upstream_model": "gpt-4o-mini", "outcome": "timeout", "status": None,
-         "ms": 30000, "detail": "read timeout"},
+        {
+            "provider": "openrouter",
+            "upstream_model": "gpt-4o-mini",
+            "outcome": "timeout",
+            "status": None,
+            "ms": 30000,
+            "detail": "read timeout",
+        },
     ]
     rows["answered"]["attempts"] = [
         {"provider": "hf", "upstream_model": "llama-70b", "outcome": "http_429", "status": 429, "ms": 12},
@@ -231,12 +297,15 @@ def test_the_request_log_shows_the_error_code_and_links_every_row_to_its_page(cl
     assert ids and links == ids
 
 
-@pytest.mark.parametrize(("name", "status", "code", "words"), [
-    ("bad_body", 400, "invalid_type", "'messages' not a list of objects"),
-    ("forbidden", 403, "model_not_allowed", "restricted to other aliases"),
-    ("quota", 429, "quota_exceeded", "quota (requests, tokens or cost) was used up"),
-    ("failed", 502, "all_upstreams_failed", "Every route in the chain was tried and failed"),
-])
+@pytest.mark.parametrize(
+    ("name", "status", "code", "words"),
+    [
+        ("bad_body", 400, "invalid_type", "'messages' not a list of objects"),
+        ("forbidden", 403, "model_not_allowed", "restricted to other aliases"),
+        ("quota", 429, "quota_exceeded", "quota (requests, tokens or cost) was used up"),
+        ("failed", 502, "all_upstreams_failed", "Every route in the chain was tried and failed"),
+    ],
+)
 def test_a_failed_row_explains_itself(client, traffic, explained, name, status, code, words):
     client.force_login(traffic.alice)
     response = client.get(f"/usage/log/{explained[name]['id']}/")

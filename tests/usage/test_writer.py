@@ -11,11 +11,33 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def row(id, client=False, **fields):
-    return {"id": id, "_client_request_id": client, "created_at": datetime.now(UTC), "api_key_id": None,
-            "key_prefix": "", "requested_model": "m", "alias": "rainymodel/auto", "policy": "auto", "tier": "free",
-            "provider": "hf", "upstream_model": "m", "status": 200, "error_code": "", "stream": False,
-            "latency_ms": 5, "ttft_ms": None, "prompt_tokens": 3, "completion_tokens": 4, "usage_estimated": False,
-            "cost_usd": 0, "attempts": [], "fallback": False, "client_ip": None, "user_agent": "", **fields}
+    return {
+        "id": id,
+        "_client_request_id": client,
+        "created_at": datetime.now(UTC),
+        "api_key_id": None,
+        "key_prefix": "",
+        "requested_model": "m",
+        "alias": "rainymodel/auto",
+        "policy": "auto",
+        "tier": "free",
+        "provider": "hf",
+        "upstream_model": "m",
+        "status": 200,
+        "error_code": "",
+        "stream": False,
+        "latency_ms": 5,
+        "ttft_ms": None,
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "usage_estimated": False,
+        "cost_usd": 0,
+        "attempts": [],
+        "fallback": False,
+        "client_ip": None,
+        "user_agent": "",
+        **fields,
+    }
 
 
 def total_rollup_requests():

@@ -6,44 +6,57 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('apikeys', '0001_initial'),
+        ("apikeys", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RequestLog',
+            name="RequestLog",
             fields=[
-                ('id', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('key_prefix', models.CharField(blank=True, max_length=16)),
-                ('requested_model', models.CharField(blank=True, max_length=200)),
-                ('alias', models.CharField(blank=True, max_length=200)),
-                ('policy', models.CharField(blank=True, max_length=50)),
-                ('tier', models.CharField(blank=True, max_length=20)),
-                ('provider', models.CharField(blank=True, max_length=100)),
-                ('upstream_model', models.CharField(blank=True, max_length=200)),
-                ('status', models.PositiveSmallIntegerField()),
-                ('error_code', models.CharField(blank=True, max_length=64)),
-                ('stream', models.BooleanField(default=False)),
-                ('latency_ms', models.PositiveIntegerField(default=0)),
-                ('ttft_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('prompt_tokens', models.PositiveIntegerField(default=0)),
-                ('completion_tokens', models.PositiveIntegerField(default=0)),
-                ('usage_estimated', models.BooleanField(default=False)),
-                ('cost_usd', models.DecimalField(decimal_places=8, default=0, max_digits=14)),
-                ('attempts', models.JSONField(default=list)),
-                ('fallback', models.BooleanField(default=False)),
-                ('client_ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('user_agent', models.CharField(blank=True, max_length=300)),
-                ('api_key', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='apikeys.apikey')),
+                ("id", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("key_prefix", models.CharField(blank=True, max_length=16)),
+                ("requested_model", models.CharField(blank=True, max_length=200)),
+                ("alias", models.CharField(blank=True, max_length=200)),
+                ("policy", models.CharField(blank=True, max_length=50)),
+                ("tier", models.CharField(blank=True, max_length=20)),
+                ("provider", models.CharField(blank=True, max_length=100)),
+                ("upstream_model", models.CharField(blank=True, max_length=200)),
+                ("status", models.PositiveSmallIntegerField()),
+                ("error_code", models.CharField(blank=True, max_length=64)),
+                ("stream", models.BooleanField(default=False)),
+                ("latency_ms", models.PositiveIntegerField(default=0)),
+                ("ttft_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("prompt_tokens", models.PositiveIntegerField(default=0)),
+                ("completion_tokens", models.PositiveIntegerField(default=0)),
+                ("usage_estimated", models.BooleanField(default=False)),
+                ("cost_usd", models.DecimalField(decimal_places=8, default=0, max_digits=14)),
+                ("attempts", models.JSONField(default=list)),
+                ("fallback", models.BooleanField(default=False)),
+                ("client_ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("user_agent", models.CharField(blank=True, max_length=300)),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="apikeys.apikey",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['created_at'], name='usage_reque_created_886df1_idx'), models.Index(fields=['api_key', 'created_at'], name='usage_reque_api_key_144fa8_idx'), models.Index(fields=['status', 'created_at'], name='usage_reque_status_e02a73_idx')],
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(fields=["created_at"], name="usage_reque_created_886df1_idx"),
+                    models.Index(fields=["api_key", "created_at"], name="usage_reque_api_key_144fa8_idx"),
+                    models.Index(fields=["status", "created_at"], name="usage_reque_status_e02a73_idx"),
+                ],
             },
         ),
     ]

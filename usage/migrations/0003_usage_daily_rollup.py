@@ -10,19 +10,46 @@ def fill_daily_from_hourly(apps, schema_editor):
 
     # Frozen here as they were when this migration was written: the models' lists grow later (0005 adds buckets
     # and `admitted`), and a migration must not reach for fields its historical models do not have yet.
-    ROLLUP_DIMENSIONS = ("hour", "api_key_id", "key_prefix", "alias", "policy", "tier", "provider", "upstream_model",
-                         "status_class")
-    ROLLUP_MEASURES = ("requests", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd",
-                       "ttft_count", *(f"lat_{i}" for i in range(16)), *(f"ttft_{i}" for i in range(16)))
+    ROLLUP_DIMENSIONS = (
+        "hour",
+        "api_key_id",
+        "key_prefix",
+        "alias",
+        "policy",
+        "tier",
+        "provider",
+        "upstream_model",
+        "status_class",
+    )
+    ROLLUP_MEASURES = (
+        "requests",
+        "errors",
+        "fallbacks",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "ttft_count",
+        *(f"lat_{i}" for i in range(16)),
+        *(f"ttft_{i}" for i in range(16)),
+    )
 
     hourly = apps.get_model("usage", "UsageHourly")
     daily = apps.get_model("usage", "UsageDaily")
-    rows = (hourly.objects.annotate(day_start=TruncDay("hour")).values("day_start", *ROLLUP_DIMENSIONS[1:])
-            .annotate(**{f"sum_{m}": Sum(m) for m in ROLLUP_MEASURES}).order_by())
+    rows = (
+        hourly.objects.annotate(day_start=TruncDay("hour"))
+        .values("day_start", *ROLLUP_DIMENSIONS[1:])
+        .annotate(**{f"sum_{m}": Sum(m) for m in ROLLUP_MEASURES})
+        .order_by()
+    )
     batch = []
     for row in rows.iterator(chunk_size=5000):
-        batch.append(daily(day=row["day_start"], **{d: row[d] for d in ROLLUP_DIMENSIONS[1:]},
-                           **{m: row[f"sum_{m}"] for m in ROLLUP_MEASURES}))
+        batch.append(
+            daily(
+                day=row["day_start"],
+                **{d: row[d] for d in ROLLUP_DIMENSIONS[1:]},
+                **{m: row[f"sum_{m}"] for m in ROLLUP_MEASURES},
+            )
+        )
         if len(batch) >= 5000:
             daily.objects.bulk_create(batch)
             batch = []
@@ -30,69 +57,83 @@ def fill_daily_from_hourly(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0002_usage_hourly_rollup'),
+        ("usage", "0002_usage_hourly_rollup"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsageDaily',
+            name="UsageDaily",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('api_key_id', models.BigIntegerField(default=0)),
-                ('key_prefix', models.CharField(blank=True, max_length=16)),
-                ('alias', models.CharField(blank=True, max_length=200)),
-                ('policy', models.CharField(blank=True, max_length=50)),
-                ('tier', models.CharField(blank=True, max_length=20)),
-                ('provider', models.CharField(blank=True, max_length=100)),
-                ('upstream_model', models.CharField(blank=True, max_length=200)),
-                ('status_class', models.PositiveSmallIntegerField()),
-                ('requests', models.BigIntegerField(default=0)),
-                ('errors', models.BigIntegerField(default=0)),
-                ('fallbacks', models.BigIntegerField(default=0)),
-                ('prompt_tokens', models.BigIntegerField(default=0)),
-                ('completion_tokens', models.BigIntegerField(default=0)),
-                ('cost_usd', models.DecimalField(decimal_places=8, default=0, max_digits=18)),
-                ('ttft_count', models.BigIntegerField(default=0)),
-                ('day', models.DateTimeField()),
-                ('lat_0', models.BigIntegerField(default=0)),
-                ('lat_1', models.BigIntegerField(default=0)),
-                ('lat_2', models.BigIntegerField(default=0)),
-                ('lat_3', models.BigIntegerField(default=0)),
-                ('lat_4', models.BigIntegerField(default=0)),
-                ('lat_5', models.BigIntegerField(default=0)),
-                ('lat_6', models.BigIntegerField(default=0)),
-                ('lat_7', models.BigIntegerField(default=0)),
-                ('lat_8', models.BigIntegerField(default=0)),
-                ('lat_9', models.BigIntegerField(default=0)),
-                ('lat_10', models.BigIntegerField(default=0)),
-                ('lat_11', models.BigIntegerField(default=0)),
-                ('lat_12', models.BigIntegerField(default=0)),
-                ('lat_13', models.BigIntegerField(default=0)),
-                ('lat_14', models.BigIntegerField(default=0)),
-                ('lat_15', models.BigIntegerField(default=0)),
-                ('ttft_0', models.BigIntegerField(default=0)),
-                ('ttft_1', models.BigIntegerField(default=0)),
-                ('ttft_2', models.BigIntegerField(default=0)),
-                ('ttft_3', models.BigIntegerField(default=0)),
-                ('ttft_4', models.BigIntegerField(default=0)),
-                ('ttft_5', models.BigIntegerField(default=0)),
-                ('ttft_6', models.BigIntegerField(default=0)),
-                ('ttft_7', models.BigIntegerField(default=0)),
-                ('ttft_8', models.BigIntegerField(default=0)),
-                ('ttft_9', models.BigIntegerField(default=0)),
-                ('ttft_10', models.BigIntegerField(default=0)),
-                ('ttft_11', models.BigIntegerField(default=0)),
-                ('ttft_12', models.BigIntegerField(default=0)),
-                ('ttft_13', models.BigIntegerField(default=0)),
-                ('ttft_14', models.BigIntegerField(default=0)),
-                ('ttft_15', models.BigIntegerField(default=0)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("api_key_id", models.BigIntegerField(default=0)),
+                ("key_prefix", models.CharField(blank=True, max_length=16)),
+                ("alias", models.CharField(blank=True, max_length=200)),
+                ("policy", models.CharField(blank=True, max_length=50)),
+                ("tier", models.CharField(blank=True, max_length=20)),
+                ("provider", models.CharField(blank=True, max_length=100)),
+                ("upstream_model", models.CharField(blank=True, max_length=200)),
+                ("status_class", models.PositiveSmallIntegerField()),
+                ("requests", models.BigIntegerField(default=0)),
+                ("errors", models.BigIntegerField(default=0)),
+                ("fallbacks", models.BigIntegerField(default=0)),
+                ("prompt_tokens", models.BigIntegerField(default=0)),
+                ("completion_tokens", models.BigIntegerField(default=0)),
+                ("cost_usd", models.DecimalField(decimal_places=8, default=0, max_digits=18)),
+                ("ttft_count", models.BigIntegerField(default=0)),
+                ("day", models.DateTimeField()),
+                ("lat_0", models.BigIntegerField(default=0)),
+                ("lat_1", models.BigIntegerField(default=0)),
+                ("lat_2", models.BigIntegerField(default=0)),
+                ("lat_3", models.BigIntegerField(default=0)),
+                ("lat_4", models.BigIntegerField(default=0)),
+                ("lat_5", models.BigIntegerField(default=0)),
+                ("lat_6", models.BigIntegerField(default=0)),
+                ("lat_7", models.BigIntegerField(default=0)),
+                ("lat_8", models.BigIntegerField(default=0)),
+                ("lat_9", models.BigIntegerField(default=0)),
+                ("lat_10", models.BigIntegerField(default=0)),
+                ("lat_11", models.BigIntegerField(default=0)),
+                ("lat_12", models.BigIntegerField(default=0)),
+                ("lat_13", models.BigIntegerField(default=0)),
+                ("lat_14", models.BigIntegerField(default=0)),
+                ("lat_15", models.BigIntegerField(default=0)),
+                ("ttft_0", models.BigIntegerField(default=0)),
+                ("ttft_1", models.BigIntegerField(default=0)),
+                ("ttft_2", models.BigIntegerField(default=0)),
+                ("ttft_3", models.BigIntegerField(default=0)),
+                ("ttft_4", models.BigIntegerField(default=0)),
+                ("ttft_5", models.BigIntegerField(default=0)),
+                ("ttft_6", models.BigIntegerField(default=0)),
+                ("ttft_7", models.BigIntegerField(default=0)),
+                ("ttft_8", models.BigIntegerField(default=0)),
+                ("ttft_9", models.BigIntegerField(default=0)),
+                ("ttft_10", models.BigIntegerField(default=0)),
+                ("ttft_11", models.BigIntegerField(default=0)),
+                ("ttft_12", models.BigIntegerField(default=0)),
+                ("ttft_13", models.BigIntegerField(default=0)),
+                ("ttft_14", models.BigIntegerField(default=0)),
+                ("ttft_15", models.BigIntegerField(default=0)),
             ],
             options={
-                'verbose_name': 'daily usage rollup',
-                'indexes': [models.Index(fields=['api_key_id', 'day'], name='usage_daily_key_idx')],
-                'constraints': [models.UniqueConstraint(fields=('day', 'api_key_id', 'key_prefix', 'alias', 'policy', 'tier', 'provider', 'upstream_model', 'status_class'), name='usage_daily_unique')],
+                "verbose_name": "daily usage rollup",
+                "indexes": [models.Index(fields=["api_key_id", "day"], name="usage_daily_key_idx")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=(
+                            "day",
+                            "api_key_id",
+                            "key_prefix",
+                            "alias",
+                            "policy",
+                            "tier",
+                            "provider",
+                            "upstream_model",
+                            "status_class",
+                        ),
+                        name="usage_daily_unique",
+                    )
+                ],
             },
         ),
         migrations.RunPython(fill_daily_from_hourly, migrations.RunPython.noop),

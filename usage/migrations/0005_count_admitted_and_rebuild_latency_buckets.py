@@ -20,20 +20,80 @@ from django.db.models import Count, F, Sum
 from django.db.models.functions import TruncHour
 
 NOT_ADMITTED_CODES = (
-    "invalid_api_key", "key_expired", "invalid_json", "missing_required_parameter", "invalid_type",
-    "request_too_large", "model_not_found", "model_not_allowed", "unknown_policy", "policy_not_allowed",
-    "rate_limit_exceeded", "quota_exceeded",
+    "invalid_api_key",
+    "key_expired",
+    "invalid_json",
+    "missing_required_parameter",
+    "invalid_type",
+    "request_too_large",
+    "model_not_found",
+    "model_not_allowed",
+    "unknown_policy",
+    "policy_not_allowed",
+    "rate_limit_exceeded",
+    "quota_exceeded",
 )
 OLD_EDGES = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 20000, 60000)
-NEW_EDGES = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000,
-             7500, 10000, 20000, 60000)
+NEW_EDGES = (
+    1,
+    2,
+    3,
+    5,
+    7,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    150,
+    200,
+    300,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    7500,
+    10000,
+    20000,
+    60000,
+)
 BUCKETS = len(NEW_EDGES) + 1
 DIMENSIONS = ("api_key_id", "key_prefix", "alias", "policy", "tier", "provider", "upstream_model", "status_class")
-MEASURES = ("requests", "admitted", "errors", "fallbacks", "prompt_tokens", "completion_tokens", "cost_usd",
-            "ttft_count", *(f"lat_{i}" for i in range(BUCKETS)), *(f"ttft_{i}" for i in range(BUCKETS)))
-LOG_COLUMNS = ("created_at", "api_key_id", "key_prefix", "alias", "policy", "tier", "provider", "upstream_model",
-               "status", "admitted", "fallback", "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms",
-               "ttft_ms")
+MEASURES = (
+    "requests",
+    "admitted",
+    "errors",
+    "fallbacks",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "ttft_count",
+    *(f"lat_{i}" for i in range(BUCKETS)),
+    *(f"ttft_{i}" for i in range(BUCKETS)),
+)
+LOG_COLUMNS = (
+    "created_at",
+    "api_key_id",
+    "key_prefix",
+    "alias",
+    "policy",
+    "tier",
+    "provider",
+    "upstream_model",
+    "status",
+    "admitted",
+    "fallback",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms",
+    "ttft_ms",
+)
 
 
 def mark_admitted(apps, schema_editor):
@@ -65,8 +125,11 @@ def _bucket(ms) -> int:
 def _summarise(rows, truncate) -> dict:
     groups: dict[tuple, dict[str, int | Decimal]] = {}
     for row in rows:
-        dims = (truncate(row["created_at"]), *(row[d] or (0 if d == "api_key_id" else "") for d in DIMENSIONS[:-1]),
-                row["status"] // 100)
+        dims = (
+            truncate(row["created_at"]),
+            *(row[d] or (0 if d == "api_key_id" else "") for d in DIMENSIONS[:-1]),
+            row["status"] // 100,
+        )
         sums = groups.get(dims)
         if sums is None:
             sums = groups[dims] = dict.fromkeys(MEASURES, 0)  # counts; cost_usd a Decimal
@@ -95,8 +158,12 @@ def recount_from_log(apps, schema_editor):
     RequestLog = apps.get_model("usage", "RequestLog")
     Hourly = apps.get_model("usage", "UsageHourly")
     Daily = apps.get_model("usage", "UsageDaily")
-    per_hour = dict(RequestLog.objects.annotate(h=TruncHour("created_at", tzinfo=UTC)).values_list("h")
-                    .annotate(n=Count("id")).order_by())
+    per_hour = dict(
+        RequestLog.objects.annotate(h=TruncHour("created_at", tzinfo=UTC))
+        .values_list("h")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     if not per_hour:
         return
     per_day: dict = {}
@@ -109,24 +176,37 @@ def recount_from_log(apps, schema_editor):
         hours = sorted(h for h in complete_hours if day <= h < day + timedelta(days=1))
         if not hours and day not in complete_days:
             continue
-        rows = list(RequestLog.objects.filter(created_at__gte=day, created_at__lt=day + timedelta(days=1))
-                    .values(*LOG_COLUMNS).order_by())
+        rows = list(
+            RequestLog.objects.filter(created_at__gte=day, created_at__lt=day + timedelta(days=1))
+            .values(*LOG_COLUMNS)
+            .order_by()
+        )
         hourly = _summarise(rows, lambda when: when.astimezone(UTC).replace(minute=0, second=0, microsecond=0))
         Hourly.objects.filter(hour__in=hours).delete()
         wanted = set(hours)
         Hourly.objects.bulk_create(
-            [Hourly(hour=dims[0], **dict(zip(DIMENSIONS, dims[1:], strict=False)), **sums)
-             for dims, sums in hourly.items() if dims[0] in wanted], batch_size=2000)
+            [
+                Hourly(hour=dims[0], **dict(zip(DIMENSIONS, dims[1:], strict=False)), **sums)
+                for dims, sums in hourly.items()
+                if dims[0] in wanted
+            ],
+            batch_size=2000,
+        )
         if day in complete_days:
-            daily = _summarise(rows, lambda when: when.astimezone(UTC).replace(hour=0, minute=0, second=0,
-                                                                               microsecond=0))
+            daily = _summarise(
+                rows, lambda when: when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            )
             Daily.objects.filter(day=day).delete()
-            Daily.objects.bulk_create([Daily(day=dims[0], **dict(zip(DIMENSIONS, dims[1:], strict=False)), **sums)
-                                       for dims, sums in daily.items()], batch_size=2000)
+            Daily.objects.bulk_create(
+                [
+                    Daily(day=dims[0], **dict(zip(DIMENSIONS, dims[1:], strict=False)), **sums)
+                    for dims, sums in daily.items()
+                ],
+                batch_size=2000,
+            )
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("usage", "0004_admitted_synthetic_ms_latency_buckets_and_labels"),
     ]

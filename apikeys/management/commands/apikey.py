@@ -28,8 +28,10 @@ def parse_quota(text: str) -> tuple[str, str, int | Decimal]:
     """`requests:1000/day`, `tokens:2000000/month`, `cost:5/month` -> (period, Quota field, value)."""
     match = QUOTA_SYNTAX.match(text.strip())
     if not match:
-        raise CommandError(f"--quota {text!r}: write KIND:AMOUNT/PERIOD with KIND requests, tokens or cost and "
-                           f"PERIOD {' or '.join(PERIODS)}, e.g. requests:1000/day")
+        raise CommandError(
+            f"--quota {text!r}: write KIND:AMOUNT/PERIOD with KIND requests, tokens or cost and "
+            f"PERIOD {' or '.join(PERIODS)}, e.g. requests:1000/day"
+        )
     kind, amount, period = match.groups()
     if period not in PERIODS:
         raise CommandError(f"--quota {text!r}: period must be {' or '.join(PERIODS)}, not {period!r}")
@@ -53,8 +55,9 @@ def parse_expiry(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise CommandError(f"--expires {text!r}: give an ISO 8601 date or time, e.g. 2026-12-31 or "
-                           f"2026-12-31T18:00:00+01:00") from None
+        raise CommandError(
+            f"--expires {text!r}: give an ISO 8601 date or time, e.g. 2026-12-31 or 2026-12-31T18:00:00+01:00"
+        ) from None
     if timezone.is_naive(moment):
         moment = moment.replace(tzinfo=UTC)
     if moment <= timezone.now():
@@ -95,10 +98,14 @@ def no_match(key: str, prefix_exists: bool) -> str:
         return f"no API key has the prefix {prefix!r}; nothing was revoked (see `apikey list`)"
     given = "the key given" if looks_like_key(key) else repr(key)
     if prefix_exists:
-        return (f"no API key matches {given}: a key has its prefix {prefix!r} but the rest differs; nothing was "
-                f"revoked (see `apikey list`)")
-    return (f"no API key matches {given}: keys are looked up by their first {PREFIX_LENGTH} characters and no key "
-            f"has the prefix {prefix!r}; nothing was revoked (see `apikey list`)")
+        return (
+            f"no API key matches {given}: a key has its prefix {prefix!r} but the rest differs; nothing was "
+            f"revoked (see `apikey list`)"
+        )
+    return (
+        f"no API key matches {given}: keys are looked up by their first {PREFIX_LENGTH} characters and no key "
+        f"has the prefix {prefix!r}; nothing was revoked (see `apikey list`)"
+    )
 
 
 class Command(BaseCommand):
@@ -109,9 +116,12 @@ class Command(BaseCommand):
         create = actions.add_parser("create", help="Create a key and print it (once).")
         create.add_argument("--name", required=True, help="What the key is for, e.g. my-laptop.")
         create.add_argument("--user", help="Username of the key's owner (sees its usage when signed in).")
-        create.add_argument("--create-user", action="store_true",
-                            help="Create the --user if missing: a plain owner (not staff) without a password, "
-                                 "who can sign in once an admin sets one.")
+        create.add_argument(
+            "--create-user",
+            action="store_true",
+            help="Create the --user if missing: a plain owner (not staff) without a password, "
+            "who can sign in once an admin sets one.",
+        )
         create.add_argument("--rpm", help="Requests per minute.")
         create.add_argument("--tpm", help="Tokens per minute.")
         create.add_argument("--max-concurrent", help="Requests in flight at once.")
@@ -119,8 +129,13 @@ class Command(BaseCommand):
         create.add_argument("--policies", help="Comma list of policies the key may use (default: all).")
         create.add_argument("--default-policy", help="Policy used when a request names none.")
         create.add_argument("--expires", help="ISO 8601 date or time after which the key stops working.")
-        create.add_argument("--quota", action="append", default=[], metavar="KIND:AMOUNT/PERIOD",
-                            help="requests:1000/day, tokens:2000000/month or cost:5/month; repeatable.")
+        create.add_argument(
+            "--quota",
+            action="append",
+            default=[],
+            metavar="KIND:AMOUNT/PERIOD",
+            help="requests:1000/day, tokens:2000000/month or cost:5/month; repeatable.",
+        )
         actions.add_parser("list", help="List keys: prefix, name, owner, status, limits, last use.")
         revoke = actions.add_parser("revoke", help="Revoke a key by its prefix or the full key.")
         revoke.add_argument("key", metavar="PREFIX_OR_KEY")
@@ -131,8 +146,22 @@ class Command(BaseCommand):
     # --- create ---------------------------------------------------------------------------------------------
 
     @transaction.atomic  # a user made by --create-user is rolled back when the key is refused
-    def handle_create(self, *, name, user, create_user, rpm, tpm, max_concurrent, aliases, policies, default_policy,
-                      expires, quota, **_):
+    def handle_create(
+        self,
+        *,
+        name,
+        user,
+        create_user,
+        rpm,
+        tpm,
+        max_concurrent,
+        aliases,
+        policies,
+        default_policy,
+        expires,
+        quota,
+        **_,
+    ):
         if not name.strip():
             raise CommandError("--name must not be empty")
         if create_user and not user:
@@ -148,8 +177,10 @@ class Command(BaseCommand):
                     raise CommandError(f"--user {user!r}: user not created: {describe_errors(exc)}") from None
                 created_owner = True
             if owner is None:
-                raise CommandError(f"--user {user!r}: no such user; add --create-user to create it as a plain "
-                                   f"owner (no staff access, no password until an admin sets one)")
+                raise CommandError(
+                    f"--user {user!r}: no such user; add --create-user to create it as a plain "
+                    f"owner (no staff access, no password until an admin sets one)"
+                )
         policy = None
         if default_policy:
             policy = Policy.objects.filter(name__iexact=default_policy).first()
@@ -164,16 +195,24 @@ class Command(BaseCommand):
             seen.add((period, field))
         try:
             api_key, full_key = apikey_create(
-                name=name.strip(), owner=owner, rpm_limit=positive("--rpm", rpm), tpm_limit=positive("--tpm", tpm),
+                name=name.strip(),
+                owner=owner,
+                rpm_limit=positive("--rpm", rpm),
+                tpm_limit=positive("--tpm", tpm),
                 max_concurrent=positive("--max-concurrent", max_concurrent),
-                allowed_aliases=name_list(aliases), allowed_policies=name_list(policies), default_policy=policy,
-                expires_at=parse_expiry(expires) if expires else None, quotas=quotas,
+                allowed_aliases=name_list(aliases),
+                allowed_policies=name_list(policies),
+                default_policy=policy,
+                expires_at=parse_expiry(expires) if expires else None,
+                quotas=quotas,
             )
         except ValidationError as exc:
             raise CommandError(f"key not created: {describe_errors(exc)}") from None
         if created_owner:
-            self.stdout.write(f"Created user {user!r} (not staff, no password: set one in the admin to let them "
-                              f"sign in and see their usage).")
+            self.stdout.write(
+                f"Created user {user!r} (not staff, no password: set one in the admin to let them "
+                f"sign in and see their usage)."
+            )
         self.stdout.write(f"Created API key {api_key.name!r} (prefix {api_key.prefix}).")
         self.stdout.write("This is the only time the full key is shown; store it now:")
         self.stdout.write(full_key)
@@ -183,11 +222,16 @@ class Command(BaseCommand):
     def handle_list(self, **_):
         rows = [("PREFIX", "NAME", "OWNER", "STATUS", "LIMITS", "LAST USED")]
         for api_key in APIKey.objects.select_related("owner", "default_policy").prefetch_related("quotas"):
-            rows.append((
-                api_key.prefix, api_key.name, api_key.owner.get_username() if api_key.owner else "-",
-                api_key.status, self._limits(api_key),
-                utc_time(api_key.last_used_at) if api_key.last_used_at else "never",
-            ))
+            rows.append(
+                (
+                    api_key.prefix,
+                    api_key.name,
+                    api_key.owner.get_username() if api_key.owner else "-",
+                    api_key.status,
+                    self._limits(api_key),
+                    utc_time(api_key.last_used_at) if api_key.last_used_at else "never",
+                )
+            )
         if len(rows) == 1:
             self.stdout.write("No API keys yet. Create one: python manage.py apikey create --name NAME")
             return
@@ -198,16 +242,23 @@ class Command(BaseCommand):
     @staticmethod
     def _limits(api_key: APIKey) -> str:
         parts = []
-        for label, value in (("rpm", api_key.rpm_limit), ("tpm", api_key.tpm_limit),
-                             ("concurrent", api_key.max_concurrent)):
+        for label, value in (
+            ("rpm", api_key.rpm_limit),
+            ("tpm", api_key.tpm_limit),
+            ("concurrent", api_key.max_concurrent),
+        ):
             if value is not None:
                 parts.append(f"{label}={value}")
         for quota in api_key.quotas.all():
-            for label, maximum in (("requests", quota.max_requests), ("tokens", quota.max_tokens),
-                                   ("cost", quota.max_cost_usd)):
+            for label, maximum in (
+                ("requests", quota.max_requests),
+                ("tokens", quota.max_tokens),
+                ("cost", quota.max_cost_usd),
+            ):
                 if maximum is not None:
-                    parts.append(f"{label}={maximum.normalize() if isinstance(maximum, Decimal) else maximum}"
-                                 f"/{quota.period}")
+                    parts.append(
+                        f"{label}={maximum.normalize() if isinstance(maximum, Decimal) else maximum}/{quota.period}"
+                    )
         if api_key.allowed_aliases:
             parts.append(f"aliases={','.join(api_key.allowed_aliases)}")
         if api_key.allowed_policies:
@@ -221,15 +272,18 @@ class Command(BaseCommand):
     def handle_revoke(self, *, key, **_):
         key = key.strip()
         if not key.startswith(KEY_PREFIX) or len(key) < PREFIX_LENGTH:
-            raise CommandError(f"{key!r} is not a key or key prefix: keys start with {KEY_PREFIX!r} and the prefix "
-                               f"is their first {PREFIX_LENGTH} characters (see `apikey list`)")
+            raise CommandError(
+                f"{key!r} is not a key or key prefix: keys start with {KEY_PREFIX!r} and the prefix "
+                f"is their first {PREFIX_LENGTH} characters (see `apikey list`)"
+            )
         api_key = APIKey.objects.filter(prefix=key_prefix(key)).first()
         # A full key must match its stored HMAC, so a typo cannot revoke some other key that shares the prefix.
         if api_key is None or (len(key) > PREFIX_LENGTH and not verify_key(key, api_key.hashed_key)):
             raise CommandError(no_match(key, prefix_exists=api_key is not None))
         if api_key.revoked_at is not None:  # is_revoked, spelled so the type checker knows revoked_at is set
-            self.stdout.write(f"Key {api_key.prefix} ({api_key.name}) was already revoked at "
-                              f"{utc_time(api_key.revoked_at)}.")
+            self.stdout.write(
+                f"Key {api_key.prefix} ({api_key.name}) was already revoked at {utc_time(api_key.revoked_at)}."
+            )
             return
         apikey_revoke(api_key=api_key)
         self.stdout.write(f"Revoked key {api_key.prefix} ({api_key.name}); it stops working within seconds.")

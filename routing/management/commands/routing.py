@@ -24,10 +24,12 @@ class Command(BaseCommand):
         export.add_argument("-o", "--output", metavar="FILE", help="Write to FILE instead of standard output.")
         load = actions.add_parser("import", help="Load a YAML file, all or nothing.")
         load.add_argument("file", metavar="FILE", help='The YAML file ("-" reads standard input).')
-        load.add_argument("--replace", action="store_true",
-                          help="Also remove providers, aliases and policies the file does not name.")
-        actions.add_parser("load-defaults",
-                           help="Load routing/defaults.yaml, only into a database with no routing configuration.")
+        load.add_argument(
+            "--replace", action="store_true", help="Also remove providers, aliases and policies the file does not name."
+        )
+        actions.add_parser(
+            "load-defaults", help="Load routing/defaults.yaml, only into a database with no routing configuration."
+        )
 
     def handle(self, *args, action, **options):
         try:
@@ -59,8 +61,11 @@ class Command(BaseCommand):
         self.stdout.write(f"Imported {path}{' (--replace)' if replace else ''}:\n{summary}")
 
     def load_defaults(self):
-        counts = {"providers": Provider.objects.count(), "aliases": Alias.objects.count(),
-                  "policies": Policy.objects.count()}
+        counts = {
+            "providers": Provider.objects.count(),
+            "aliases": Alias.objects.count(),
+            "policies": Policy.objects.count(),
+        }
         if any(counts.values()):
             present = ", ".join(f"{n} {kind}" for kind, n in counts.items())
             self.stdout.write(f"Routing configuration already present ({present}); defaults not loaded.")

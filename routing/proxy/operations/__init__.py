@@ -79,9 +79,9 @@ class StreamEvents(Protocol):
 
 @dataclass(frozen=True)
 class StreamRules:
-    first_event: Callable[[bytes], bool]            # may the response headers go out on this upstream event?
-    events: Callable[[dict], StreamEvents]          # a fresh encoder per call, given the client's payload
-    wants_usage: bool = False                       # relay the upstream's usage-only chunk to `events` always
+    first_event: Callable[[bytes], bool]  # may the response headers go out on this upstream event?
+    events: Callable[[dict], StreamEvents]  # a fresh encoder per call, given the client's payload
+    wants_usage: bool = False  # relay the upstream's usage-only chunk to `events` always
 
 
 def _unchanged(body: bytes, data: dict) -> bytes:
@@ -122,6 +122,11 @@ def by_path(path: str) -> Operation | None:
     from routing.proxy.operations.messages import MESSAGES  # likewise
     from routing.proxy.operations.responses import RESPONSES  # likewise
 
-    by = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS,
-          "/v1/responses": RESPONSES, "/v1/messages": MESSAGES}
+    by = {
+        "/v1/chat/completions": CHAT,
+        "/v1/completions": COMPLETIONS,
+        "/v1/embeddings": EMBEDDINGS,
+        "/v1/responses": RESPONSES,
+        "/v1/messages": MESSAGES,
+    }
     return by.get(path.rstrip("/"))

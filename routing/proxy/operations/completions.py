@@ -36,8 +36,8 @@ from routing.proxy.validation import (
 from routing.snapshot import RouteInfo
 
 UPSTREAM_PATH = "/completions"
-MAX_PROMPTS = 2048            # entries in a list `prompt` (OpenAI's batch limit)
-MAX_TOKEN_ID = 1_048_575      # above every current tokenizer's vocabulary (the largest are ~260k ids)
+MAX_PROMPTS = 2048  # entries in a list `prompt` (OpenAI's batch limit)
+MAX_TOKEN_ID = 1_048_575  # above every current tokenizer's vocabulary (the largest are ~260k ids)
 MAX_CHOICES = 128
 MAX_BEST_OF = 20
 MAX_LOGPROBS = 5
@@ -60,12 +60,18 @@ def check_prompt(value: Any, param: str = "prompt") -> None:
     if not isinstance(value, list):
         raise _wrong_type(param, expected)
     if not value:
-        raise InvalidRequest("empty_array", f"Invalid '{param}': empty array. Expected an array with minimum "
-                                            "length 1, but got an empty array instead.", param)
+        raise InvalidRequest(
+            "empty_array",
+            f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            param,
+        )
     if len(value) > MAX_PROMPTS:
-        raise InvalidRequest("array_above_max_length",
-                             f"Invalid '{param}': array too long. Expected an array with maximum length "
-                             f"{MAX_PROMPTS}, but got an array with length {len(value)} instead.", param)
+        raise InvalidRequest(
+            "array_above_max_length",
+            f"Invalid '{param}': array too long. Expected an array with maximum length "
+            f"{MAX_PROMPTS}, but got an array with length {len(value)} instead.",
+            param,
+        )
     first = value[0]
     if isinstance(first, str):
         for index, item in enumerate(value):
@@ -118,18 +124,19 @@ def validate(payload: dict) -> None:
         if value is not None:
             check(value, name)
     if payload.get("suffix") is not None and not isinstance(payload["prompt"], str):
-        raise InvalidRequest("invalid_value", "'suffix' (fill-in-the-middle) needs 'prompt' to be a string.",
-                             "suffix")
+        raise InvalidRequest("invalid_value", "'suffix' (fill-in-the-middle) needs 'prompt' to be a string.", "suffix")
     if payload.get("stream_options") is not None and payload.get("stream") is not True:
-        raise InvalidRequest("invalid_value", "The 'stream_options' parameter is only allowed when 'stream' is "
-                                              "enabled.", "stream_options")
+        raise InvalidRequest(
+            "invalid_value",
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     best_of, n = payload.get("best_of"), payload.get("n") or 1
     if best_of is not None:
         if best_of < n:
             raise InvalidRequest("invalid_value", "'best_of' must be greater than or equal to 'n'.", "best_of")
         if best_of > 1 and payload.get("stream"):
-            raise InvalidRequest("invalid_value", "'best_of' greater than 1 cannot be used with 'stream'.",
-                                 "best_of")
+            raise InvalidRequest("invalid_value", "'best_of' greater than 1 cannot be used with 'stream'.", "best_of")
 
 
 def upstream_body(payload: dict, route: RouteInfo) -> bytes:
@@ -152,8 +159,9 @@ def check(data: dict) -> str | None:
 
 def usage(data: dict) -> tuple[int | None, int | None, int]:
     reported = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    chars = sum(len(c["text"]) for c in data.get("choices") or () if isinstance(c, dict)
-                and isinstance(c.get("text"), str))
+    chars = sum(
+        len(c["text"]) for c in data.get("choices") or () if isinstance(c, dict) and isinstance(c.get("text"), str)
+    )
     return reported.get("prompt_tokens"), reported.get("completion_tokens"), chars
 
 
@@ -168,8 +176,11 @@ def is_valid_first_event(payload: bytes) -> bool:
     if not isinstance(obj, dict) or "error" in obj:
         return False
     choices = obj.get("choices")
-    return (isinstance(choices, list) and bool(choices)
-            and all(isinstance(c, dict) and isinstance(c.get("text"), str) for c in choices))
+    return (
+        isinstance(choices, list)
+        and bool(choices)
+        and all(isinstance(c, dict) and isinstance(c.get("text"), str) for c in choices)
+    )
 
 
 COMPLETIONS = Operation(

@@ -40,15 +40,19 @@ def validate_embeddings(payload: dict) -> None:
         if not isinstance(stream, bool):
             raise _wrong_type("stream", "a boolean", stream)
         if stream:
-            raise InvalidRequest("invalid_value", "Embeddings cannot be streamed: 'stream' must be false or absent.",
-                                 "stream")
+            raise InvalidRequest(
+                "invalid_value", "Embeddings cannot be streamed: 'stream' must be false or absent.", "stream"
+            )
     encoding = payload.get("encoding_format")
     if encoding is not None:
         check_string(encoding, "encoding_format")
         if encoding not in ENCODING_FORMATS:
             shown = encoding if len(encoding) <= 40 else encoding[:40] + "..."
-            raise InvalidRequest("invalid_value", f"Invalid value: '{shown}'. Supported values are: 'float' and "
-                                                  "'base64'.", "encoding_format")
+            raise InvalidRequest(
+                "invalid_value",
+                f"Invalid value: '{shown}'. Supported values are: 'float' and 'base64'.",
+                "encoding_format",
+            )
     if payload.get("dimensions") is not None:
         integer(minimum=1)(payload["dimensions"], "dimensions")
     if payload.get("user") is not None:
@@ -65,9 +69,12 @@ def check_input(value: Any) -> None:
     if not value:
         raise _empty("input", "array")
     if len(value) > MAX_INPUTS:
-        raise InvalidRequest("array_above_max_length",
-                             f"Invalid 'input': array too long. Expected an array with maximum length {MAX_INPUTS}, "
-                             f"but got an array with length {len(value)} instead.", "input")
+        raise InvalidRequest(
+            "array_above_max_length",
+            f"Invalid 'input': array too long. Expected an array with maximum length {MAX_INPUTS}, "
+            f"but got an array with length {len(value)} instead.",
+            "input",
+        )
     first = value[0]
     if isinstance(first, str):
         for index, item in enumerate(value):
@@ -78,8 +85,7 @@ def check_input(value: Any) -> None:
     elif isinstance(first, list):
         for index, item in enumerate(value):
             if not isinstance(item, list):
-                raise _wrong_type(f"input[{index}]", "an array of integers (every item of a list of token lists)",
-                                  item)
+                raise _wrong_type(f"input[{index}]", "an array of integers (every item of a list of token lists)", item)
             if not item:
                 raise _empty(f"input[{index}]", "array")
             _check_tokens(item, f"input[{index}]")
@@ -116,8 +122,12 @@ def check(data: dict) -> str | None:
         if isinstance(vector, str):
             if not vector:
                 return "an empty base64 embedding"
-        elif not isinstance(vector, list) or not vector or isinstance(vector[0], bool) or \
-                not isinstance(vector[0], (int, float)):
+        elif (
+            not isinstance(vector, list)
+            or not vector
+            or isinstance(vector[0], bool)
+            or not isinstance(vector[0], (int, float))
+        ):
             # The first number of each vector only: a batch can hold millions of numbers, and a wrong answer is
             # a wrong shape (an error object, a chat completion, nested lists), not one bad number in a vector.
             return "an embedding is not an array of numbers"

@@ -56,9 +56,13 @@ def input_estimate(payload: dict) -> int:
 
 def answer(body: bytes, data: dict) -> bytes:
     payload = _request.get({})
-    message = anthropic.from_chat(data, message_id=anthropic.new_message_id(), model=str(payload.get("model", "")),
-                                  stop_sequences=payload.get("stop_sequences"),
-                                  input_tokens=input_estimate(payload))
+    message = anthropic.from_chat(
+        data,
+        message_id=anthropic.new_message_id(),
+        model=str(payload.get("model", "")),
+        stop_sequences=payload.get("stop_sequences"),
+        input_tokens=input_estimate(payload),
+    )
     return orjson.dumps(message)
 
 
@@ -90,10 +94,12 @@ class MessagesEvents:
     """The relayed chat chunks of one call as Anthropic stream events (operations.StreamEvents)."""
 
     def __init__(self, payload: dict):
-        self.translator = anthropic.StreamTranslator(message_id=anthropic.new_message_id(),
-                                                     model=str(payload.get("model", "")),
-                                                     input_tokens=input_estimate(payload),
-                                                     stop_sequences=payload.get("stop_sequences"))
+        self.translator = anthropic.StreamTranslator(
+            message_id=anthropic.new_message_id(),
+            model=str(payload.get("model", "")),
+            input_tokens=input_estimate(payload),
+            stop_sequences=payload.get("stop_sequences"),
+        )
         self.started = False
 
     def _start(self) -> list[bytes]:
@@ -116,9 +122,12 @@ class MessagesEvents:
         return b"".join([*self._start(), *self.translator.finish()])
 
     def interrupted(self, reason: str) -> bytes:
-        return b"".join(self.translator.fail(
-            "api_error", "The upstream stream was interrupted and could not be continued; the answer is "
-                         f"incomplete ({reason})."))
+        return b"".join(
+            self.translator.fail(
+                "api_error",
+                f"The upstream stream was interrupted and could not be continued; the answer is incomplete ({reason}).",
+            )
+        )
 
 
 MESSAGES = Operation(

@@ -51,7 +51,7 @@ PREVIOUS_RESPONSE_NOT_FOUND = "previous_response_not_found"
 
 @dataclass
 class ResponsesCall:
-    request: dict                      # the client's Responses body
+    request: dict  # the client's Responses body
     response_id: str
     created_at: int
     key_id: int | None
@@ -97,8 +97,12 @@ async def prepare(call: Call, payload: dict) -> dict:
     if previous_id is not None:
         stored = await store.load(previous_id, key_id) if key_id is not None else None
         if stored is None:
-            raise ApiError(404, PREVIOUS_RESPONSE_NOT_FOUND, f"Previous response with id '{previous_id}' not found.",
-                           param="previous_response_id")
+            raise ApiError(
+                404,
+                PREVIOUS_RESPONSE_NOT_FOUND,
+                f"Previous response with id '{previous_id}' not found.",
+                param="previous_response_id",
+            )
         previous = list(stored.items)
     try:
         chat = to_chat(payload, previous=previous)
@@ -106,8 +110,16 @@ async def prepare(call: Call, payload: dict) -> dict:
         raise _api_error(error) from None
     # The stored conversation goes upstream too: the limits' estimate and a log row without upstream usage count it.
     call.prompt_estimate = estimate_tokens(estimate_input_chars(payload, previous=previous))
-    _current.set(ResponsesCall(request=payload, response_id=new_response_id(), created_at=int(time.time()),
-                               key_id=key_id, store=should_store(payload), previous_items=previous))
+    _current.set(
+        ResponsesCall(
+            request=payload,
+            response_id=new_response_id(),
+            created_at=int(time.time()),
+            key_id=key_id,
+            store=should_store(payload),
+            previous_items=previous,
+        )
+    )
     return chat
 
 
@@ -130,8 +142,9 @@ class ResponsesEvents:
     def __init__(self, ctx: ResponsesCall):
         self.ctx = ctx
         # `store` as decided (the setting may store a request that did not send it), in every event's response.
-        self.translator = StreamTranslator(response_id=ctx.response_id, created_at=ctx.created_at,
-                                           request=dict(ctx.request, store=ctx.store))
+        self.translator = StreamTranslator(
+            response_id=ctx.response_id, created_at=ctx.created_at, request=dict(ctx.request, store=ctx.store)
+        )
         self.started = False
 
     def _start(self) -> list[bytes]:
@@ -157,8 +170,9 @@ class ResponsesEvents:
         return b"".join(out)
 
     def interrupted(self, reason: str) -> bytes:
-        message = ("The upstream stream was interrupted and could not be continued; the response is incomplete "
-                   f"({reason}).")
+        message = (
+            f"The upstream stream was interrupted and could not be continued; the response is incomplete ({reason})."
+        )
         return b"".join(self._start() + self.translator.fail("server_error", message))
 
 

@@ -276,9 +276,13 @@ def _messages(messages: Any) -> list[dict]:
 
 
 def _unanswered(tool_ids: list[str], index: int) -> AnthropicError:
-    return _invalid(f"messages.{index}", "`tool_use` ids were found without `tool_result` blocks immediately after: "
-                    + ", ".join(tool_ids) + ". Each `tool_use` block must have a corresponding `tool_result` block "
-                    "in the next message.")
+    return _invalid(
+        f"messages.{index}",
+        "`tool_use` ids were found without `tool_result` blocks immediately after: "
+        + ", ".join(tool_ids)
+        + ". Each `tool_use` block must have a corresponding `tool_result` block "
+        "in the next message.",
+    )
 
 
 def _assistant_message(content: str | list, param: str) -> tuple[dict, list[str]]:
@@ -299,8 +303,13 @@ def _assistant_message(content: str | list, param: str) -> tuple[dict, list[str]
             if tool_input is _MISSING:
                 raise _invalid(f"{bparam}.input", "Field required")
             _check_object(tool_input, f"{bparam}.input")
-            tool_calls.append({"id": tool_id, "type": "function",
-                               "function": {"name": name, "arguments": orjson.dumps(tool_input).decode()}})
+            tool_calls.append(
+                {
+                    "id": tool_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": orjson.dumps(tool_input).decode()},
+                }
+            )
         elif kind in ("thinking", "redacted_thinking"):
             continue  # earlier turns' reasoning: chat upstreams take no such input (docs: thinking not supported)
         elif kind == "tool_result":
@@ -318,8 +327,9 @@ def _assistant_message(content: str | list, param: str) -> tuple[dict, list[str]
 def _unsupported_block(kind: Any, param: str) -> AnthropicError:
     if not isinstance(kind, str):
         return _invalid(param, "Field required" if kind is None else "Input should be a valid string")
-    return _invalid(param, f"content block type '{kind}' is not supported here (supported: text, image, "
-                           "tool_use, tool_result)")
+    return _invalid(
+        param, f"content block type '{kind}' is not supported here (supported: text, image, tool_use, tool_result)"
+    )
 
 
 def _user_messages(content: str | list, param: str, pending_tool_ids: list[str]) -> list[dict]:
@@ -344,9 +354,12 @@ def _user_messages(content: str | list, param: str, pending_tool_ids: list[str])
         elif kind == "tool_result":
             tool_id = _required_string(block, "tool_use_id", f"{bparam}.tool_use_id")
             if tool_id not in pending_tool_ids:
-                raise _invalid(f"{bparam}.tool_use_id", f"unexpected `tool_use_id` found in `tool_result` blocks: "
-                                                       f"{tool_id}. Each `tool_result` block must have a "
-                                                       "corresponding `tool_use` block in the previous message.")
+                raise _invalid(
+                    f"{bparam}.tool_use_id",
+                    f"unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{tool_id}. Each `tool_result` block must have a "
+                    "corresponding `tool_use` block in the previous message.",
+                )
             answered.add(tool_id)
             text, images = _tool_result(block, bparam, tool_id)
             tool_messages.append({"role": "tool", "tool_call_id": tool_id, "content": text})
@@ -409,9 +422,12 @@ def _tools(tools: Any) -> list[dict]:
         _check_object(tool, param)
         kind = tool.get("type")
         if kind not in (None, "custom"):
-            raise _invalid(f"{param}.type", f"tool type '{kind}' is not supported: server tools (web search, code "
-                                            "execution, computer use, ...) need Anthropic's servers; only custom "
-                                            "tools with an input_schema work here")
+            raise _invalid(
+                f"{param}.type",
+                f"tool type '{kind}' is not supported: server tools (web search, code "
+                "execution, computer use, ...) need Anthropic's servers; only custom "
+                "tools with an input_schema work here",
+            )
         name = _required_string(tool, "name", f"{param}.name")
         if not TOOL_NAME.match(name):
             raise _invalid(f"{param}.name", "String should match pattern '^[a-zA-Z0-9_-]{1,128}$'")
@@ -483,6 +499,7 @@ def _metadata_user(metadata: Any) -> str | None:
 
 # --- token estimate ------------------------------------------------------------------------------------------------
 
+
 def estimate_tokens(text_chars: int) -> int:
     """The rule of routing/proxy/outcomes.estimate_tokens (about 4 characters a token), kept here so this module
     imports nothing impure."""
@@ -527,8 +544,13 @@ def new_tool_use_id() -> str:
 
 # --- response: chat completion -> message ------------------------------------------------------------------------
 
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
-                "content_filter": "refusal"}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 
 
 def _matched_stop(choice: dict, stop_sequences: list[str] | None) -> str | None:
@@ -561,8 +583,9 @@ def tool_input(arguments: Any) -> dict:
     return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments}
 
 
-def from_chat(chat_response: dict, *, message_id: str, model: str, stop_sequences: list[str] | None = None,
-              input_tokens: int = 0) -> dict:
+def from_chat(
+    chat_response: dict, *, message_id: str, model: str, stop_sequences: list[str] | None = None, input_tokens: int = 0
+) -> dict:
     """A non-streamed chat completion as an Anthropic `message`. `model` is what the client asked for;
     `stop_sequences` are the client's (for the stop_sequence heuristic); `input_tokens` is used when the upstream
     reports no usage."""
@@ -579,19 +602,26 @@ def from_chat(chat_response: dict, *, message_id: str, model: str, stop_sequence
         if stop_sequence is None:
             for sequence in stop_sequences or ():
                 if text.endswith(sequence):
-                    stop_sequence, text = sequence, text[:-len(sequence)]
+                    stop_sequence, text = sequence, text[: -len(sequence)]
                     break
     content: list[dict] = []
     if text:
         content.append({"type": "text", "text": text})
     for call in tool_calls:
         function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id") or new_tool_use_id(),
-                        "name": function.get("name") or "", "input": tool_input(function.get("arguments"))})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or new_tool_use_id(),
+                "name": function.get("name") or "",
+                "input": tool_input(function.get("arguments")),
+            }
+        )
     stop_reason = "stop_sequence" if stop_sequence else _stop_reason(finish_reason, bool(tool_calls))
     usage = chat_response.get("usage") or {}
-    output_chars = len(text) + sum(len(orjson.dumps(block.get("input"))) for block in content
-                                   if block["type"] == "tool_use")
+    output_chars = len(text) + sum(
+        len(orjson.dumps(block.get("input"))) for block in content if block["type"] == "tool_use"
+    )
     return {
         "id": message_id,
         "type": "message",
@@ -600,8 +630,10 @@ def from_chat(chat_response: dict, *, message_id: str, model: str, stop_sequence
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": {"input_tokens": _int(usage.get("prompt_tokens"), input_tokens),
-                  "output_tokens": _int(usage.get("completion_tokens"), estimate_tokens(output_chars))},
+        "usage": {
+            "input_tokens": _int(usage.get("prompt_tokens"), input_tokens),
+            "output_tokens": _int(usage.get("completion_tokens"), estimate_tokens(output_chars)),
+        },
     }
 
 
@@ -610,6 +642,7 @@ def _int(value: Any, default: int) -> int:
 
 
 # --- streaming: chat chunks -> Anthropic events ---------------------------------------------------------------------
+
 
 def sse(type: str, payload: dict) -> bytes:
     """One Anthropic SSE event: `event: <type>` and the JSON data, which carries the same `type`."""
@@ -635,8 +668,7 @@ class StreamTranslator:
     caller continuing a broken stream elsewhere can splice as it does for chat.
     """
 
-    def __init__(self, *, message_id: str, model: str, input_tokens: int = 0,
-                 stop_sequences: list[str] | None = None):
+    def __init__(self, *, message_id: str, model: str, input_tokens: int = 0, stop_sequences: list[str] | None = None):
         self.message_id = message_id
         self.model = model
         self.input_tokens = input_tokens
@@ -655,9 +687,16 @@ class StreamTranslator:
         self._ended = False
 
     def start(self) -> list[bytes]:
-        message: dict[str, Any] = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
-                   "content": [], "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}
+        message: dict[str, Any] = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
+        }
         return [sse("message_start", {"type": "message_start", "message": message}), sse("ping", {"type": "ping"})]
 
     def feed(self, chunk: dict) -> list[bytes]:
@@ -693,8 +732,12 @@ class StreamTranslator:
         self._output_chars += len(text)
         longest = max((len(s) for s in self.stop_sequences), default=0)
         self._tail = (self._tail + text)[-longest:] if longest else ""
-        events.append(sse("content_block_delta", {"type": "content_block_delta", "index": self._index,
-                                                  "delta": {"type": "text_delta", "text": text}}))
+        events.append(
+            sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": self._index, "delta": {"type": "text_delta", "text": text}},
+            )
+        )
         return events
 
     def _tool_call(self, call: dict) -> list[bytes]:
@@ -706,8 +749,12 @@ class StreamTranslator:
         # call with index 0); pieces after the first carry no id and belong to the call open at that index.
         if chat_index not in self._tool_ids or (call_id and call_id != self._tool_ids[chat_index]):
             events.extend(self._close())
-            block: dict[str, Any] = {"type": "tool_use", "id": call_id or new_tool_use_id(),
-                                     "name": function.get("name") or "", "input": {}}
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call_id or new_tool_use_id(),
+                "name": function.get("name") or "",
+                "input": {},
+            }
             events.append(self._open_block("tool_use", block))
             self._tool_ids[chat_index] = block["id"]
             self._open_tool = chat_index
@@ -718,15 +765,15 @@ class StreamTranslator:
         if isinstance(arguments, str) and arguments:
             self._output_chars += len(arguments)
             delta = {"type": "input_json_delta", "partial_json": arguments}
-            events.append(sse("content_block_delta", {"type": "content_block_delta", "index": self._index,
-                                                      "delta": delta}))
+            events.append(
+                sse("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta})
+            )
         return events
 
     def _open_block(self, kind: str, block: dict) -> bytes:
         self._index += 1
         self._open = kind
-        return sse("content_block_start", {"type": "content_block_start", "index": self._index,
-                                           "content_block": block})
+        return sse("content_block_start", {"type": "content_block_start", "index": self._index, "content_block": block})
 
     def _close(self) -> list[bytes]:
         if self._open is None:
@@ -760,11 +807,18 @@ class StreamTranslator:
         delta_usage = {"output_tokens": output_tokens}
         if _is_int(usage.get("prompt_tokens")):
             delta_usage["input_tokens"] = usage["prompt_tokens"]
-        return [*self._close(),
-                sse("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                                      "usage": delta_usage}),
-                sse("message_stop", {"type": "message_stop"})]
+        return [
+            *self._close(),
+            sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                    "usage": delta_usage,
+                },
+            ),
+            sse("message_stop", {"type": "message_stop"}),
+        ]
 
     def fail(self, type: str, message: str) -> list[bytes]:
         """A broken stream: one `error` event in Anthropic's shape, and nothing after it."""

@@ -45,9 +45,22 @@ import orjson
 # Built-in tools OpenAI runs itself; a chat-completions upstream cannot, so asking for one is a 400, never a tool
 # silently dropped (the model would answer without the search/file/computer the client thinks it has).
 BUILT_IN_TOOLS = (
-    "web_search", "web_search_preview", "web_search_preview_2025_03_11", "web_search_2025_08_26", "file_search",
-    "computer_use_preview", "computer_use", "code_interpreter", "image_generation", "mcp", "local_shell", "shell",
-    "apply_patch", "custom", "tool_search", "namespace",
+    "web_search",
+    "web_search_preview",
+    "web_search_preview_2025_03_11",
+    "web_search_2025_08_26",
+    "file_search",
+    "computer_use_preview",
+    "computer_use",
+    "code_interpreter",
+    "image_generation",
+    "mcp",
+    "local_shell",
+    "shell",
+    "apply_patch",
+    "custom",
+    "tool_search",
+    "namespace",
 )
 TOOL_CHOICE_MODES = ("none", "auto", "required")
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
@@ -70,8 +83,9 @@ class ResponsesRequestError(Exception):
     """A Responses request the proxy refuses: the request path returns it in OpenAI's error shape
     {"error": {"message", "type", "param", "code"}} with `status`."""
 
-    def __init__(self, code: str, message: str, param: str | None, *, status: int = 400,
-                 type: str = "invalid_request_error"):
+    def __init__(
+        self, code: str, message: str, param: str | None, *, status: int = 400, type: str = "invalid_request_error"
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -98,8 +112,7 @@ def to_chat(body: dict, *, previous: list[dict] | None = None) -> dict:
         raise _wrong_type("body", "an object", body)
     for field, reason in UNSUPPORTED_FIELDS.items():
         if body.get(field) not in (None, False):
-            raise ResponsesRequestError("unsupported_parameter", f"Unsupported parameter: '{field}': {reason}.",
-                                        field)
+            raise ResponsesRequestError("unsupported_parameter", f"Unsupported parameter: '{field}': {reason}.", field)
     if "model" not in body:
         raise _missing("model")
     _check_string(body["model"], "model")
@@ -175,14 +188,21 @@ def input_items(body: dict, *, allow_empty: bool = False) -> list[dict]:
     value = body["input"]
     if isinstance(value, str):
         if not value and not allow_empty:
-            raise ResponsesRequestError("empty_string", "Invalid 'input': empty string. Expected a string with "
-                                        "minimum length 1, but got an empty string instead.", "input")
+            raise ResponsesRequestError(
+                "empty_string",
+                "Invalid 'input': empty string. Expected a string with "
+                "minimum length 1, but got an empty string instead.",
+                "input",
+            )
         return [_user_message(value)] if value else []
     if not isinstance(value, list):
         raise _wrong_type("input", "a string or an array", value)
     if not value and not allow_empty:
-        raise ResponsesRequestError("empty_array", "Invalid 'input': empty array. Expected an array with minimum "
-                                    "length 1, but got an empty array instead.", "input")
+        raise ResponsesRequestError(
+            "empty_array",
+            "Invalid 'input': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            "input",
+        )
     return value
 
 
@@ -223,8 +243,11 @@ def _append_item(messages: list[dict], item: Any, param: str, call_ids: set[str]
         elif not isinstance(output, str):
             raise _wrong_type(f"{param}.output", "a string or an array", output)
         if call_id not in call_ids:
-            raise ResponsesRequestError("invalid_value", f"No tool call found for function call output with call_id "
-                                        f"{call_id}.", f"{param}.call_id")
+            raise ResponsesRequestError(
+                "invalid_value",
+                f"No tool call found for function call output with call_id {call_id}.",
+                f"{param}.call_id",
+            )
         messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
     else:
         raise _invalid_value(f"{param}.type", kind, ITEM_TYPES)
@@ -261,9 +284,13 @@ def _chat_message(item: dict, param: str) -> dict:
             url = part.get("image_url")
             if url is None:
                 if part.get("file_id") is not None:
-                    raise ResponsesRequestError("unsupported_parameter", "Unsupported parameter: 'file_id': the "
-                                                "Files API is not supported; send the image as 'image_url' (an "
-                                                "https or data: URL).", f"{part_param}.file_id")
+                    raise ResponsesRequestError(
+                        "unsupported_parameter",
+                        "Unsupported parameter: 'file_id': the "
+                        "Files API is not supported; send the image as 'image_url' (an "
+                        "https or data: URL).",
+                        f"{part_param}.file_id",
+                    )
                 raise _missing(f"{part_param}.image_url")
             _check_string(url, f"{part_param}.image_url")
             image: dict[str, Any] = {"url": url}
@@ -312,9 +339,13 @@ def _chat_tools(value: Any) -> list[dict]:
         kind = tool["type"]
         _check_string(kind, f"{param}.type")
         if kind in BUILT_IN_TOOLS or kind.startswith(("web_search", "computer_use")):
-            raise ResponsesRequestError("invalid_value", f"Invalid value: '{kind}'. Built-in tools are not supported "
-                                        "by this proxy: its upstreams speak chat completions and cannot run them. "
-                                        "Supported values are: 'function'.", f"{param}.type")
+            raise ResponsesRequestError(
+                "invalid_value",
+                f"Invalid value: '{kind}'. Built-in tools are not supported "
+                "by this proxy: its upstreams speak chat completions and cannot run them. "
+                "Supported values are: 'function'.",
+                f"{param}.type",
+            )
         if kind != "function":
             raise _invalid_value(f"{param}.type", kind, ("function",))
         function = {"name": _required_string(tool, "name", param)}
@@ -390,9 +421,13 @@ def _reasoning_effort(value: Any) -> str | None:
 def _check_metadata(value: Any) -> None:
     _check_object(value, "metadata")
     if len(value) > MAX_METADATA_PAIRS:
-        raise ResponsesRequestError("object_above_max_properties", f"Invalid 'metadata': too many properties. "
-                                    f"Expected an object with at most {MAX_METADATA_PAIRS} properties, but got "
-                                    f"{len(value)} instead.", "metadata")
+        raise ResponsesRequestError(
+            "object_above_max_properties",
+            f"Invalid 'metadata': too many properties. "
+            f"Expected an object with at most {MAX_METADATA_PAIRS} properties, but got "
+            f"{len(value)} instead.",
+            "metadata",
+        )
     for key, item in value.items():
         _check_string(item, f"metadata.{key}")
 
@@ -423,15 +458,28 @@ def from_chat(chat_response: dict, *, response_id: str, created_at: int, request
     if message.get("refusal"):
         parts.append({"type": "refusal", "refusal": message["refusal"]})
     if parts:
-        output.append({"id": _new_item_id("msg"), "type": "message", "status": item_status, "role": "assistant",
-                       "content": parts})
+        output.append(
+            {"id": _new_item_id("msg"), "type": "message", "status": item_status, "role": "assistant", "content": parts}
+        )
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        output.append({"id": _new_item_id("fc"), "type": "function_call", "status": item_status,
-                       "call_id": call.get("id") or _new_item_id("call"), "name": function.get("name") or "",
-                       "arguments": function.get("arguments") or ""})
-    response = response_shell(response_id=response_id, created_at=created_at, request=request,
-                              model=chat_response.get("model") or request.get("model"), status=status)
+        output.append(
+            {
+                "id": _new_item_id("fc"),
+                "type": "function_call",
+                "status": item_status,
+                "call_id": call.get("id") or _new_item_id("call"),
+                "name": function.get("name") or "",
+                "arguments": function.get("arguments") or "",
+            }
+        )
+    response = response_shell(
+        response_id=response_id,
+        created_at=created_at,
+        request=request,
+        model=chat_response.get("model") or request.get("model"),
+        status=status,
+    )
     response["output"] = output
     response["incomplete_details"] = {"reason": reason} if reason else None
     response["usage"] = usage_of(chat_response.get("usage"))
@@ -456,14 +504,16 @@ def usage_of(chat_usage: dict | None) -> dict | None:
     cached = prompt_details.get("cached_tokens") or 0
     cache_write = prompt_details.get("cache_write_tokens") or 0  # OpenRouter reports it; most upstreams do not
     reasoning = (chat_usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return {"input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": int(cached), "cache_write_tokens": int(cache_write)},
-            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": int(reasoning)},
-            "total_tokens": int(chat_usage.get("total_tokens") or input_tokens + output_tokens)}
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": int(cached), "cache_write_tokens": int(cache_write)},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": int(reasoning)},
+        "total_tokens": int(chat_usage.get("total_tokens") or input_tokens + output_tokens),
+    }
 
 
-def response_shell(*, response_id: str, created_at: int, request: dict, model: str | None,
-                   status: str) -> dict:
+def response_shell(*, response_id: str, created_at: int, request: dict, model: str | None, status: str) -> dict:
     """A `response` object without output: the echoed request fields as the real API returns them."""
     text: dict[str, Any] = request["text"] if isinstance(request.get("text"), dict) else {}
     reasoning: dict[str, Any] = request["reasoning"] if isinstance(request.get("reasoning"), dict) else {}
@@ -498,8 +548,13 @@ def response_shell(*, response_id: str, created_at: int, request: dict, model: s
 
 
 def _echoed_tool(tool: dict) -> dict:
-    return {"type": "function", "name": tool.get("name"), "description": tool.get("description"),
-            "parameters": tool.get("parameters"), "strict": tool.get("strict", True)}
+    return {
+        "type": "function",
+        "name": tool.get("name"),
+        "description": tool.get("description"),
+        "parameters": tool.get("parameters"),
+        "strict": tool.get("strict", True),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -533,8 +588,10 @@ class StreamTranslator:
 
     def start(self) -> list[bytes]:
         shell = self._response("in_progress")
-        return [self._event("response.created", {"response": shell}),
-                self._event("response.in_progress", {"response": shell})]
+        return [
+            self._event("response.created", {"response": shell}),
+            self._event("response.in_progress", {"response": shell}),
+        ]
 
     def feed(self, chunk: dict) -> list[bytes]:
         if self.ended:
@@ -596,18 +653,40 @@ class StreamTranslator:
         events = []
         if self._open is None or self._open["type"] != "message":
             events += self._close_open("completed")
-            item = {"id": _new_item_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
-                    "content": []}
+            item = {
+                "id": _new_item_id("msg"),
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
             events += self._add_item(item)
-            events.append(self._event("response.content_part.added", {
-                "item_id": item["id"], "output_index": self._index, "content_index": 0,
-                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}))
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    {
+                        "item_id": item["id"],
+                        "output_index": self._index,
+                        "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                    },
+                )
+            )
             self._text = []
         self._text.append(text)
         assert self._open is not None  # opened above when it was not
-        events.append(self._event("response.output_text.delta", {
-            "item_id": self._open["id"], "output_index": self._index, "content_index": 0, "delta": text,
-            "logprobs": []}))
+        events.append(
+            self._event(
+                "response.output_text.delta",
+                {
+                    "item_id": self._open["id"],
+                    "output_index": self._index,
+                    "content_index": 0,
+                    "delta": text,
+                    "logprobs": [],
+                },
+            )
+        )
         return events
 
     def _tool_delta(self, call: dict) -> list[bytes]:
@@ -615,13 +694,22 @@ class StreamTranslator:
         index = call.get("index") or 0
         function = call.get("function") or {}
         call_id = call.get("id")
-        if (self._open is None or self._open["type"] != "function_call" or self._open_tool_index != index
-                or (call_id and call_id != self._open["call_id"])):
+        if (
+            self._open is None
+            or self._open["type"] != "function_call"
+            or self._open_tool_index != index
+            or (call_id and call_id != self._open["call_id"])
+        ):
             # A new index, or a new id on the same index (upstreams that send each whole call as index 0).
             events += self._close_open("completed")
-            item = {"id": _new_item_id("fc"), "type": "function_call", "status": "in_progress",
-                    "call_id": call_id or _new_item_id("call"), "name": function.get("name") or "",
-                    "arguments": ""}
+            item = {
+                "id": _new_item_id("fc"),
+                "type": "function_call",
+                "status": "in_progress",
+                "call_id": call_id or _new_item_id("call"),
+                "name": function.get("name") or "",
+                "arguments": "",
+            }
             self._open_tool_index = index
             events += self._add_item(item)
         elif function.get("name"):
@@ -631,8 +719,12 @@ class StreamTranslator:
         arguments = function.get("arguments")
         if arguments:
             open_item["arguments"] += arguments
-            events.append(self._event("response.function_call_arguments.delta", {
-                "item_id": open_item["id"], "output_index": self._index, "delta": arguments}))
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    {"item_id": open_item["id"], "output_index": self._index, "delta": arguments},
+                )
+            )
         return events
 
     def _add_item(self, item: dict) -> list[bytes]:
@@ -646,8 +738,9 @@ class StreamTranslator:
 
     def _sync_open(self) -> None:
         if self._open is not None and self._open["type"] == "message":
-            self._open["content"] = [{"type": "output_text", "text": "".join(self._text), "annotations": [],
-                                      "logprobs": []}]
+            self._open["content"] = [
+                {"type": "output_text", "text": "".join(self._text), "annotations": [], "logprobs": []}
+            ]
 
     def _close_open(self, status: str) -> list[bytes]:
         item = self._open
@@ -661,21 +754,31 @@ class StreamTranslator:
             text = "".join(self._text)
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
             item["content"] = [part]
-            events.append(self._event("response.output_text.done",
-                                      {**base, "content_index": 0, "text": text, "logprobs": []}))
+            events.append(
+                self._event("response.output_text.done", {**base, "content_index": 0, "text": text, "logprobs": []})
+            )
             events.append(self._event("response.content_part.done", {**base, "content_index": 0, "part": part}))
         else:
-            events.append(self._event("response.function_call_arguments.done",
-                                      {**base, "arguments": item["arguments"]}))
-        events.append(self._event("response.output_item.done",
-                                  {"output_index": base["output_index"], "item": copy.deepcopy(item)}))
+            events.append(
+                self._event("response.function_call_arguments.done", {**base, "arguments": item["arguments"]})
+            )
+        events.append(
+            self._event(
+                "response.output_item.done", {"output_index": base["output_index"], "item": copy.deepcopy(item)}
+            )
+        )
         return events
 
     # -- framing
 
     def _response(self, status: str) -> dict:
-        return response_shell(response_id=self.response_id, created_at=self.created_at, request=self.request,
-                              model=self.model, status=status)
+        return response_shell(
+            response_id=self.response_id,
+            created_at=self.created_at,
+            request=self.request,
+            model=self.model,
+            status=status,
+        )
 
     def _event(self, kind: str, fields: dict) -> bytes:
         payload = {"type": kind, "sequence_number": self._sequence, **fields}
@@ -771,19 +874,30 @@ def _check_integer(value: Any, param: str, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _wrong_type(param, "an integer", value)
     if value < minimum:
-        raise ResponsesRequestError("integer_below_min_value", f"Invalid '{param}': integer below minimum value. "
-                                    f"Expected a value >= {minimum}, but got {value} instead.", param)
+        raise ResponsesRequestError(
+            "integer_below_min_value",
+            f"Invalid '{param}': integer below minimum value. Expected a value >= {minimum}, but got {value} instead.",
+            param,
+        )
 
 
 def _check_number(value: Any, param: str, minimum: float, maximum: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _wrong_type(param, "a number", value)
     if value < minimum:
-        raise ResponsesRequestError("decimal_below_min_value", f"Invalid '{param}': decimal below minimum value. "
-                                    f"Expected a value >= {minimum:g}, but got {value} instead.", param)
+        raise ResponsesRequestError(
+            "decimal_below_min_value",
+            f"Invalid '{param}': decimal below minimum value. "
+            f"Expected a value >= {minimum:g}, but got {value} instead.",
+            param,
+        )
     if value > maximum:
-        raise ResponsesRequestError("decimal_above_max_value", f"Invalid '{param}': decimal above maximum value. "
-                                    f"Expected a value <= {maximum:g}, but got {value} instead.", param)
+        raise ResponsesRequestError(
+            "decimal_above_max_value",
+            f"Invalid '{param}': decimal above maximum value. "
+            f"Expected a value <= {maximum:g}, but got {value} instead.",
+            param,
+        )
 
 
 def _missing(param: str) -> ResponsesRequestError:
@@ -791,8 +905,9 @@ def _missing(param: str) -> ResponsesRequestError:
 
 
 def _wrong_type(param: str, expected: str, value: Any) -> ResponsesRequestError:
-    return ResponsesRequestError("invalid_type", f"Invalid type for '{param}': expected {expected}, but got "
-                                 f"{_json_type(value)} instead.", param)
+    return ResponsesRequestError(
+        "invalid_type", f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.", param
+    )
 
 
 def _invalid_value(param: str, value: Any, supported: tuple[str, ...]) -> ResponsesRequestError:

@@ -24,6 +24,7 @@ def fail(st, reason="http_503", now=NOW, plan=ROUTE_PLAN):
 
 # --- pure transitions ----------------------------------------------------------------------------------------------
 
+
 def test_a_new_breaker_is_closed_and_clean():
     st = BreakerState()
     assert breakers.status_at(st, NOW) == CLOSED
@@ -61,8 +62,9 @@ def test_failed_probe_reopens_for_another_cooldown_of_the_same_length():
 
 
 def test_failed_probe_after_a_429_reopens_for_the_retry_after_length():
-    plan = breakers.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600,
-                                retry_after=7)
+    plan = breakers.plan_failure(
+        "http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600, retry_after=7
+    )
     st = fail(BreakerState(), reason="http_429", plan=plan)
     assert st.open_until == NOW + 7
     # The probe fails with an ordinary 503: it stays out for another 7 s, not the route's 15 s.
@@ -104,8 +106,10 @@ def test_whole_provider_reasons_count_against_the_provider(reason):
     assert plan == breakers.FailurePlan("provider", 2, 9.0, at_once=False)
 
 
-@pytest.mark.parametrize("reason", ["reset", "timeout", "http_500", "http_503", "http_404", "invalid_response",
-                                    "stream_interrupted", "http_429"])
+@pytest.mark.parametrize(
+    "reason",
+    ["reset", "timeout", "http_500", "http_503", "http_404", "invalid_response", "stream_interrupted", "http_429"],
+)
 def test_other_reasons_count_against_the_route(reason):
     plan = breakers.plan_failure(reason, breaker_failures=2, breaker_cooldown_s=9, credit_cooldown_s=3600)
     assert plan == breakers.FailurePlan("route", 2, 9.0, at_once=False)
@@ -119,8 +123,9 @@ def test_credits_exhausted_opens_the_provider_at_once_for_the_credit_cooldown():
 
 
 def test_429_with_retry_after_opens_the_route_at_once_for_that_long():
-    plan = breakers.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600,
-                                retry_after=7)
+    plan = breakers.plan_failure(
+        "http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=3600, retry_after=7
+    )
     assert plan == breakers.FailurePlan("route", 3, 7.0, at_once=True)
 
 
@@ -152,6 +157,7 @@ def test_describe_reports_open_until_and_recent_failures():
 
 
 # --- pure transitions: whose failure is it ------------------------------------------------------------------------
+
 
 def key_fail(st, key, others_active=True, now=NOW, reason="http_500", plan=ROUTE_PLAN):
     return breakers.on_failure(st, reason=reason, now=now, plan=plan, key=key, others_active=others_active)
@@ -195,8 +201,9 @@ def test_a_success_from_any_key_ends_the_run():
 
 
 def test_failed_probe_of_one_key_while_others_use_the_route_closes_it():
-    st = key_fail(key_fail(key_fail(BreakerState(), "a", others_active=False), "a", others_active=False),
-                  "a", others_active=False)
+    st = key_fail(
+        key_fail(key_fail(BreakerState(), "a", others_active=False), "a", others_active=False), "a", others_active=False
+    )
     assert breakers.status_at(st, NOW) == OPEN
     # Key "b" came back meanwhile; the probe is again one of "a"'s failing requests.
     probed = key_fail(st, "a", others_active=True, now=NOW + 16)
@@ -213,12 +220,14 @@ def test_failed_probe_with_outage_evidence_reopens():
 
 
 def test_failures_the_content_cannot_cause_count_for_everyone():
-    provider_plan = breakers.plan_failure("connect_error", breaker_failures=1, breaker_cooldown_s=15,
-                                         credit_cooldown_s=600)
+    provider_plan = breakers.plan_failure(
+        "connect_error", breaker_failures=1, breaker_cooldown_s=15, credit_cooldown_s=600
+    )
     assert not provider_plan.attributed
     assert breakers.status_at(key_fail(BreakerState(), "a", plan=provider_plan), NOW) == OPEN
-    long_429 = breakers.plan_failure("http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=600,
-                                    retry_after=30)
+    long_429 = breakers.plan_failure(
+        "http_429", breaker_failures=3, breaker_cooldown_s=15, credit_cooldown_s=600, retry_after=30
+    )
     assert breakers.status_at(key_fail(BreakerState(), "a", plan=long_429, reason="http_429"), NOW) == OPEN
     assert ROUTE_PLAN.attributed
 
@@ -252,8 +261,9 @@ BACKENDS = ["memory"] + (["redis"] if os.environ.get("REDIS_URL") else [])
 @pytest.fixture(params=BACKENDS)
 def store(request, monkeypatch):
     """A clean shared store of each kind; `state()` returns it for the duration of the test."""
-    store = shared_state.MemoryState() if request.param == "memory" else shared_state.RedisState(
-        os.environ["REDIS_URL"])
+    store = (
+        shared_state.MemoryState() if request.param == "memory" else shared_state.RedisState(os.environ["REDIS_URL"])
+    )
     store.flush_sync()
     monkeypatch.setattr(shared_state, "_state", store)
     monkeypatch.setattr(breakers, "seen", {})
@@ -413,10 +423,17 @@ async def test_describe_all_reports_providers_and_routes(store):
     r1, r2 = make_route(1, p), make_route(2, q)
     await breaker.record_failure(r1, "http_502")
     snap = Snapshot(
-        version=1, providers={"p1": p, "p2": q},
-        aliases={"a": AliasInfo(name="a", description="", enabled=True, listed=True, default_policy=None,
-                                routes=(r1, r2), created=0)},
-        policies={}, default_policy=None, catch_all_alias=None, keys_by_prefix={},
+        version=1,
+        providers={"p1": p, "p2": q},
+        aliases={
+            "a": AliasInfo(
+                name="a", description="", enabled=True, listed=True, default_policy=None, routes=(r1, r2), created=0
+            )
+        },
+        policies={},
+        default_policy=None,
+        catch_all_alias=None,
+        keys_by_prefix={},
     )
     desc = breakers.describe_all_sync(snap)
     assert desc["providers"]["p1"]["state"] == CLOSED and desc["providers"]["p2"]["state"] == CLOSED
@@ -496,6 +513,7 @@ async def test_client_error_passed_by_mistake_is_ignored(store):
 
 
 # --- the shared store: whose failure is it -------------------------------------------------------------------------
+
 
 async def test_one_keys_failures_take_the_route_out_for_that_key_only(store):
     p = make_provider(failures=2, cooldown=30)
@@ -623,6 +641,7 @@ async def test_compare_and_set_writes_only_when_nothing_changed(store):
 
 # --- admin: breaker state shown and reset (routing/admin.py) ------------------------------------------------------
 
+
 def open_breaker_sync(key, reason="http_503", seconds=60.0):
     now = time.time()
     plan = breakers.FailurePlan("route", threshold=1, cooldown_s=seconds, at_once=True)
@@ -634,8 +653,10 @@ def open_breaker_sync(key, reason="http_503", seconds=60.0):
 def routing_rows(make_routing):
     from tests.fakes.routing_config import upstream
 
-    return make_routing(upstream("http://127.0.0.1:9/v1", tier="free", name="flaky", upstream_model="m-1"),
-                        upstream("http://127.0.0.1:9/v1", tier="free", name="flaky", upstream_model="m-2"))
+    return make_routing(
+        upstream("http://127.0.0.1:9/v1", tier="free", name="flaky", upstream_model="m-1"),
+        upstream("http://127.0.0.1:9/v1", tier="free", name="flaky", upstream_model="m-2"),
+    )
 
 
 def test_admin_shows_provider_and_route_breakers(admin_client, routing_rows):
@@ -655,8 +676,11 @@ def test_admin_reset_provider_breaker_closes_provider_and_its_routes(admin_clien
     route = routing_rows.routes[1]
     open_breaker_sync(breakers.provider_key("flaky"), reason="http_401")
     open_breaker_sync(breakers.route_key(route.id))
-    response = admin_client.post("/admin/routing/provider/", {
-        "action": "reset_breakers", "_selected_action": [routing_rows.providers[0].pk]}, follow=True)
+    response = admin_client.post(
+        "/admin/routing/provider/",
+        {"action": "reset_breakers", "_selected_action": [routing_rows.providers[0].pk]},
+        follow=True,
+    )
     assert response.status_code == 200 and "reset" in response.content.decode()
     states = breakers.states_sync([breakers.provider_key("flaky"), breakers.route_key(route.id)])
     assert all(st == BreakerState() for st in states.values())
@@ -666,8 +690,11 @@ def test_admin_reset_alias_route_breakers(admin_client, routing_rows):
     keys = [breakers.route_key(r.id) for r in routing_rows.routes]
     for key in keys:
         open_breaker_sync(key)
-    admin_client.post("/admin/routing/alias/", {
-        "action": "reset_route_breakers", "_selected_action": [routing_rows.alias.pk]}, follow=True)
+    admin_client.post(
+        "/admin/routing/alias/",
+        {"action": "reset_route_breakers", "_selected_action": [routing_rows.alias.pk]},
+        follow=True,
+    )
     assert all(st == BreakerState() for st in breakers.states_sync(keys).values())
 
 

@@ -88,26 +88,33 @@ def test_unknown_policy_lists_valid_names():
 def test_unknown_policy_lists_real_policies_and_the_default_keyword_apart():
     with pytest.raises(ApiError) as err:
         resolve_policy(snap([alias()]), "Cheap", key(), alias())
-    assert err.value.message == ("Unknown policy 'Cheap'. Valid policies: auto, free, premium. The header is "
-                                 "case-insensitive; send 'default' (or no header) for the default policy.")
+    assert err.value.message == (
+        "Unknown policy 'Cheap'. Valid policies: auto, free, premium. The header is "
+        "case-insensitive; send 'default' (or no header) for the default policy."
+    )
 
 
 def test_missing_default_policy_says_so_instead_of_naming_an_empty_policy():
     with pytest.raises(ApiError) as err:
         resolve_policy(snap([alias()], policies=(PREMIUM_FIRST, FREE_ONLY)), None, key(), alias())
     assert err.value.code == "unknown_policy"
-    assert err.value.message.startswith("No policy to use: no default policy is configured. Valid policies: free, "
-                                        "premium.")
+    assert err.value.message.startswith(
+        "No policy to use: no default policy is configured. Valid policies: free, premium."
+    )
 
 
 def test_key_limited_to_policies_without_default_uses_its_first_allowed_policy():
     s = snap([alias()])
     assert resolve_policy(s, None, key(allowed_policies=("premium", "free")), alias()).name == "premium"
-    assert resolve_policy(s, None, key(allowed_policies=("free", "premium")), alias(default_policy="premium")
-                          ).name == "free"
+    assert (
+        resolve_policy(s, None, key(allowed_policies=("free", "premium")), alias(default_policy="premium")).name
+        == "free"
+    )
     # The key's own default still comes first, and a header still wins.
-    assert resolve_policy(s, None, key(allowed_policies=("free", "premium"), default_policy="premium"),
-                          alias()).name == "premium"
+    assert (
+        resolve_policy(s, None, key(allowed_policies=("free", "premium"), default_policy="premium"), alias()).name
+        == "premium"
+    )
     assert resolve_policy(s, "FREE", key(allowed_policies=("premium", "free")), alias()).name == "free"
 
 
@@ -143,16 +150,22 @@ def test_equal_positions_share_traffic_by_weight():
 
 
 def test_context_skip_drops_routes_with_no_larger_known_window():
-    small, same, big, unknown = (route(1, FREE, context_window=8000), route(2, FREE, context_window=8000),
-                                 route(3, FREE, context_window=32000), route(4, FREE))
+    small, same, big, unknown = (
+        route(1, FREE, context_window=8000),
+        route(2, FREE, context_window=8000),
+        route(3, FREE, context_window=32000),
+        route(4, FREE),
+    )
     assert [r.id for r in skip_for_context([same, big, unknown], small)] == [3, 4]
     assert [r.id for r in skip_for_context([same, big], route(9, FREE))] == [2, 3]
 
 
 # --- which routes serve an endpoint (issue 12) --------------------------------------------------------------------
 
+
 def serving(id, prov, *endpoints, **fields):
     from dataclasses import replace
+
     return replace(route(id, prov, **fields), endpoints=frozenset(endpoints))
 
 
@@ -165,8 +178,13 @@ def test_a_route_without_endpoints_serves_every_endpoint():
 
 def test_for_endpoint_keeps_the_serving_routes_in_chain_order():
     from routing.proxy.chain import for_endpoint
-    chain = [serving(1, FREE, "chat"), route(2, FREE), serving(3, INTERNAL, "embeddings"),
-             serving(4, PREMIUM, "chat", "embeddings")]
+
+    chain = [
+        serving(1, FREE, "chat"),
+        route(2, FREE),
+        serving(3, INTERNAL, "embeddings"),
+        serving(4, PREMIUM, "chat", "embeddings"),
+    ]
     assert [r.id for r in for_endpoint(chain, "embeddings")] == [2, 3, 4]
     assert [r.id for r in for_endpoint(chain, "chat")] == [1, 2, 4]
     assert [r.id for r in for_endpoint(chain, "completions")] == [2]
@@ -175,6 +193,7 @@ def test_for_endpoint_keeps_the_serving_routes_in_chain_order():
 
 def test_chain_for_endpoint_refuses_an_alias_none_of_whose_routes_serve_it():
     from routing.proxy.chain import chain_for_endpoint
+
     a = alias("rainymodel/embed", [serving(1, INTERNAL, "embeddings"), serving(2, PREMIUM, "embeddings")])
     with pytest.raises(ApiError) as err:
         chain_for_endpoint(a, build_chain(a, AUTO), "chat")
@@ -185,17 +204,30 @@ def test_chain_for_endpoint_refuses_an_alias_none_of_whose_routes_serve_it():
 
 def test_chain_for_endpoint_leaves_an_empty_chain_to_the_usual_no_route_answer():
     from routing.proxy.chain import chain_for_endpoint
+
     # A route serves it but the policy leaves its tier out, or it is disabled: not the endpoint's fault.
-    a = alias("rainymodel/embed", [serving(1, PREMIUM, "embeddings"), serving(2, FREE, "chat"),
-                                   serving(3, INTERNAL, "embeddings", enabled=False)])
+    a = alias(
+        "rainymodel/embed",
+        [
+            serving(1, PREMIUM, "embeddings"),
+            serving(2, FREE, "chat"),
+            serving(3, INTERNAL, "embeddings", enabled=False),
+        ],
+    )
     assert chain_for_endpoint(a, build_chain(a, FREE_ONLY), "embeddings") == []
     assert chain_for_endpoint(alias("rainymodel/empty"), [], "embeddings") == []
 
 
 def test_an_alias_serves_the_endpoints_of_its_routes_in_one_order():
     assert alias("a", [serving(1, FREE, "embeddings"), serving(2, FREE, "completions", "chat")]).endpoints == (
-        "chat", "embeddings", "completions")
+        "chat",
+        "embeddings",
+        "completions",
+    )
     assert alias("a", [serving(1, FREE, "embeddings")]).endpoints == ("embeddings",)
     assert alias("a", [serving(1, FREE, "embeddings"), route(2, PREMIUM)]).endpoints == (
-        "chat", "embeddings", "completions")  # a route naming none serves every endpoint
+        "chat",
+        "embeddings",
+        "completions",
+    )  # a route naming none serves every endpoint
     assert alias("a", []).endpoints == ()

@@ -17,8 +17,15 @@ from tests.factories import make_provider, make_route
 
 
 def new_call(deadline: float = float("inf")) -> Call:
-    return Call(request_id="t", client_request_id=False, started=time.monotonic(), created_at=None,
-                deadline=deadline, client_ip=None, user_agent="")
+    return Call(
+        request_id="t",
+        client_request_id=False,
+        started=time.monotonic(),
+        created_at=None,
+        deadline=deadline,
+        client_ip=None,
+        user_agent="",
+    )
 
 
 def failing(*decisions, result="answer", status=503):
@@ -40,6 +47,7 @@ def forget_seen_breakers():
     """The breaker's per-process read cache (routing.breakers.seen) outlives conftest's shared-state flush for
     SEEN_FRESH_S: a breaker opened by one test would still look open to the next."""
     from routing import breakers
+
     breakers.seen.clear()
     yield
     breakers.seen.clear()
@@ -122,8 +130,9 @@ async def test_context_length_skips_routes_with_no_larger_window(waits):
 async def test_context_length_everywhere_returns_the_upstream_error(waits):
     route = make_route(1, make_provider(failures=100), context_window=8000)
     with pytest.raises(UpstreamClientError) as error:
-        await run_attempts(new_call(), [route], failing(outcomes.classify_status(400, outcomes.CONTEXT_LENGTH_EXCEEDED),
-                                                          status=400))
+        await run_attempts(
+            new_call(), [route], failing(outcomes.classify_status(400, outcomes.CONTEXT_LENGTH_EXCEEDED), status=400)
+        )
     assert error.value.failed.status == 400
 
 
@@ -147,7 +156,9 @@ async def test_what_is_left_of_the_queue_stays_for_a_later_call(waits):
     routes = [make_route(i, make_provider(f"p{i}", failures=100)) for i in (1, 2, 3)]
     queue = list(routes)
     assert await run_attempts(new_call(), queue, failing(outcomes.classify_status(404), status=404)) == (
-        routes[1], "answer")
+        routes[1],
+        "answer",
+    )
     assert queue == [routes[2]]
 
 
@@ -161,5 +172,10 @@ async def test_all_failed_names_every_attempt_and_the_skipped_routes(waits):
     with pytest.raises(ApiError) as again:
         await run_attempts(call2, [first], failing())
     assert again.value.status == 503 and "Skipped (breaker open)" in again.value.message
-    assert call.attempts[0].as_log() == {"provider": "p1", "upstream_model": "m1", "outcome": "http_503",
-                                         "status": 503, "ms": call.attempts[0].ms}
+    assert call.attempts[0].as_log() == {
+        "provider": "p1",
+        "upstream_model": "m1",
+        "outcome": "http_503",
+        "status": 503,
+        "ms": call.attempts[0].ms,
+    }

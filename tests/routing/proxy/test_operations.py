@@ -31,8 +31,13 @@ def validate(payload: dict) -> None:
 
 
 def upstream_body(payload: dict, route) -> bytes:
-    return orjson.dumps({"model": route.upstream_model, "stream": bool(payload.get("stream")),
-                         "messages": [{"role": "user", "content": payload["say"]}]})
+    return orjson.dumps(
+        {
+            "model": route.upstream_model,
+            "stream": bool(payload.get("stream")),
+            "messages": [{"role": "user", "content": payload["say"]}],
+        }
+    )
 
 
 def answer(body: bytes, data: dict) -> bytes:
@@ -57,9 +62,17 @@ class EchoEvents:
         return b"event: failed\ndata: " + orjson.dumps({"reason": reason}) + b"\n\n"
 
 
-ECHO = Operation(endpoint="completions", upstream_path=CHAT_PATH, validate=validate, upstream_body=upstream_body,
-                 check=is_chat_completion, usage=chat_usage, answer=answer, render_error=render_error,
-                 stream=StreamRules(first_event=is_valid_first_event, events=lambda payload: EchoEvents()))
+ECHO = Operation(
+    endpoint="completions",
+    upstream_path=CHAT_PATH,
+    validate=validate,
+    upstream_body=upstream_body,
+    check=is_chat_completion,
+    usage=chat_usage,
+    answer=answer,
+    render_error=render_error,
+    stream=StreamRules(first_event=is_valid_first_event, events=lambda payload: EchoEvents()),
+)
 
 
 @pytest.fixture
@@ -73,8 +86,9 @@ def echo(transactional_db, fake_upstream, make_routing, api_key):
     snapshot.refresh()
 
     def call(body: dict):
-        request = RequestFactory().post("/v1/echo", data=orjson.dumps(body), content_type="application/json",
-                                        HTTP_AUTHORIZATION=f"Bearer {key}")
+        request = RequestFactory().post(
+            "/v1/echo", data=orjson.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}"
+        )
 
         async def run():
             response = await flow.serve(ECHO, request)
@@ -104,15 +118,17 @@ def test_an_operation_answers_in_its_own_shape_and_logs_its_endpoint(echo):
 def test_an_operation_renders_its_errors_in_its_own_shape(echo):
     response, content, row = echo({"model": "rainymodel/auto", "say": 5})
     assert response.status_code == 400
-    assert orjson.loads(content) == {"type": "error", "error": {"type": "invalid_type",
-                                                               "message": "say must be a string."}}
+    assert orjson.loads(content) == {
+        "type": "error",
+        "error": {"type": "invalid_type", "message": "say must be a string."},
+    }
     assert response["x-request-id"] and (row.endpoint, row.error_code) == ("completions", "invalid_type")
 
 
 def test_an_operation_streams_its_own_events(echo):
     _, content, row = echo({"model": "rainymodel/auto", "say": "hello", "stream": True})
     text = answer_for([{"role": "user", "content": "hello"}])
-    pieces = [orjson.loads(line[6:])["text"] for line in content.split(b"\n") if line.startswith(b"data: {\"text")]
+    pieces = [orjson.loads(line[6:])["text"] for line in content.split(b"\n") if line.startswith(b'data: {"text')]
     assert "".join(pieces) == text
     assert content.endswith(b"event: end\ndata: {}\n\n") and b"[DONE]" not in content
     assert (row.endpoint, row.status, row.stream) == ("completions", 200, True)

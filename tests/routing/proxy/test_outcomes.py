@@ -67,7 +67,7 @@ def test_retry_after_parses_seconds_and_http_dates():
 def test_backoff_grows_exponentially_with_full_jitter_and_a_cap():
     rng = random.Random(1)
     for n in range(8):
-        ceiling = min(o.BACKOFF_CAP_S, o.BACKOFF_BASE_S * 2 ** n)
+        ceiling = min(o.BACKOFF_CAP_S, o.BACKOFF_BASE_S * 2**n)
         values = [o.backoff_delay(n, rng) for _ in range(200)]
         assert max(values) <= ceiling
         assert min(values) >= 0

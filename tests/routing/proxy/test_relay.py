@@ -61,12 +61,23 @@ class Attempts:
 
 
 def make_relay(first_route, remaining, *, include_usage=False):
-    call = Call(request_id="t", client_request_id=False, started=0.0, created_at=None, deadline=float("inf"),
-                client_ip=None, user_agent="", usages=[AttemptUsage(route=first_route)])
+    call = Call(
+        request_id="t",
+        client_request_id=False,
+        started=0.0,
+        created_at=None,
+        deadline=float("inf"),
+        client_ip=None,
+        user_agent="",
+        usages=[AttemptUsage(route=first_route)],
+    )
     call.record_attempt(first_route, "ok", 200)
-    relay = Relay(call=call, state=StreamState(include_usage=include_usage),
-                  payload={"model": "x", "messages": [{"role": "user", "content": "hi"}], "stream": True},
-                  remaining_routes=list(remaining))
+    relay = Relay(
+        call=call,
+        state=StreamState(include_usage=include_usage),
+        payload={"model": "x", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        remaining_routes=list(remaining),
+    )
     return relay, Attempts(call)
 
 
@@ -82,6 +93,7 @@ def payloads(out: bytes) -> list[bytes]:
 
 
 # --- Splice ---------------------------------------------------------------------------------------------------
+
 
 def test_splice_relays_only_what_passes_the_delivered_text():
     s = Splice("Hello wor")
@@ -109,11 +121,12 @@ def test_nothing_delivered_means_already_passed():
 
 # --- continuation guards --------------------------------------------------------------------------------------
 
+
 async def test_a_stream_with_tool_calls_is_not_continued_elsewhere():
     p = make_provider(failures=100)
     first, second = make_route(1, p), make_route(2, p)
     relay, attempts = make_relay(first, [second])
-    call = [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\""}}]
+    call = [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a"'}}]
     stream = ScriptedStream(first, [[chunk(tool_calls=call)]], breaks=True)
     out = await run(relay, stream, [chunk("")])
     events = payloads(out)
@@ -127,8 +140,12 @@ async def test_a_stream_with_several_choices_is_not_continued_elsewhere():
     p = make_provider(failures=100)
     first, second = make_route(1, p), make_route(2, p)
     relay, attempts = make_relay(first, [second])
-    two = chunk(choices=[{"index": 0, "delta": {"content": "a"}, "finish_reason": None},
-                         {"index": 1, "delta": {"content": "b"}, "finish_reason": None}])
+    two = chunk(
+        choices=[
+            {"index": 0, "delta": {"content": "a"}, "finish_reason": None},
+            {"index": 1, "delta": {"content": "b"}, "finish_reason": None},
+        ]
+    )
     stream = ScriptedStream(first, [[two]], breaks=True)
     out = await run(relay, stream, [chunk("")])
     assert b"stream_interrupted" in payloads(out)[-1]
@@ -151,11 +168,13 @@ async def test_a_plain_text_stream_is_offered_to_the_next_route():
 
 # --- event checks ---------------------------------------------------------------------------------------------
 
+
 async def test_malformed_events_are_dropped_and_the_rest_relayed():
     route = make_route(1)
     relay, _ = make_relay(route, [])
-    stream = ScriptedStream(route, [[b"{not json", b"[1, 2]", b'{"no": "choices"}', chunk("Hi", finish="stop"),
-                                     DONE]], breaks=False)
+    stream = ScriptedStream(
+        route, [[b"{not json", b"[1, 2]", b'{"no": "choices"}', chunk("Hi", finish="stop"), DONE]], breaks=False
+    )
     out = await run(relay, stream, [chunk("")])
     events = payloads(out)
     assert events[-1] == DONE

@@ -6,8 +6,8 @@ from routing.proxy.sse import SSEParser, event
 def test_events_split_across_chunks_come_out_whole():
     p = SSEParser()
     assert p.feed(b'data: {"a"') == []
-    assert p.feed(b': 1}\n') == []
-    assert p.feed(b'\ndata: [DONE]\n\n') == [b'{"a": 1}', b"[DONE]"]
+    assert p.feed(b": 1}\n") == []
+    assert p.feed(b"\ndata: [DONE]\n\n") == [b'{"a": 1}', b"[DONE]"]
 
 
 def test_crlf_comments_and_other_fields_are_handled():

@@ -37,8 +37,10 @@ def parse_age(value: str) -> timedelta:
 
 
 class Command(BaseCommand):
-    help = ("Request-log maintenance: prune old rows (rollups are kept), generate synthetic rows for demos and "
-            "benchmarks, remove them again.")
+    help = (
+        "Request-log maintenance: prune old rows (rollups are kept), generate synthetic rows for demos and "
+        "benchmarks, remove them again."
+    )
 
     def add_arguments(self, parser):
         actions = parser.add_subparsers(dest="action", required=True, metavar="{prune,generate,remove-generated}")
@@ -48,15 +50,20 @@ class Command(BaseCommand):
         generate = actions.add_parser("generate", help="write realistic synthetic RequestLog rows and rollups")
         generate.add_argument("--rows", type=int, required=True)
         generate.add_argument("--days", type=int, default=30, help="spread the rows over this many past days")
-        generate.add_argument("--keys", type=int, default=12,
-                              help=f"demo keys ({DEMO_PREFIX}1 …) to spread the traffic over (default 12)")
+        generate.add_argument(
+            "--keys", type=int, default=12, help=f"demo keys ({DEMO_PREFIX}1 …) to spread the traffic over (default 12)"
+        )
         generate.add_argument("--batch-size", type=int, default=5000)
         generate.add_argument("--seed", type=int, default=None)
-        generate.add_argument("--force", action="store_true",
-                              help="write even though the database holds real keys or traffic (rows still go "
-                                   "only to demo keys, marked synthetic)")
-        remove = actions.add_parser("remove-generated",
-                                    help="delete the synthetic rows, their share of the rollups, and the demo keys")
+        generate.add_argument(
+            "--force",
+            action="store_true",
+            help="write even though the database holds real keys or traffic (rows still go "
+            "only to demo keys, marked synthetic)",
+        )
+        remove = actions.add_parser(
+            "remove-generated", help="delete the synthetic rows, their share of the rollups, and the demo keys"
+        )
         remove.add_argument("--batch-size", type=int, default=5000)
 
     def handle(self, *args, action, **options):
@@ -74,13 +81,17 @@ class Command(BaseCommand):
         deleted = 0
         while True:
             with transaction.atomic():
-                ids = list(RequestLog.objects.filter(created_at__lt=cutoff).order_by()
-                           .values_list("id", flat=True)[:batch_size])
+                ids = list(
+                    RequestLog.objects.filter(created_at__lt=cutoff)
+                    .order_by()
+                    .values_list("id", flat=True)[:batch_size]
+                )
                 if not ids:
                     break
                 deleted += RequestLog.objects.filter(id__in=ids).delete()[0]
-        self.stdout.write(f"Deleted {deleted} request-log rows older than {cutoff:%Y-%m-%d %H:%M} UTC "
-                          "(hourly rollups kept).")
+        self.stdout.write(
+            f"Deleted {deleted} request-log rows older than {cutoff:%Y-%m-%d %H:%M} UTC (hourly rollups kept)."
+        )
 
     def generate(self, *, rows: int, days: int, keys: int, batch_size: int, seed, force: bool, **_options) -> None:
         if rows < 1 or days < 1 or batch_size < 1 or keys < 1:
@@ -89,12 +100,15 @@ class Command(BaseCommand):
         real_rows = RequestLog.objects.filter(synthetic=False).exists()
         if (real_keys or real_rows) and not force:
             found = " and ".join(
-                what for what, present in ((f"{real_keys} real API key(s)", real_keys),
-                                           ("real request-log rows", real_rows)) if present)
+                what
+                for what, present in ((f"{real_keys} real API key(s)", real_keys), ("real request-log rows", real_rows))
+                if present
+            )
             raise CommandError(
                 f"This database holds {found}. `usage generate` writes synthetic traffic for demos and benchmarks; "
                 "run it on a database of its own, or pass --force to add synthetic rows anyway (they go to demo "
-                "keys only, are marked synthetic, and `usage remove-generated` takes them out again).")
+                "keys only, are marked synthetic, and `usage remove-generated` takes them out again)."
+            )
         end = timezone.now()
         start = end - timedelta(days=days)
         key_list = self._demo_keys(keys, start)
@@ -108,14 +122,18 @@ class Command(BaseCommand):
                 write_rows(batch)
                 written += len(batch)
                 progress.update(len(batch))
-        self.stdout.write(f"Wrote {written} synthetic request-log rows over the last {days} days, with rollups, "
-                          f"on demo keys {DEMO_PREFIX}1 … {DEMO_PREFIX}{keys}. Remove them with "
-                          "`manage.py usage remove-generated`.")
+        self.stdout.write(
+            f"Wrote {written} synthetic request-log rows over the last {days} days, with rollups, "
+            f"on demo keys {DEMO_PREFIX}1 … {DEMO_PREFIX}{keys}. Remove them with "
+            "`manage.py usage remove-generated`."
+        )
 
     def _demo_keys(self, count: int, start) -> list[tuple[int, str]]:
         """Keys `demo-1` … `demo-<count>` (made when missing), dated back to `start` so no row predates its key."""
-        existing = {k.name: k for k in APIKey.objects.filter(name__startswith=DEMO_PREFIX, revoked_at__isnull=True,
-                                                              owner__isnull=True)}
+        existing = {
+            k.name: k
+            for k in APIKey.objects.filter(name__startswith=DEMO_PREFIX, revoked_at__isnull=True, owner__isnull=True)
+        }
         created = 0
         keys = []
         for number in range(1, count + 1):
@@ -132,9 +150,25 @@ class Command(BaseCommand):
     def remove_generated(self, batch_size: int) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        columns = ["id", "created_at", "api_key_id", "key_prefix", "alias", "policy", "tier", "provider",
-                   "upstream_model", "status", "admitted", "fallback", "prompt_tokens", "completion_tokens",
-                   "cost_usd", "latency_ms", "ttft_ms"]
+        columns = [
+            "id",
+            "created_at",
+            "api_key_id",
+            "key_prefix",
+            "alias",
+            "policy",
+            "tier",
+            "provider",
+            "upstream_model",
+            "status",
+            "admitted",
+            "fallback",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+            "latency_ms",
+            "ttft_ms",
+        ]
         removed = 0
         while True:
             # One short transaction per batch: the rows and their share of the rollups go together.
@@ -154,6 +188,7 @@ class Command(BaseCommand):
                 model.objects.filter(api_key_id__in=doomed).delete()
                 model.objects.filter(requests__lte=0).delete()
             keys_deleted = APIKey.objects.filter(pk__in=doomed).delete()[1].get("apikeys.APIKey", 0)
-        self.stdout.write(f"Removed {removed} synthetic request-log rows (and their share of the rollups) and "
-                          f"{keys_deleted} demo keys." + (f" Kept {len(used)} demo keys that have real traffic."
-                                                          if used else ""))
+        self.stdout.write(
+            f"Removed {removed} synthetic request-log rows (and their share of the rollups) and "
+            f"{keys_deleted} demo keys." + (f" Kept {len(used)} demo keys that have real traffic." if used else "")
+        )
