@@ -158,14 +158,14 @@ class ResponseDetailView(ApiView):
 
     async def get(self, request, response_id):
         key = await require_key(request._request)
-        stored = await response_store.load(response_id, key.id)
-        if stored is None:
+        stored = await response_store.load(response_id, key.id) if key.id is not None else None
+        if stored is None:  # the master key stores nothing (it has no key row)
             return _response_not_found(response_id)
         return HttpResponse(orjson.dumps(stored.response), content_type="application/json")
 
     async def delete(self, request, response_id):
         key = await require_key(request._request)
-        if not await response_store.delete(response_id, key.id):
+        if key.id is None or not await response_store.delete(response_id, key.id):
             return _response_not_found(response_id)
         return HttpResponse(
             orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True}),

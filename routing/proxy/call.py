@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 import limits
+from limits import Admission
 from rainymodel_site.request_ids import request_id_of
 from routing.proxy import outcomes
 from routing.proxy.validation import client_ip
@@ -86,7 +87,7 @@ class Call:
     latency_ms: int | None = None
     usages: list[AttemptUsage] = field(default_factory=list)
     prompt_estimate: int = 0
-    admission: object | None = None
+    admission: Admission | None = None
     limit_headers: dict[str, str] = field(default_factory=dict)
     considered: list[RouteInfo] = field(default_factory=list)  # the chain before breakers, for error messages
     skipped: list[str] = field(default_factory=list)  # routes left out because their breaker was open

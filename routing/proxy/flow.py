@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
+from django.http.response import HttpResponseBase
 
 import limits
 from apikeys.auth import require_key
@@ -55,12 +56,12 @@ def json_response(body: bytes, status: int, headers: dict[str, str]) -> HttpResp
     return response
 
 
-async def chat_completions(request) -> HttpResponse:
+async def chat_completions(request) -> HttpResponseBase:
     """The whole of `POST /v1/chat/completions`."""
     return await serve(CHAT, request)
 
 
-async def serve(op: Operation, request) -> HttpResponse:
+async def serve(op: Operation, request) -> HttpResponseBase:
     """The whole of one /v1/ call of operation `op` (operations/__init__.py says what an operation supplies)."""
     call = Call.begin(request)
     call.endpoint = op.endpoint
@@ -136,7 +137,7 @@ def _error_code_of(body: bytes) -> str | None:
         return None
 
 
-async def _serve(op: Operation, call: Call, request) -> HttpResponse:
+async def _serve(op: Operation, call: Call, request) -> HttpResponseBase:
     snap = snapshot.current()
     call.key = await require_key(request)
     payload = parse_body(request, op.validate)
@@ -173,6 +174,7 @@ async def _serve(op: Operation, call: Call, request) -> HttpResponse:
 async def _admit(call: Call, payload: dict) -> None:
     max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
     estimate = call.prompt_estimate + (max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0)
+    assert call.key is not None  # authenticated before the limits
     try:
         call.admission = await limits.admit(call.key, estimated_tokens=estimate)
     except limits.LimitExceeded as exceeded:
@@ -215,7 +217,9 @@ async def _complete(op: Operation, call: Call, chain: list[RouteInfo], payload: 
     async def attempt(route):
         return await complete(route, op.upstream_body(payload, route), call.deadline, op.upstream_path, op.check)
 
-    route, (body, data) = await run_attempts(call, list(chain), attempt)
+    found = await run_attempts(call, list(chain), attempt)
+    assert found is not None  # without `rescue`, running out of routes raises instead
+    route, (body, data) = found
     call.route = route
     prompt_tokens, completion_tokens, chars = op.usage(data)
     call.usages.append(
@@ -228,8 +232,9 @@ async def _complete(op: Operation, call: Call, chain: list[RouteInfo], payload: 
     return json_response(op.answer(body, data), 200, call.headers())
 
 
-async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: dict) -> HttpResponse:
+async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: dict) -> StreamingHttpResponse:
     rules = op.stream
+    assert rules is not None  # only an operation that streams is served here
     include_usage = rules.wants_usage or bool((payload.get("stream_options") or {}).get("include_usage"))
     state = StreamState(include_usage=include_usage)
 
@@ -241,7 +246,9 @@ async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: di
         return stream, first
 
     queue = list(chain)
-    route, (stream, first) = await run_attempts(call, queue, attempt)
+    found = await run_attempts(call, queue, attempt)
+    assert found is not None  # without `rescue`, running out of routes raises instead
+    route, (stream, first) = found
     call.route = route
     call.usages.append(AttemptUsage(route=route))
     call.ttft_ms = call.latency_ms = call.elapsed_ms()
@@ -267,7 +274,7 @@ async def _stream(op: Operation, call: Call, chain: list[RouteInfo], payload: di
             await stream.close()
             await call.finish(499, codes.CLIENT_DISCONNECTED)
 
-    response.on_close = on_close
+    response.on_close = on_close  # type: ignore[attr-defined]  # our own attribute: the ApiHandler contract
     return response
 
 

@@ -191,8 +191,8 @@ class Relay:
         if len(choices) > 1 or any(isinstance(c, dict) and c.get("index", 0) != 0 for c in choices):
             self.state.multi_choice = True
         choice = choices[0] if isinstance(choices[0], dict) else {}
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-        content = delta.get("content") if isinstance(delta.get("content"), str) else ""
+        delta = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
+        content = delta["content"] if isinstance(delta.get("content"), str) else ""
         legacy = "delta" not in choice and isinstance(choice.get("text"), str)  # a /v1/completions chunk
         if legacy:
             content = choice["text"]

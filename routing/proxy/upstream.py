@@ -197,6 +197,7 @@ class UpstreamStream:
         timeout = min(timeout, self.deadline - time.monotonic())
         if timeout <= 0:
             raise TimeoutError
+        assert self._iterator is not None  # set when the stream was opened
         async with asyncio.timeout(timeout):
             try:
                 return await anext(self._iterator)

@@ -308,10 +308,10 @@ class PoisonedUpstream(FakeUpstream):
     """A fake upstream that answers 500 to any request whose messages contain POISON, and as scripted otherwise:
     the content of one customer's requests, not the upstream, is what fails."""
 
-    async def _perform(self, b: Behaviour, request, reader, writer) -> bool:
+    async def _perform(self, b: Behaviour, request, reader, writer, kind: str = "chat") -> bool:
         if POISON in str(request.messages):
             b = status(500, message="The server had an error processing your request.")
-        return await super()._perform(b, request, reader, writer)
+        return await super()._perform(b, request, reader, writer, kind)
 
 
 @pytest.fixture

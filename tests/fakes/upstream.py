@@ -41,6 +41,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 VOCABULARY = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec "
@@ -484,6 +485,7 @@ class FakeUpstream:
     # connection handling (server thread)
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         task = asyncio.current_task()
+        assert task is not None  # a connection is served in its own task
         self._connections.add(task)
         self.connections_opened += 1
         sock = writer.get_extra_info("socket")
@@ -565,7 +567,7 @@ class FakeUpstream:
         return RecordedRequest(method=method, path=target.split("?", 1)[0], headers=headers, body=body, raw_body=raw)
 
     async def _read_chunked(self, reader) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size_line = await reader.readuntil(b"\r\n")
             size = int(size_line.split(b";")[0].strip() or b"0", 16)
@@ -616,7 +618,7 @@ class FakeUpstream:
         """POST /v1/completions: the same behaviours as chat, answering `text_completion` objects. The answer is
         seeded by prompt + suffix (`completion_answer_for`); the body says whether a suffix came
         (`fake_suffix_received`)."""
-        body = request.body
+        body: dict[str, Any] = request.body if isinstance(request.body, dict) else {}
         if not isinstance(body, dict) or "prompt" not in body:
             return await self._send_json(
                 writer, 400, _error_body(400, "The body must be a JSON object with a prompt.", code="invalid_request")
@@ -638,7 +640,7 @@ class FakeUpstream:
         return await self._perform(behaviour, request, reader, writer, kind="completion")
 
     async def _perform(self, b: Behaviour, request: RecordedRequest, reader, writer, kind: str = "chat") -> bool:
-        body = request.body
+        body: dict[str, Any] = request.body if isinstance(request.body, dict) else {}
         messages = body["messages"] if kind == "chat" else _completion_messages(body)
         model = body.get("model") if isinstance(body.get("model"), str) else "fake-model"
         stream = body.get("stream") is True
@@ -710,7 +712,7 @@ class FakeUpstream:
             await asyncio.sleep(b.first_token_delay)
         if b.token_delay:
             await asyncio.sleep(b.token_delay * len(pieces))
-        completion = {
+        completion: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
@@ -933,7 +935,7 @@ class FakeUpstream:
         Scripted behaviours apply as for chat: `status`, `reset`, `hang`, `first_token_delay`, `no_usage`,
         `invalid_completion` (a 200 whose body is `invalid_body`); `tokens` is the vector's length unless the
         request asks for `dimensions`."""
-        body = request.body
+        body: dict[str, Any] = request.body if isinstance(request.body, dict) else {}
         inputs = body.get("input") if isinstance(body, dict) else None
         if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
             inputs = [inputs]
@@ -967,7 +969,7 @@ class FakeUpstream:
             )
         if b.invalid_completion:
             return await self._send_json(writer, 200, b.invalid_body)
-        dimensions = body.get("dimensions") if isinstance(body.get("dimensions"), int) else b.tokens
+        dimensions: int = body["dimensions"] if isinstance(body.get("dimensions"), int) else b.tokens
         base64 = body.get("encoding_format") == "base64"
         data = []
         for index, item in enumerate(inputs):

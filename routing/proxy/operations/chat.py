@@ -20,7 +20,7 @@ def upstream_body(payload: dict, route: RouteInfo) -> bytes:
 
 
 def usage(data: dict) -> tuple[int | None, int | None, int]:
-    reported = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    reported = data["usage"] if isinstance(data.get("usage"), dict) else {}
     content = ""
     for choice in data.get("choices") or ():
         message = choice.get("message") if isinstance(choice, dict) else None

@@ -158,7 +158,7 @@ def check(data: dict) -> str | None:
 
 
 def usage(data: dict) -> tuple[int | None, int | None, int]:
-    reported = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    reported = data["usage"] if isinstance(data.get("usage"), dict) else {}
     chars = sum(
         len(c["text"]) for c in data.get("choices") or () if isinstance(c, dict) and isinstance(c.get("text"), str)
     )

@@ -135,7 +135,7 @@ def check(data: dict) -> str | None:
 
 
 def usage(data: dict) -> tuple[int | None, int | None, int]:
-    reported = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    reported = data["usage"] if isinstance(data.get("usage"), dict) else {}
     prompt = reported.get("prompt_tokens")
     if isinstance(prompt, bool) or not isinstance(prompt, int) or prompt < 0:
         return None, 0, 0  # the log estimates from the request and marks usage_estimated

@@ -5,6 +5,7 @@ the client error, and the rescue mode a stream continuation uses. The breaker is
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,7 +22,7 @@ def new_call(deadline: float = float("inf")) -> Call:
         request_id="t",
         client_request_id=False,
         started=time.monotonic(),
-        created_at=None,
+        created_at=datetime.now(UTC),
         deadline=deadline,
         client_ip=None,
         user_agent="",

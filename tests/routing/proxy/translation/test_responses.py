@@ -784,8 +784,8 @@ def sdk_client(frames: list[bytes]) -> openai.OpenAI:
     return openai.OpenAI(
         api_key="rm-test",
         base_url="http://proxy.test/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
-    )  # type: ignore[arg-type]
+        http_client=httpx.Client(transport=httpx.MockTransport(answer)),  # type: ignore[arg-type]
+    )
 
 
 def test_the_sdk_stream_helper_accumulates_the_events():
