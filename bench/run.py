@@ -215,14 +215,46 @@ class ResponsesTarget(Target):
         return build_request(self.port, self.path, body, self.api_key)
 
 
+class MessagesTarget(Target):
+    """RainyModel's POST /v1/messages (Anthropic) with the same prompt: translated onto the same chat upstream."""
+
+    def request(self, stream: bool) -> bytes:
+        body: dict = {"model": self.model, "max_tokens": 256, "messages": MESSAGES}
+        if stream:
+            body["stream"] = True
+        return build_request(self.port, self.path, body, self.api_key)
+
+
+class CompletionsTarget(Target):
+    """POST /v1/completions (fill-in-the-middle: a prompt and a suffix), to the fake directly or through RainyModel."""
+
+    def request(self, stream: bool) -> bytes:
+        body: dict = {"model": self.model, "prompt": MESSAGES[0]["content"], "suffix": "\n# end"}
+        if stream:
+            body["stream"] = True
+        return build_request(self.port, self.path, body, self.api_key)
+
+
+# Endpoints measured beside chat: results key -> what the report calls it.
+BESIDE_CHAT = {"responses": "/v1/responses", "messages": "/v1/messages", "completions": "/v1/completions"}
+
+
 def responses_rows(results: dict) -> list[str]:
-    """Report rows for /v1/responses beside chat's: what it adds over the fake, and over chat completions."""
-    if "responses" not in results:
-        return []
-    direct, chat, resp = results["direct"], results["rainymodel"], results["responses"]
+    """Report rows for each endpoint measured beside chat: what it adds over the fake, and over chat completions."""
+    lines: list[str] = []
+    for key, title in BESIDE_CHAT.items():
+        if key in results:
+            lines += _beside_chat_rows(results, key, title)
+    return lines
+
+
+def _beside_chat_rows(results: dict, key: str, title: str) -> list[str]:
+    # Completions are compared with the fake's own /v1/completions; the translated endpoints with its chat.
+    direct = results.get(f"{key}_direct", results["direct"])
+    chat, resp = results["rainymodel"], results[key]
     lines = [
         "",
-        "| /v1/responses | mode | fake upstream direct | RainyModel chat | RainyModel responses | "
+        f"| {title} | mode | fake upstream direct | RainyModel chat | RainyModel {key} | "
         "added by RainyModel | added over chat |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -462,6 +494,18 @@ def main(argv=None) -> int:
             log(problem)
             return 2
         results["responses"] = measure(responses, args)
+        messages = MessagesTarget("messages", server.port, "/v1/messages", ALIAS, key)
+        completions = CompletionsTarget("completions", server.port, "/v1/completions", ALIAS, key)
+        for target in (messages, completions):
+            problem = check_answers(target)
+            if problem:
+                log(problem)
+                return 2
+        results["messages"] = measure(messages, args)
+        results["completions_direct"] = measure(
+            CompletionsTarget("completions-direct", fake_port, "/v1/completions", "fake-model", None), args
+        )
+        results["completions"] = measure(completions, args)
         embeddings = None
         if args.embeddings:
             embeddings = EmbeddingsTarget("rainymodel", server.port, "/v1/embeddings", ALIAS, key)
@@ -472,7 +516,13 @@ def main(argv=None) -> int:
         rss, hwm = server.rss_bytes(), rss_of(server.pid)[1]
         results["rss_mb"], results["hwm_mb"] = rss / 2**20, hwm / 2**20
         server.stop()
-        results["proxied_requests"] = rainymodel.sent + responses.sent + (embeddings.sent if embeddings else 0)
+        results["proxied_requests"] = (
+            rainymodel.sent
+            + responses.sent
+            + messages.sent
+            + completions.sent
+            + (embeddings.sent if embeddings else 0)
+        )
         results["log_rows"] = count_log_rows()
 
         if args.with_litellm:

@@ -41,6 +41,14 @@ ERROR_CODES = {
     "policy_not_allowed": "This API key is restricted to other policies and may not use the one requested.",
     "unsupported_endpoint": "None of the alias's routes is configured for this endpoint (chat, embeddings or "
     "completions; a route's endpoints are set on the alias page).",
+    # refused by the HTTP server before a request existed (rainymodel_site/http_protocol.py): such refusals have no
+    # log row today, but their codes get words like every other
+    "request_header_fields_too_large": "The request's headers were too many or too large for the server.",
+    "uri_too_long": "The request line (method and URL) was longer than the server accepts.",
+    "server_busy": "The server had too many open connections and refused this one before reading it.",
+    # /v1/messages logs Anthropic's error type as its code (its API has no separate code field)
+    "invalid_request_error": "An Anthropic Messages request (/v1/messages) was malformed or invalid; the error "
+    "message sent to the client named the field.",
     # limits (429)
     "rate_limit_exceeded": "A per-minute limit was reached (the key's requests or tokens per minute, its "
     "concurrent requests, or too many failed sign-ins from this address). Nothing was sent "
