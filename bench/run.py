@@ -517,11 +517,7 @@ def main(argv=None) -> int:
         results["rss_mb"], results["hwm_mb"] = rss / 2**20, hwm / 2**20
         server.stop()
         results["proxied_requests"] = (
-            rainymodel.sent
-            + responses.sent
-            + messages.sent
-            + completions.sent
-            + (embeddings.sent if embeddings else 0)
+            rainymodel.sent + responses.sent + messages.sent + completions.sent + (embeddings.sent if embeddings else 0)
         )
         results["log_rows"] = count_log_rows()
 
