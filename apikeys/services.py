@@ -155,7 +155,7 @@ def apikey_create_for_user(
     caps = apikey_caps_for(user=user)
     if caps is not None:
         # Lock the user's row so two concurrent creates cannot both pass the count.
-        type(user).objects.select_for_update().filter(pk=user.pk).first()
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
         if caps.max_keys is not None:
             held = APIKey.objects.filter(owner=user, revoked_at__isnull=True).count()
             if held >= caps.max_keys:
