@@ -440,8 +440,10 @@ class KeyCreateForm(forms.Form):
         policies = (caps.allowed_policies if caps else None) or list(
             Policy.objects.order_by("name").values_list("name", flat=True)
         )
-        self.fields["allowed_aliases"].choices = [(n, n) for n in aliases]
-        self.fields["allowed_policies"].choices = [(n, n) for n in policies]
+        alias_field, policy_field = self.fields["allowed_aliases"], self.fields["allowed_policies"]
+        assert isinstance(alias_field, forms.ChoiceField) and isinstance(policy_field, forms.ChoiceField)
+        alias_field.choices = [(n, n) for n in aliases]
+        policy_field.choices = [(n, n) for n in policies]
         if caps is not None:
             for field, cap in (
                 ("rpm_limit", caps.max_rpm),
