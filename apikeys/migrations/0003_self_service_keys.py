@@ -160,7 +160,11 @@ class Migration(migrations.Migration):
         migrations.RunPython(rename_duplicate_names, migrations.RunPython.noop),
         migrations.AddConstraint(
             model_name="apikey",
-            constraint=models.UniqueConstraint(fields=("owner", "name"), name="one_key_name_per_owner"),
+            constraint=models.UniqueConstraint(
+                fields=("owner", "name"),
+                name="one_key_name_per_owner",
+                violation_error_message="This owner already has a key with this name.",
+            ),
         ),
         migrations.AddField(
             model_name="userkeycaps",
