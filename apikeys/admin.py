@@ -22,7 +22,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from apikeys.models import APIKey, Quota
+from apikeys.models import APIKey, Quota, UserKeyCaps
 from apikeys.services import apikey_assign_secret, apikey_revoke
 from limits.selectors import usage_for_key_sync
 from routing.models import Alias, Policy
@@ -309,6 +309,31 @@ class APIKeyAdmin(admin.ModelAdmin):
             request,
             f"Revoked {len(revoked)} key(s) ({', '.join(revoked) or 'none'}); they stop working within seconds.",
         )
+
+
+@admin.register(UserKeyCaps)
+class UserKeyCapsAdmin(admin.ModelAdmin):
+    """What plain users may give themselves on the usage pages (docs/users-keys.md); the row without a user is the
+    default for everyone without their own."""
+
+    list_display = ["__str__", "max_keys", "max_rpm", "max_tpm", "max_concurrent", "max_rotation_grace_hours"]
+    list_select_related = ["user"]
+    autocomplete_fields = ["user"]
+    fieldsets = [
+        (None, {"fields": ["user", "max_keys", "max_rotation_grace_hours"]}),
+        ("Per-key limits", {"fields": ["max_rpm", "max_tpm", "max_concurrent"]}),
+        (
+            "Per-key quotas",
+            {
+                "fields": [
+                    ("max_requests_per_day", "max_requests_per_month"),
+                    ("max_tokens_per_day", "max_tokens_per_month"),
+                    ("max_cost_usd_per_day", "max_cost_usd_per_month"),
+                ]
+            },
+        ),
+        ("What keys may call", {"fields": ["allowed_aliases", "allowed_policies"]}),
+    ]
 
 
 def short_time(value, empty="-") -> str:

@@ -73,11 +73,20 @@ def authenticate(snap: Snapshot, headers) -> KeyInfo:
     digest = hash_key(key)
     if info is None and looks_like_key(key):
         raise UnknownKey(codes.INVALID_API_KEY, "Incorrect API key provided.")
-    if info is None or not hmac.compare_digest(digest, info.hashed_key) or info.revoked:
+    if info is None or info.revoked or not _secret_matches(info, digest):
         raise KeyRejected(codes.INVALID_API_KEY, "Incorrect API key provided.")
     if info.expires_at is not None and info.expires_at <= timezone.now():
         raise KeyRejected(codes.KEY_EXPIRED, "This API key has expired.")
     return info
+
+
+def _secret_matches(info: KeyInfo, digest: str) -> bool:
+    """The presented key's HMAC against the key's secret and, after a rotation, its previous secret until the grace
+    ends. Both comparisons always run, in constant time, so timing does not tell which one matched."""
+    current = hmac.compare_digest(digest, info.hashed_key)
+    previous = hmac.compare_digest(digest, info.previous_hashed_key or "0" * 64)
+    in_grace = info.previous_valid_until is not None and info.previous_valid_until > timezone.now()
+    return current or (previous and in_grace and bool(info.previous_hashed_key))
 
 
 async def authenticate_request(snap: Snapshot, headers) -> KeyInfo:

@@ -49,6 +49,21 @@ class APIKey(models.Model):
         "revoked", null=True, blank=True, help_text="When the key was revoked; a revoked key gets 401."
     )
     last_used_at = models.DateTimeField("last used", null=True, blank=True, editable=False)
+    previous_hashed_key = models.CharField(
+        "previous key HMAC",
+        max_length=64,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="After a rotation: HMAC of the replaced secret, accepted until the grace below ends.",
+    )
+    previous_valid_until = models.DateTimeField(
+        "previous secret valid until",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="After a rotation: when the replaced secret stops working.",
+    )
     allowed_aliases = models.JSONField(
         "allowed aliases",
         default=list,
@@ -88,6 +103,13 @@ class APIKey(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API key"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "name"],
+                name="one_key_name_per_owner",
+                violation_error_message="This owner already has a key with this name.",
+            )
+        ]
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
@@ -160,3 +182,69 @@ class Quota(models.Model):
     def clean(self):
         if self.max_requests is None and self.max_tokens is None and self.max_cost_usd is None:
             raise ValidationError("Set at least one of max requests, max tokens or max cost.")
+
+
+class UserKeyCaps(models.Model):
+    """What a user may give themselves on the usage pages (docs/users-keys.md). The row with no user is the default
+    for users without their own. Empty fields: no cap. Staff are never capped."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="key_caps",
+        verbose_name="user",
+        help_text="Empty: the default caps for every user without their own.",
+    )
+    max_keys = models.PositiveIntegerField(
+        "keys", null=True, blank=True, help_text="Most keys (not revoked) the user may hold. Empty: no cap."
+    )
+    max_rpm = models.PositiveIntegerField(
+        "requests per minute", null=True, blank=True, help_text="Largest rpm limit a key may have. Empty: no cap."
+    )
+    max_tpm = models.PositiveIntegerField(
+        "tokens per minute", null=True, blank=True, help_text="Largest tpm limit a key may have. Empty: no cap."
+    )
+    max_concurrent = models.PositiveIntegerField(
+        "requests at once", null=True, blank=True, help_text="Largest concurrency a key may have. Empty: no cap."
+    )
+    max_requests_per_day = models.PositiveBigIntegerField("requests per day", null=True, blank=True)
+    max_requests_per_month = models.PositiveBigIntegerField("requests per month", null=True, blank=True)
+    max_tokens_per_day = models.PositiveBigIntegerField("tokens per day", null=True, blank=True)
+    max_tokens_per_month = models.PositiveBigIntegerField("tokens per month", null=True, blank=True)
+    max_cost_usd_per_day = models.DecimalField(
+        "cost per day (USD)", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    max_cost_usd_per_month = models.DecimalField(
+        "cost per month (USD)", max_digits=14, decimal_places=6, null=True, blank=True
+    )
+    max_rotation_grace_hours = models.PositiveIntegerField(
+        "rotation grace (hours)",
+        default=24,
+        help_text="Longest time a rotated key's old secret may keep working.",
+    )
+    allowed_aliases = models.JSONField(
+        "allowed aliases",
+        default=list,
+        blank=True,
+        validators=[validate_name_list],
+        help_text="Aliases the user may give their keys. Empty list: all.",
+    )
+    allowed_policies = models.JSONField(
+        "allowed policies",
+        default=list,
+        blank=True,
+        validators=[validate_name_list],
+        help_text="Policies the user may give their keys. Empty list: all.",
+    )
+
+    class Meta:
+        verbose_name = "user key caps"
+        verbose_name_plural = "user key caps"
+        constraints = [
+            models.UniqueConstraint(fields=["user"], name="one_default_key_caps", condition=models.Q(user__isnull=True))
+        ]
+
+    def __str__(self):
+        return f"caps for {self.user}" if self.user_id else "default caps"

@@ -140,6 +140,9 @@ class KeyInfo:
     tpm_limit: int | None
     max_concurrent: int | None
     quotas: tuple[QuotaInfo, ...]
+    # After a rotation: the replaced secret's HMAC, accepted until `previous_valid_until` (apikeys/auth.py).
+    previous_hashed_key: str = ""
+    previous_valid_until: datetime | None = None
 
     @property
     def is_master(self) -> bool:
@@ -269,6 +272,8 @@ def build_snapshot(version: int) -> Snapshot:
                 tpm_limit=k.tpm_limit,
                 max_concurrent=k.max_concurrent,
                 quotas=tuple(quotas.get(k.id, ())),
+                previous_hashed_key=k.previous_hashed_key,
+                previous_valid_until=k.previous_valid_until,
             )
     return Snapshot(
         version=version,

@@ -10,19 +10,30 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
+from django import forms
 from django.contrib.auth.decorators import login_required
+from django.contrib.sessions.backends.signed_cookies import SessionStore as CookieSessionStore
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404, HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from apikeys.models import APIKey
+from apikeys.services import (
+    CapExceeded,
+    apikey_caps_for,
+    apikey_create_for_user,
+    apikey_max_grace,
+    apikey_revoke,
+    apikey_rotate,
+)
 from routing.models import Alias, Policy, Provider
 from routing.tiers import TIERS
 from usage import charts, explanations, reports
@@ -381,3 +392,191 @@ def request_log_csv(request):
     stamp = f"{f.period.start:%Y%m%dT%H}-{f.period.end:%Y%m%dT%H}"
     response["Content-Disposition"] = f'attachment; filename="requests-{stamp}.csv"'
     return response
+
+
+# --- self-service keys (docs/users-keys.md) ------------------------------------------------------------------------
+# A signed-in user creates, rotates and revokes their OWN keys here, within the caps staff set (apikeys.UserKeyCaps);
+# a key someone else owns answers 404, staff included (staff manage other people's keys in the admin). A new or
+# rotated key's full secret waits in the server-side session for the one page that shows it, as in the admin
+# (apikeys/admin.py), never in a cookie.
+
+NEW_SECRET_SESSION = "usage_new_key"
+
+
+class _NameChoices(forms.MultipleChoiceField):
+    widget = forms.CheckboxSelectMultiple
+
+
+class KeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="What uses the key, e.g. laptop. Unique among your keys.")
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Expires (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Empty: never.",
+    )
+    rpm_limit = forms.IntegerField(required=False, min_value=1, label="Requests per minute")
+    tpm_limit = forms.IntegerField(required=False, min_value=1, label="Tokens per minute")
+    max_concurrent = forms.IntegerField(required=False, min_value=1, label="Requests at once")
+    max_requests_per_day = forms.IntegerField(required=False, min_value=1, label="Requests per day")
+    max_tokens_per_day = forms.IntegerField(required=False, min_value=1, label="Tokens per day")
+    max_cost_usd_per_month = forms.DecimalField(
+        required=False, min_value=0, max_digits=14, decimal_places=6, label="Cost per month (USD)"
+    )
+    allowed_aliases = _NameChoices(required=False, label="Aliases it may call", help_text="None ticked: all you may.")
+    allowed_policies = _NameChoices(required=False, label="Policies it may use", help_text="None ticked: all you may.")
+
+    QUOTAS = (
+        ("max_requests_per_day", "day", "max_requests"),
+        ("max_tokens_per_day", "day", "max_tokens"),
+        ("max_cost_usd_per_month", "month", "max_cost_usd"),
+    )
+
+    def __init__(self, *args, caps=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        aliases = (caps.allowed_aliases if caps else None) or list(
+            Alias.objects.order_by("name").values_list("name", flat=True)
+        )
+        policies = (caps.allowed_policies if caps else None) or list(
+            Policy.objects.order_by("name").values_list("name", flat=True)
+        )
+        alias_field, policy_field = self.fields["allowed_aliases"], self.fields["allowed_policies"]
+        assert isinstance(alias_field, forms.ChoiceField) and isinstance(policy_field, forms.ChoiceField)
+        alias_field.choices = [(n, n) for n in aliases]
+        policy_field.choices = [(n, n) for n in policies]
+        if caps is not None:
+            for field, cap in (
+                ("rpm_limit", caps.max_rpm),
+                ("tpm_limit", caps.max_tpm),
+                ("max_concurrent", caps.max_concurrent),
+                ("max_requests_per_day", caps.max_requests_per_day),
+                ("max_tokens_per_day", caps.max_tokens_per_day),
+                ("max_cost_usd_per_month", caps.max_cost_usd_per_month),
+            ):
+                if cap is not None:
+                    self.fields[field].help_text = f"At most {cap}; empty: {cap}."
+        for name in ("rpm_limit", "tpm_limit", "max_concurrent") + tuple(q[0] for q in self.QUOTAS):
+            if not self.fields[name].help_text:
+                self.fields[name].help_text = "Empty: unlimited."
+
+
+class KeyRotateForm(forms.Form):
+    grace_hours = forms.DecimalField(
+        min_value=0,
+        max_digits=6,
+        decimal_places=2,
+        initial=1,
+        label="Old secret keeps working for (hours)",
+    )
+
+
+def _own_key(request, key_id: int) -> APIKey:
+    """The signed-in user's own key, or 404 (whoever else owns it, and whether it exists, stays unsaid)."""
+    return get_object_or_404(APIKey, pk=key_id, owner=request.user)
+
+
+def _hold_secret(request, api_key: APIKey, full_key: str, action: str):
+    request.session[NEW_SECRET_SESSION] = {"id": api_key.id, "name": api_key.name, "key": full_key, "action": action}
+    return redirect("usage-key-secret", key_id=api_key.id)
+
+
+def _cookie_sessions(request) -> bool:
+    return isinstance(request.session, CookieSessionStore)
+
+
+@login_required
+@throttled()
+def key_create(request):
+    caps = apikey_caps_for(user=request.user)
+    form = KeyCreateForm(request.POST or None, caps=caps)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        if _cookie_sessions(request):
+            error = "Keys cannot be created while sessions are stored in cookies: the new key would travel in one."
+        else:
+            data = form.cleaned_data
+            expires_at = data["expires_at"]
+            if expires_at is not None and timezone.is_naive(expires_at):
+                expires_at = timezone.make_aware(expires_at, UTC)
+            try:
+                api_key, full_key = apikey_create_for_user(
+                    user=request.user,
+                    name=data["name"].strip(),
+                    expires_at=expires_at,
+                    rpm_limit=data["rpm_limit"],
+                    tpm_limit=data["tpm_limit"],
+                    max_concurrent=data["max_concurrent"],
+                    allowed_aliases=data["allowed_aliases"],
+                    allowed_policies=data["allowed_policies"],
+                    quotas=[
+                        (period, field, data[name]) for name, period, field in form.QUOTAS if data[name] is not None
+                    ],
+                )
+            except CapExceeded as refused:
+                error = refused.message
+            except ValidationError as invalid:
+                error = " ".join(invalid.messages)
+            else:
+                return _hold_secret(request, api_key, full_key, "created")
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request, "usage/key_create.html", {"page": "keys", "form": form, "error": error, "caps": caps}, status=status
+    )
+
+
+@login_required
+@throttled()
+def key_secret(request, key_id: int):
+    """The one page that shows a new or rotated key's full secret; a reload finds it gone."""
+    api_key = _own_key(request, key_id)
+    held = request.session.get(NEW_SECRET_SESSION)
+    shown = None
+    if held and held.get("id") == api_key.id:
+        shown = request.session.pop(NEW_SECRET_SESSION)
+    response = render(request, "usage/key_secret.html", {"page": "keys", "api_key": api_key, "shown": shown})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@throttled()
+def key_rotate(request, key_id: int):
+    api_key = _own_key(request, key_id)
+    if api_key.revoked_at is not None:
+        raise Http404("No such key")
+    max_grace = apikey_max_grace(user=request.user)
+    form = KeyRotateForm(request.POST or None)
+    error = None
+    if request.method == "POST" and form.is_valid():
+        if _cookie_sessions(request):
+            error = "Keys cannot be rotated while sessions are stored in cookies: the new key would travel in one."
+        else:
+            try:
+                api_key, full_key = apikey_rotate(
+                    api_key=api_key,
+                    grace=timedelta(hours=float(form.cleaned_data["grace_hours"])),
+                    max_grace=max_grace,
+                )
+            except CapExceeded as refused:
+                error = refused.message
+            else:
+                return _hold_secret(request, api_key, full_key, "rotated")
+    status = 400 if request.method == "POST" else 200
+    context = {
+        "page": "keys",
+        "api_key": api_key,
+        "form": form,
+        "error": error,
+        "max_grace_hours": max_grace.total_seconds() / 3600,
+    }
+    return render(request, "usage/key_rotate.html", context, status=status)
+
+
+@login_required
+@throttled()
+def key_revoke(request, key_id: int):
+    api_key = _own_key(request, key_id)
+    if request.method == "POST":
+        apikey_revoke(api_key=api_key)
+        return redirect("usage-key", key_id=api_key.id)
+    return render(request, "usage/key_revoke.html", {"page": "keys", "api_key": api_key})
