@@ -70,3 +70,28 @@ def test_the_snapshot_gives_every_key_of_the_user_the_users_limits(ada, django_c
         assert keys[prefix].has_limits
     assert keys["rm-bob000000"].owner_limits is None and not keys["rm-bob000000"].has_limits
     assert keys["rm-noowner00"].owner_limits is None
+
+
+# --- the keys page shows the signed-in user's own limits and this period's use of them --------------------------
+
+from tests.usage.conftest import premium_routes, traffic, users  # noqa: E402,F401
+
+
+def test_the_keys_page_shows_the_users_totals_against_the_users_limits(client, traffic):
+    from datetime import UTC, datetime
+
+    from apikeys.models import UserQuota
+
+    limits = UserLimits.objects.create(user=traffic.alice, rpm_limit=30, max_concurrent=2)
+    UserQuota.objects.create(user_limits=limits, period="day", max_requests=100_000, max_tokens=10)
+    client.force_login(traffic.alice)
+    body = client.get("/usage/keys/").content.decode()
+    assert 'id="user-limits"' in body and "30 requests/min" in body and "2 at a time" in body
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    alices = {k.id for k in traffic.alice_keys}
+    mine = [r for r in traffic.rows if r["api_key_id"] in alices and r["created_at"] >= today and r["admitted"]]
+    assert mine, "the traffic fixture should hold some of alice's rows today"
+    assert f"{len(mine):,} of 100,000" in body  # both of alice's keys, and only hers
+    assert "limit reached" in body  # 10 tokens a day: used up
+    client.force_login(traffic.bob)  # bob has no user limits: no block
+    assert 'id="user-limits"' not in client.get("/usage/keys/").content.decode()
