@@ -327,7 +327,7 @@ class Command(BaseCommand):
         if clear:
             UserLimits.objects.filter(user=user).delete()
         if any(v is not None for v in values.values()) or quotas:
-            limits, _ = UserLimits.objects.get_or_create(user=user)
+            limits, _created = UserLimits.objects.get_or_create(user=user)
             for field, value in values.items():
                 if value is not None:
                     setattr(limits, field, value)
