@@ -1,4 +1,4 @@
-"""The admin for API keys and their quotas.
+"""The admin for API keys and their quotas, and for the limits a user's keys share (UserLimits + UserQuota).
 
 Adding a key generates it (apikeys.services.apikey_assign_secret) and shows the full key exactly once, on the
 page after saving; afterwards only its prefix is ever displayed, because only the prefix and an HMAC are stored.
@@ -22,7 +22,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from apikeys.models import APIKey, Quota, UserKeyCaps
+from apikeys.models import APIKey, Quota, UserKeyCaps, UserLimits, UserQuota
 from apikeys.services import apikey_assign_secret, apikey_revoke
 from limits.selectors import usage_for_key_sync
 from routing.models import Alias, Policy
@@ -338,3 +338,37 @@ class UserKeyCapsAdmin(admin.ModelAdmin):
 
 def short_time(value, empty="-") -> str:
     return timezone.localtime(value, UTC).strftime("%Y-%m-%d %H:%M") if value else empty
+
+
+# --- a user's limits (issue 14): shared by all the user's keys, on top of each key's own ---------------------------
+
+
+class UserQuotaInline(admin.TabularInline):
+    model = UserQuota
+    extra = 0
+    max_num = 2  # one per period
+
+
+@admin.register(UserLimits)
+class UserLimitsAdmin(admin.ModelAdmin):
+    list_display = ("user", "rpm_limit", "tpm_limit", "max_concurrent", "quota_summary")
+    list_select_related = ("user",)
+    search_fields = ("user__username",)
+    autocomplete_fields = ("user",)
+    inlines = [UserQuotaInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("quotas")
+
+    @admin.display(description="quotas")
+    def quota_summary(self, obj):
+        parts = []
+        for quota in obj.quotas.all():
+            for label, maximum in (
+                ("requests", quota.max_requests),
+                ("tokens", quota.max_tokens),
+                ("USD", quota.max_cost_usd),
+            ):
+                if maximum is not None:
+                    parts.append(f"{maximum.normalize() if label == 'USD' else maximum} {label}/{quota.period}")
+        return ", ".join(parts) or "-"

@@ -248,3 +248,76 @@ class UserKeyCaps(models.Model):
 
     def __str__(self):
         return f"caps for {self.user}" if self.user_id else "default caps"
+
+
+class UserLimits(models.Model):
+    """Limits a user's keys share (issue 14): every key owned by the user counts against these, on top of its own
+    limits. Mirrors APIKey's rpm/tpm/concurrency fields; the user's day/month quotas are `UserQuota` rows."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rainymodel_limits", verbose_name="user"
+    )
+    rpm_limit = models.PositiveIntegerField(
+        "requests per minute",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="All the user's keys together. Empty: unlimited.",
+    )
+    tpm_limit = models.PositiveIntegerField(
+        "tokens per minute",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="All the user's keys together. Empty: unlimited.",
+    )
+    max_concurrent = models.PositiveIntegerField(
+        "requests at once",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Most requests in flight at once over all the user's keys. Empty: unlimited.",
+    )
+
+    class Meta:
+        verbose_name = "user limits"
+        verbose_name_plural = "user limits"
+
+    def __str__(self):
+        return f"limits of {self.user}"
+
+
+class UserQuota(models.Model):
+    """A user's quota for one period: the admitted requests, tokens and cost of all the user's keys together."""
+
+    user_limits = models.ForeignKey(
+        UserLimits, related_name="quotas", on_delete=models.CASCADE, verbose_name="user limits"
+    )
+    period = models.CharField(
+        "per", max_length=10, choices=[(p, p) for p in PERIODS], help_text="Calendar day or month, UTC."
+    )
+    max_requests = models.PositiveBigIntegerField(
+        "requests", null=True, blank=True, help_text="Most requests per period. Empty: no limit."
+    )
+    max_tokens = models.PositiveBigIntegerField(
+        "tokens", null=True, blank=True, help_text="Most prompt + completion tokens per period. Empty: no limit."
+    )
+    max_cost_usd = models.DecimalField(
+        "cost (USD)",
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Most spend in US dollars per period. Empty: no limit.",
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user_limits", "period"], name="one_user_quota_per_period")]
+
+    def __str__(self):
+        return f"{self.period} user quota"
+
+    def clean(self):
+        if self.max_requests is None and self.max_tokens is None and self.max_cost_usd is None:
+            raise ValidationError("Set at least one of max requests, max tokens or max cost.")

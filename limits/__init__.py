@@ -50,7 +50,7 @@ from limits.quotas import METRICS, Quota, period_bounds, usage_from_log_sync
 from limits.rate import Rate
 from limits.tokens import Tokens
 from rainymodel_site.shared_state import SharedStateUnavailable
-from routing.snapshot import KeyInfo
+from routing.snapshot import KeyInfo, UserLimitsInfo
 
 __all__ = [
     "Admission",
@@ -71,17 +71,28 @@ def key_subject(key: KeyInfo) -> Subject:
     return Subject("key", key.id, key.prefix)
 
 
+def user_subject(owner: UserLimitsInfo) -> Subject:
+    return Subject("user", owner.user_id, owner.username)
+
+
+def _limits_of(subject: Subject, holder: KeyInfo | UserLimitsInfo, estimated_tokens: int, now) -> list[Limit]:
+    limits: list[Limit] = [Quota(subject, quota, now) for quota in holder.quotas]
+    if holder.tpm_limit:
+        limits.append(Tokens(subject, holder.tpm_limit, estimated_tokens))
+    if holder.rpm_limit:
+        limits.append(Rate(subject, holder.rpm_limit))
+    if holder.max_concurrent:
+        limits.append(Concurrency(subject, holder.max_concurrent))
+    return limits
+
+
 def limits_of_key(key: KeyInfo, *, estimated_tokens: int, now) -> list[Limit]:
-    """A key's limits for one request, in the order admit checks them: quotas (used up?), then tpm (tokens used +
-    the estimate over the limit?); rpm and concurrency check nothing before they reserve."""
-    subject = key_subject(key)
-    limits: list[Limit] = [Quota(subject, quota, now) for quota in key.quotas]
-    if key.tpm_limit:
-        limits.append(Tokens(subject, key.tpm_limit, estimated_tokens))
-    if key.rpm_limit:
-        limits.append(Rate(subject, key.rpm_limit))
-    if key.max_concurrent:
-        limits.append(Concurrency(subject, key.max_concurrent))
+    """A key's limits for one request, then its owner's (shared by all the owner's keys), in the order admit checks
+    them: quotas (used up?), then tpm (tokens used + the estimate over the limit?); rpm and concurrency check nothing
+    before they reserve."""
+    limits = _limits_of(key_subject(key), key, estimated_tokens, now)
+    if key.owner_limits is not None:
+        limits += _limits_of(user_subject(key.owner_limits), key.owner_limits, estimated_tokens, now)
     return limits
 
 
@@ -113,12 +124,18 @@ async def _admit(store, admission: Admission) -> None:
     concurrency); on a refusal, what was reserved is given back, newest first."""
     values = await store.get_many([c for limit in admission.limits for c in limit.counters()])
     for limit in admission.limits:
-        await limit.check(store, values, admission)
+        try:
+            await limit.check(store, values, admission)
+        except LimitExceeded as exc:
+            raise _scoped(exc, limit) from None
     reserved: list[Limit] = []
     try:
         for limit in sorted(admission.limits, key=lambda limit: limit.reserve_rank):
-            if await limit.reserve(store, values, admission):
-                reserved.append(limit)
+            try:
+                if await limit.reserve(store, values, admission):
+                    reserved.append(limit)
+            except LimitExceeded as exc:
+                raise _scoped(exc, limit) from None
     except LimitExceeded:
         for limit in reversed(reserved):
             try:
@@ -127,6 +144,12 @@ async def _admit(store, admission: Admission) -> None:
                 store_failed("giving back a refused request's counts", exc)
                 break
         raise
+
+
+def _scoped(exc: LimitExceeded, limit: Limit) -> LimitExceeded:
+    """Say in the headers whose limit refused: `x-ratelimit-scope: key` or `user` (the message says it in words)."""
+    exc.headers["x-ratelimit-scope"] = limit.subject.kind
+    return exc
 
 
 async def settle(admission: Admission, *, tokens: int, cost_usd: float) -> None:

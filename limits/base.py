@@ -73,8 +73,8 @@ class LimitExceeded(Exception):
 
 @dataclass(frozen=True)
 class Subject:
-    """Whose limits these are. An API key today (`kind="key"`); a user's limits (issue 14) get `kind="user"` and
-    their own counters, and plug into the same `admit` loop. `label` names it in logs."""
+    """Whose limits these are: an API key (`kind="key"`) or the user owning it (`kind="user"`, issue 14: limits
+    all the user's keys share, with counters of their own). `label` names it in logs."""
 
     kind: str
     id: int
@@ -84,6 +84,11 @@ class Subject:
     def counter_id(self) -> str:
         """The part of a counter's name that says whose it is: the key id alone, as before subjects existed."""
         return str(self.id) if self.kind == "key" else f"{self.kind}:{self.id}"
+
+    @property
+    def whose(self) -> str:
+        """For error messages: "this key's" or "your user's (all your keys together)"."""
+        return "this key's" if self.kind == "key" else "your user's (all your keys together)"
 
 
 class Limit:
@@ -96,6 +101,7 @@ class Limit:
 
     #: admit reserves in ascending rank (rate, tokens, quota requests, concurrency), after checking in list order
     reserve_rank = 0
+    subject: Subject
 
     def counters(self) -> list[str]:
         return []
@@ -155,13 +161,14 @@ def wait_words(seconds: float) -> str:
 
 
 def headers(limits) -> dict[str, str]:
-    """x-ratelimit-{limit,remaining,reset}-{requests,tokens}: from rpm/tpm when set, else from the tightest quota."""
+    """x-ratelimit-{limit,remaining,reset}-{requests,tokens}: from rpm/tpm when set (the tighter of the key's and
+    the user's), else from the tightest quota."""
     out: dict[str, str] = {}
     seen = [u for limit in limits for u in limit.usages()]
     for kind in ("requests", "tokens"):
         primary = [u for u in seen if u[0] == kind and u[4]]
         if primary:
-            _, limit, used, reset, _ = primary[0]
+            _, limit, used, reset, _ = min(primary, key=lambda u: u[1] - u[2])
         else:
             candidates = [(maximum - used, maximum, used, reset) for k, maximum, used, reset, p in seen if k == kind]
             if not candidates:

@@ -43,7 +43,7 @@ class Concurrency(Limit):
         raise LimitExceeded(
             "rate_limit_exceeded",
             "requests",
-            f"Too many concurrent requests: this key allows {self.limit} at a time.",
+            f"Too many concurrent requests: {self.subject.whose} limit is {self.limit} at a time.",
             RETRY_AFTER_S,
             refusal_headers(headers(admission.limits), "requests", None, RETRY_AFTER_S),
         )

@@ -67,9 +67,10 @@ def quota_metrics(quota: QuotaInfo) -> dict[str, float]:
 # --- the rebuild from RequestLog ----------------------------------------------------------------------------------
 
 
-def usage_from_log_sync(key_id: int, start: datetime, end: datetime) -> dict[str, float]:
+def usage_from_log_sync(key_id: int, start: datetime, end: datetime, user_id: int | None = None) -> dict[str, float]:
     """A key's usage in [start, end) according to RequestLog: admitted requests, tokens, cost. Blocking (database);
-    call it from a thread, never from the event loop.
+    call it from a thread, never from the event loop. With `user_id` (and `key_id` ignored): the usage of all the
+    keys that user owns now, for the user's quotas.
 
     "Admitted" is `RequestLog.admitted`, set by the request path once `admit()` let the call through: the same
     fact the live counter counts and the usage pages show (through the rollups' `admitted`), kept in one place."""
@@ -77,7 +78,14 @@ def usage_from_log_sync(key_id: int, start: datetime, end: datetime) -> dict[str
 
     from usage.models import RequestLog
 
-    totals = RequestLog.objects.filter(api_key_id=key_id, created_at__gte=start, created_at__lt=end).aggregate(
+    rows = RequestLog.objects.filter(created_at__gte=start, created_at__lt=end)
+    if user_id is None:
+        rows = rows.filter(api_key_id=key_id)
+    else:
+        from apikeys.models import APIKey
+
+        rows = rows.filter(api_key_id__in=APIKey.objects.filter(owner_id=user_id).values("id"))
+    totals = rows.aggregate(
         requests=Count("id", filter=Q(admitted=True)),
         tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
         cost=Sum("cost_usd"),
@@ -93,15 +101,17 @@ _rebuilds: dict[tuple, asyncio.Future] = {}
 _rebuild_failed_at: dict[tuple, float] = {}
 
 
-async def usage_from_log(key_id: int, start: datetime, end: datetime) -> dict[str, float] | None:
+async def usage_from_log(subject: Subject, start: datetime, end: datetime) -> dict[str, float] | None:
     """`usage_from_log_sync` in a thread, shared by concurrent callers in this process (after a Redis flush a burst
     of requests would otherwise run the same aggregate once each). None when the database failed recently."""
-    ident = (key_id, start, end, id(asyncio.get_running_loop()))
+    ident = (subject.counter_id, start, end, id(asyncio.get_running_loop()))
+    key_id = subject.id if subject.kind == "key" else 0
+    user_id = subject.id if subject.kind == "user" else None
     if time.monotonic() - _rebuild_failed_at.get(ident, -1e9) < REBUILD_RETRY_S:
         return None
     task = _rebuilds.get(ident)
     if task is None:
-        task = asyncio.ensure_future(run_blocking(usage_from_log_sync, key_id, start, end))
+        task = asyncio.ensure_future(run_blocking(usage_from_log_sync, key_id, start, end, user_id))
         _rebuilds[ident] = task
         task.add_done_callback(lambda _: _rebuilds.pop(ident, None))
     try:
@@ -110,7 +120,11 @@ async def usage_from_log(key_id: int, start: datetime, end: datetime) -> dict[st
         raise
     except Exception:
         _rebuild_failed_at[ident] = time.monotonic()
-        log.exception("rebuilding quota counters of key %s from the request log failed; quota not enforced", key_id)
+        log.exception(
+            "rebuilding quota counters of %s %s from the request log failed; quota not enforced",
+            subject.kind,
+            subject.label,
+        )
         return None
 
 
@@ -159,7 +173,7 @@ class Quota(Limit):
         missing = {m: c for m, c in self.counter.items() if c not in values}
         if not missing:
             return
-        usage = await usage_from_log(self.subject.id, self.start, self.end)
+        usage = await usage_from_log(self.subject, self.start, self.end)
         if usage is None:
             return
         for metric, counter in missing.items():
@@ -216,7 +230,7 @@ class Quota(Limit):
         return LimitExceeded(
             "quota_exceeded",
             "insufficient_quota",
-            f"You exceeded this key's {PERIOD_WORDS.get(self.period, self.period)} quota of {what}. "
+            f"You exceeded {self.subject.whose} {PERIOD_WORDS.get(self.period, self.period)} quota of {what}. "
             f"It resets in {wait_words(self.to_end)} (UTC {self.period} boundary).",
             self.to_end,
             refusal_headers(

@@ -40,7 +40,8 @@ class Rate(Limit):
             raise LimitExceeded(
                 "rate_limit_exceeded",
                 "requests",
-                f"Rate limit reached: {self.limit} requests per minute. Try again in {wait_words(self.reset)}.",
+                f"Rate limit reached: {self.subject.whose} limit of {self.limit} requests per minute. "
+                f"Try again in {wait_words(self.reset)}.",
                 self.reset,
                 refusal_headers(headers(admission.limits), "requests", self.limit, self.reset),
             )

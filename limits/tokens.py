@@ -29,12 +29,12 @@ class Tokens(Limit):
             self.reset = await store.ttl(self.counter) or WINDOW_S
             if estimate > limit:
                 message = (
-                    f"Request too large: about {estimate} tokens, more than this key's limit of "
+                    f"Request too large: about {estimate} tokens, more than {self.subject.whose} limit of "
                     f"{limit} tokens per minute."
                 )
             else:
                 message = (
-                    f"Rate limit reached: {self.used} of {limit} tokens per minute used; this "
+                    f"Rate limit reached: {self.used} of {self.subject.whose} {limit} tokens per minute used; this "
                     f"request needs about {estimate} more. Try again in {wait_words(self.reset)}."
                 )
             raise LimitExceeded(

@@ -21,7 +21,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 
-from apikeys.models import APIKey, Quota
+from apikeys.models import APIKey, Quota, UserLimits, UserQuota
 from rainymodel_site.shared_state import SharedStateUnavailable
 from routing import config_version
 from routing.config_version import read_version
@@ -126,6 +126,22 @@ class QuotaInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class UserLimitsInfo:
+    """The limits all keys of one user share (apikeys.UserLimits), carried by each of the user's keys."""
+
+    user_id: int
+    username: str
+    rpm_limit: int | None
+    tpm_limit: int | None
+    max_concurrent: int | None
+    quotas: tuple[QuotaInfo, ...]
+
+    @property
+    def has_limits(self) -> bool:
+        return bool(self.rpm_limit or self.tpm_limit or self.max_concurrent or self.quotas)
+
+
+@dataclass(frozen=True, slots=True)
 class KeyInfo:
     id: int | None  # None for the master key
     name: str
@@ -143,6 +159,7 @@ class KeyInfo:
     # After a rotation: the replaced secret's HMAC, accepted until `previous_valid_until` (apikeys/auth.py).
     previous_hashed_key: str = ""
     previous_valid_until: datetime | None = None
+    owner_limits: UserLimitsInfo | None = None  # the owner's shared limits, when the owner has any
 
     @property
     def is_master(self) -> bool:
@@ -150,7 +167,13 @@ class KeyInfo:
 
     @property
     def has_limits(self) -> bool:
-        return bool(self.rpm_limit or self.tpm_limit or self.max_concurrent or self.quotas)
+        return bool(
+            self.rpm_limit
+            or self.tpm_limit
+            or self.max_concurrent
+            or self.quotas
+            or (self.owner_limits is not None and self.owner_limits.has_limits)
+        )
 
 
 MASTER_KEY_INFO = KeyInfo(
@@ -256,6 +279,28 @@ def build_snapshot(version: int) -> Snapshot:
                     max_cost_usd=None if q.max_cost_usd is None else float(q.max_cost_usd),
                 )
             )
+        user_quotas: dict[int, list[QuotaInfo]] = {}
+        for uq in UserQuota.objects.all():
+            user_quotas.setdefault(uq.user_limits_id, []).append(
+                QuotaInfo(
+                    period=uq.period,
+                    max_requests=uq.max_requests,
+                    max_tokens=uq.max_tokens,
+                    max_cost_usd=None if uq.max_cost_usd is None else float(uq.max_cost_usd),
+                )
+            )
+        owner_limits: dict[int, UserLimitsInfo] = {}
+        for ul in UserLimits.objects.select_related("user"):
+            info = UserLimitsInfo(
+                user_id=ul.user_id,
+                username=ul.user.get_username(),
+                rpm_limit=ul.rpm_limit,
+                tpm_limit=ul.tpm_limit,
+                max_concurrent=ul.max_concurrent,
+                quotas=tuple(user_quotas.get(ul.id, ())),
+            )
+            if info.has_limits:
+                owner_limits[ul.user_id] = info
         keys = {}
         for k in APIKey.objects.all():
             keys[k.prefix] = KeyInfo(
@@ -274,6 +319,7 @@ def build_snapshot(version: int) -> Snapshot:
                 quotas=tuple(quotas.get(k.id, ())),
                 previous_hashed_key=k.previous_hashed_key,
                 previous_valid_until=k.previous_valid_until,
+                owner_limits=owner_limits.get(k.owner_id) if k.owner_id is not None else None,
             )
     return Snapshot(
         version=version,

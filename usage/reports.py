@@ -411,13 +411,23 @@ def quota_usage(api_key, now: datetime) -> list[dict]:
 
     Requests are the *admitted* ones (RequestLog.admitted, summed in the rollups), exactly what the limiter counts:
     calls refused by authentication, validation or the limits themselves never use up a quota."""
+    return _quotas_used(api_key.quotas.order_by("period"), now, key=api_key.id, visible_key_ids=None)
+
+
+def user_quota_usage(user_limits, key_ids, now: datetime) -> list[dict]:
+    """`quota_usage` for a user's quotas (apikeys.UserQuota): the admitted requests, tokens and cost of all the
+    user's keys (`key_ids`) together, which is what the limiter counts against the user."""
+    return _quotas_used(user_limits.quotas.order_by("period"), now, key=None, visible_key_ids=tuple(key_ids))
+
+
+def _quotas_used(quotas, now: datetime, *, key, visible_key_ids) -> list[dict]:
     result = []
-    for quota in api_key.quotas.order_by("period"):
+    for quota in quotas:
         start = period_start(quota.period, now)
         window = UsageFilter(
             period=Period(start=start, end=ceil_hour(now) + timedelta(hours=1), preset="custom"),
-            visible_key_ids=None,
-            key=api_key.id,
+            visible_key_ids=visible_key_ids,
+            key=key,
         )
         used = totals(window)
         limits = []

@@ -25,7 +25,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from apikeys.models import APIKey
+from apikeys.models import APIKey, UserLimits
 from apikeys.services import (
     CapExceeded,
     apikey_caps_for,
@@ -235,7 +235,21 @@ def keys(request):
     if f.visible_key_ids is not None:
         api_keys = api_keys.filter(id__in=f.visible_key_ids)
     rows = [{"key": k, "figures": table[k.id]["figures"] if k.id in table else reports.Figures()} for k in api_keys]
-    return render(request, "usage/keys.html", _context(request, f, page="keys", rows=rows, now=timezone.now()))
+    now = timezone.now()
+    # The signed-in user's own limits, shared by all their keys (issue 14), with this period's use of their quotas.
+    user_limits = UserLimits.objects.filter(user=request.user).first()
+    user_quotas = (
+        reports.user_quota_usage(
+            user_limits, APIKey.objects.filter(owner=request.user).values_list("id", flat=True), now
+        )
+        if user_limits
+        else []
+    )
+    return render(
+        request,
+        "usage/keys.html",
+        _context(request, f, page="keys", rows=rows, now=now, user_limits=user_limits, user_quotas=user_quotas),
+    )
 
 
 @login_required

@@ -1,4 +1,4 @@
-"""`python manage.py apikey create | list | revoke` (SPEC §9): the operator's door onto apikeys.services.
+"""`python manage.py apikey create | list | revoke | user-limits` (SPEC §9): the operator's door onto apikeys.services.
 
 `create` prints the full key once; it is never stored, so it can never be printed again. Every bad argument
 (unknown user, alias or policy, malformed quota or date) is a CommandError naming the problem: exit code 1, no
@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apikeys.keys import KEY_PREFIX, PREFIX_LENGTH, key_prefix, looks_like_key, verify_key
-from apikeys.models import PERIODS, APIKey
+from apikeys.models import PERIODS, APIKey, UserLimits, UserQuota
 from apikeys.services import apikey_create, apikey_owner_create, apikey_revoke
 from routing.models import Policy
 
@@ -112,7 +112,7 @@ class Command(BaseCommand):
     help = "Create, list and revoke RainyModel API keys."
 
     def add_arguments(self, parser):
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,revoke,user-limits}")
         create = actions.add_parser("create", help="Create a key and print it (once).")
         create.add_argument("--name", required=True, help="What the key is for, e.g. my-laptop.")
         create.add_argument("--user", help="Username of the key's owner (sees its usage when signed in).")
@@ -139,9 +139,10 @@ class Command(BaseCommand):
         actions.add_parser("list", help="List keys: prefix, name, owner, status, limits, last use.")
         revoke = actions.add_parser("revoke", help="Revoke a key by its prefix or the full key.")
         revoke.add_argument("key", metavar="PREFIX_OR_KEY")
+        self.add_user_limits_arguments(actions)
 
     def handle(self, *args, action, **options):
-        getattr(self, f"handle_{action}")(**options)
+        getattr(self, f"handle_{action.replace('-', '_')}")(**options)
 
     # --- create ---------------------------------------------------------------------------------------------
 
@@ -287,3 +288,85 @@ class Command(BaseCommand):
             return
         apikey_revoke(api_key=api_key)
         self.stdout.write(f"Revoked key {api_key.prefix} ({api_key.name}); it stops working within seconds.")
+
+    # --- user-limits ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def add_user_limits_arguments(actions):
+        user_limits = actions.add_parser(
+            "user-limits",
+            help="Show or set the limits all of a user's keys share (on top of each key's own); prints what is "
+            "in force.",
+        )
+        user_limits.add_argument("username", metavar="USERNAME")
+        user_limits.add_argument("--rpm", help="Requests per minute, all the user's keys together.")
+        user_limits.add_argument("--tpm", help="Tokens per minute, all the user's keys together.")
+        user_limits.add_argument("--max-concurrent", help="Requests in flight at once, all keys together.")
+        user_limits.add_argument(
+            "--quota",
+            action="append",
+            default=[],
+            metavar="KIND:AMOUNT/PERIOD",
+            help="requests:1000/day, tokens:2000000/month or cost:5/month; repeatable; replaces that one amount.",
+        )
+        user_limits.add_argument(
+            "--clear", action="store_true", help="Remove all the user's limits first (then apply any others given)."
+        )
+
+    @transaction.atomic
+    def handle_user_limits(self, *, username, rpm, tpm, max_concurrent, quota, clear, **_):
+        user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
+        if user is None:
+            raise CommandError(f"no user {username!r}")
+        values = {
+            "rpm_limit": positive("--rpm", rpm),
+            "tpm_limit": positive("--tpm", tpm),
+            "max_concurrent": positive("--max-concurrent", max_concurrent),
+        }
+        quotas = [parse_quota(q) for q in quota]
+        if clear:
+            UserLimits.objects.filter(user=user).delete()
+        if any(v is not None for v in values.values()) or quotas:
+            limits, _created = UserLimits.objects.get_or_create(user=user)
+            for field, value in values.items():
+                if value is not None:
+                    setattr(limits, field, value)
+            limits.save()
+            for period, field, maximum in quotas:
+                user_quota = UserQuota.objects.filter(user_limits=limits, period=period).first() or UserQuota(
+                    user_limits=limits, period=period
+                )
+                setattr(user_quota, field, maximum)
+                try:
+                    user_quota.full_clean()
+                except ValidationError as exc:
+                    raise CommandError(f"--quota: {describe_errors(exc)}") from None
+                user_quota.save()
+        self.stdout.write(
+            f"Limits of user {user.get_username()!r} (shared by all their keys): {self._user_limits(user)}"
+        )
+
+    @staticmethod
+    def _user_limits(user) -> str:
+        limits = UserLimits.objects.filter(user=user).prefetch_related("quotas").first()
+        if limits is None:
+            return "none"
+        parts = [
+            f"{label}={value}"
+            for label, value in (
+                ("rpm", limits.rpm_limit),
+                ("tpm", limits.tpm_limit),
+                ("concurrent", limits.max_concurrent),
+            )
+            if value is not None
+        ]
+        for user_quota in sorted(limits.quotas.all(), key=lambda q: PERIODS.index(q.period)):
+            for label, maximum in (
+                ("requests", user_quota.max_requests),
+                ("tokens", user_quota.max_tokens),
+                ("cost", user_quota.max_cost_usd),
+            ):
+                if maximum is not None:
+                    amount = maximum.normalize() if isinstance(maximum, Decimal) else maximum
+                    parts.append(f"{label}={amount}/{user_quota.period}")
+        return " ".join(parts) or "none"
