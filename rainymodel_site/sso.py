@@ -26,7 +26,8 @@ import jwt
 import requests
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
-from django.http import Http404
+from django.http import Http404, HttpResponse
+from django.views import View
 from mozilla_django_oidc import auth as oidc_auth  # type: ignore[import-untyped]
 from mozilla_django_oidc import views as oidc_views
 from mozilla_django_oidc.utils import import_from_settings  # type: ignore[import-untyped]
@@ -147,9 +148,24 @@ class _OnlyWhenEnabled:
 
 
 class AuthenticateView(_OnlyWhenEnabled, oidc_views.OIDCAuthenticationRequestView):
-    def __init__(self, **kwargs):  # the parent reads the endpoints at construction, before dispatch's check
+    """Sends the browser to the provider. The parent reads the endpoints at construction; here that waits until
+    dispatch, so that an unconfigured site answers 404 and an unreachable provider a clear 503, not a 500."""
+
+    def __init__(self, **kwargs):
+        View.__init__(self, **kwargs)
+
+    def dispatch(self, request, *args, **kwargs):
         if enabled():
-            super().__init__(**kwargs)
+            try:
+                oidc_views.OIDCAuthenticationRequestView.__init__(self)
+            except requests.RequestException as exc:
+                log.warning("Orcest Login's discovery document cannot be fetched: %s", exc)
+                return HttpResponse(
+                    "Orcest Login cannot be reached right now. Sign in with your password, or try again later.",
+                    status=503,
+                    content_type="text/plain",
+                )
+        return super().dispatch(request, *args, **kwargs)
 
 
 class CallbackView(_OnlyWhenEnabled, oidc_views.OIDCAuthenticationCallbackView):
