@@ -19,14 +19,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 import jwt
 import requests
 from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY
 from django.core.exceptions import SuspiciousOperation
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.views import View
 from mozilla_django_oidc import auth as oidc_auth  # type: ignore[import-untyped]
 from mozilla_django_oidc import views as oidc_views
@@ -196,3 +198,16 @@ def provider_logout_url(request) -> str:
 def context(request) -> dict[str, bool]:
     """Template context: whether to show "Sign in with Orcest"."""
     return {"orcest_sso": enabled()}
+
+
+def logout_view(fallback: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The site's logout (the usage pages' and the admin's): a session signed in through Orcest Login is ended here
+    and at the provider (LogoutView); any other session is handled by `fallback`, Django's own view, as before."""
+
+    def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        signed_in_by_sso = request.session.get(BACKEND_SESSION_KEY) == f"{__name__}.OrcestBackend"
+        if request.method == "POST" and enabled() and signed_in_by_sso:
+            return LogoutView.as_view()(request)
+        return fallback(request, *args, **kwargs)
+
+    return view

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from rainymodel_site import health, login, pages, sso
@@ -16,6 +17,9 @@ urlpatterns = [
     path("oidc/authenticate/", sso.AuthenticateView.as_view(), name="oidc_authentication_init"),
     path("oidc/callback/", sso.CallbackView.as_view(), name="oidc_authentication_callback"),
     path("oidc/logout/", sso.LogoutView.as_view(), name="oidc_logout"),
+    # Logout also ends the Orcest Login session for users signed in through it (rainymodel_site/sso.py).
+    path("accounts/logout/", sso.logout_view(auth_views.LogoutView.as_view())),
+    path("admin/logout/", sso.logout_view(admin.site.admin_view(admin.site.logout))),
     path("admin/", admin.site.urls),
     path("v1/usage", usage_api.usage_view),
     path("v1/", include("routing.proxy.urls")),
