@@ -8,7 +8,9 @@ Users are linked by the token's `sub`: the local username is `orcest:<sub>`, so 
 over a local password account by choosing its `preferred_username` or email. Email and name are copied from the
 claims at every sign-in, and so are staff and superuser status from the groups claim
 (`RAINYMODEL_OIDC_GROUPS_CLAIM`, `RAINYMODEL_OIDC_STAFF_GROUPS`, `RAINYMODEL_OIDC_SUPERUSER_GROUPS`): removing a
-user from the group at the provider removes the status at their next sign-in.
+user from the group at the provider removes the status at their next sign-in. A staff user's permissions come from
+the local groups (Django admin, Groups) named like their provider groups: membership of those is set at every
+sign-in too.
 
 ID tokens are checked for signature (the provider's JWKS), expiry, issuer, audience and nonce; anything else
 ends in the sign-in page again, never a session.
@@ -27,6 +29,7 @@ import jwt
 import requests
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY
+from django.contrib.auth.models import Group
 from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import View
@@ -135,6 +138,8 @@ class OrcestBackend(oidc_auth.OIDCAuthenticationBackend):
         user.is_superuser = bool(groups & set(settings.RAINYMODEL_OIDC_SUPERUSER_GROUPS))
         user.is_staff = user.is_superuser or bool(groups & set(settings.RAINYMODEL_OIDC_STAFF_GROUPS))
         user.save()
+        # Permissions in the admin: membership of the local groups named like the user's provider groups.
+        user.groups.set(Group.objects.filter(name__in=groups))
         return user
 
 

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.test import override_settings
 
 from rainymodel_site import sso
@@ -53,7 +54,12 @@ def test_groups_map_to_staff_and_superuser_at_every_sign_in():
     assert user.username == "orcest:s-1" and user.email == "c@example.test" and user.first_name == "Carol"
     assert user.is_staff and not user.is_superuser and not user.has_usable_password()
 
+    ops = Group.objects.create(name="ops")  # a local group named like the provider's: its permissions apply
+    user = backend.update_user(user, claims)
+    assert list(user.groups.all()) == [ops]
+
     user = backend.update_user(user, {**claims, "groups": ["root"]})
+    assert not user.groups.exists()
     assert user.is_staff and user.is_superuser
 
     user = backend.update_user(user, {**claims, "groups": []})  # removed from the groups at the provider
