@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 import jwt
 import requests
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY
+from django.contrib.auth import BACKEND_SESSION_KEY, get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
@@ -86,7 +86,20 @@ class OrcestBackend(oidc_auth.OIDCAuthenticationBackend):
 
     get_settings = staticmethod(get_settings)
 
+    def __init__(self, *args, **kwargs):
+        # Django builds every listed backend for every password sign-in and every signed-in request: an unreachable
+        # provider must not break those, only sign-in through it.
+        self.unavailable = False
+        try:
+            super().__init__(*args, **kwargs)
+        except requests.RequestException as exc:
+            log.warning("Orcest Login's discovery document cannot be fetched: %s", exc)
+            self.unavailable = True
+            self.UserModel = get_user_model()
+
     def authenticate(self, request, **kwargs):
+        if self.unavailable:
+            return None
         try:
             return super().authenticate(request, **kwargs)
         except (SuspiciousOperation, jwt.InvalidTokenError, requests.RequestException) as exc:

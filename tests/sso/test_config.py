@@ -73,3 +73,16 @@ def test_the_provider_cannot_pick_a_local_account():
     backend.UserModel = get_user_model()
     assert not backend.filter_users_by_claims({"sub": "admin", "preferred_username": "admin"}).exists()
     assert sso.username_for("x" * 200).startswith("orcest:") and len(sso.username_for("x" * 200)) <= 150
+
+
+def test_an_unreachable_provider_does_not_break_password_sign_in_or_signed_in_sessions(client):
+    get_user_model().objects.create_user("dora", password="dora-local-pass-1")
+    sso._discovery.clear()
+    with override_settings(
+        RAINYMODEL_OIDC_ISSUER=f"http://127.0.0.1:{_closed_port()}",
+        OIDC_RP_CLIENT_ID="x",
+        AUTHENTICATION_BACKENDS=["rainymodel_site.sso.OrcestBackend", "django.contrib.auth.backends.ModelBackend"],
+    ):
+        response = client.post("/accounts/login/", {"username": "dora", "password": "dora-local-pass-1"})
+        assert response.status_code == 302 and response["Location"] == "/usage/"
+        assert client.get("/usage/").status_code == 200
