@@ -208,3 +208,24 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
+
+# Single sign-on with Orcest Login (OpenID Connect; rainymodel_site/sso.py, docs/users.md). With
+# RAINYMODEL_OIDC_ISSUER unset, sign-in is by password only. Endpoints come from the issuer's discovery document.
+RAINYMODEL_OIDC_ISSUER = envstr("RAINYMODEL_OIDC_ISSUER").rstrip("/")
+RAINYMODEL_OIDC_GROUPS_CLAIM = envstr("RAINYMODEL_OIDC_GROUPS_CLAIM", "groups")
+RAINYMODEL_OIDC_STAFF_GROUPS = [g.strip() for g in envstr("RAINYMODEL_OIDC_STAFF_GROUPS").split(",") if g.strip()]
+RAINYMODEL_OIDC_SUPERUSER_GROUPS = [
+    g.strip() for g in envstr("RAINYMODEL_OIDC_SUPERUSER_GROUPS").split(",") if g.strip()
+]
+OIDC_RP_CLIENT_ID = envstr("RAINYMODEL_OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = envstr("RAINYMODEL_OIDC_CLIENT_SECRET")
+OIDC_RP_SCOPES = envstr("RAINYMODEL_OIDC_SCOPES", "openid email profile")
+OIDC_RP_SIGN_ALGO = envstr("RAINYMODEL_OIDC_SIGN_ALGO", "RS256")
+OIDC_USE_PKCE = True
+OIDC_STORE_ID_TOKEN = True  # the id_token_hint for the provider's end_session_endpoint at logout
+OIDC_OP_LOGOUT_URL_METHOD = "rainymodel_site.sso.provider_logout_url"
+OIDC_TIMEOUT = 10
+LOGIN_REDIRECT_URL_FAILURE = LOGIN_URL
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("rainymodel_site.sso.context")  # type: ignore[index]
+if RAINYMODEL_OIDC_ISSUER:
+    AUTHENTICATION_BACKENDS = ["rainymodel_site.sso.OrcestBackend", "django.contrib.auth.backends.ModelBackend"]

@@ -1,7 +1,8 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from rainymodel_site import health, login, pages
+from rainymodel_site import health, login, pages, sso
 from usage import api as usage_api
 
 admin.site.login_form = login.AdminLoginForm  # failed sign-ins are throttled (rainymodel_site/login.py)
@@ -13,6 +14,12 @@ urlpatterns = [
     path("health/ready", health.ready),
     path("admin/login/", login.admin_login),
     path("accounts/login/", login.LoginView.as_view(), name="login"),
+    path("oidc/authenticate/", sso.AuthenticateView.as_view(), name="oidc_authentication_init"),
+    path("oidc/callback/", sso.CallbackView.as_view(), name="oidc_authentication_callback"),
+    path("oidc/logout/", sso.LogoutView.as_view(), name="oidc_logout"),
+    # Logout also ends the Orcest Login session for users signed in through it (rainymodel_site/sso.py).
+    path("accounts/logout/", sso.logout_view(auth_views.LogoutView.as_view())),
+    path("admin/logout/", sso.logout_view(admin.site.admin_view(admin.site.logout))),
     path("admin/", admin.site.urls),
     path("v1/usage", usage_api.usage_view),
     path("v1/", include("routing.proxy.urls")),
