@@ -313,7 +313,7 @@ class APIKeyAdmin(admin.ModelAdmin):
 
 @admin.register(UserKeyCaps)
 class UserKeyCapsAdmin(admin.ModelAdmin):
-    """What plain users may give themselves on the usage pages (docs/users-keys.md); the row without a user is the
+    """What plain users may give themselves on the usage pages (docs/users.md); the row without a user is the
     default for everyone without their own."""
 
     list_display = ["__str__", "max_keys", "max_rpm", "max_tpm", "max_concurrent", "max_rotation_grace_hours"]

@@ -185,7 +185,7 @@ class Quota(models.Model):
 
 
 class UserKeyCaps(models.Model):
-    """What a user may give themselves on the usage pages (docs/users-keys.md). The row with no user is the default
+    """What a user may give themselves on the usage pages (docs/users.md). The row with no user is the default
     for users without their own. Empty fields: no cap. Staff are never capped."""
 
     user = models.OneToOneField(

@@ -83,7 +83,7 @@ def apikey_owner_create(*, username: str):
     return owner
 
 
-# --- self-service (the usage pages: docs/users-keys.md) -----------------------------------------------------------
+# --- self-service (the usage pages: docs/users.md) -----------------------------------------------------------
 
 QUOTA_CAP_FIELDS = {
     ("day", "max_requests"): "max_requests_per_day",

@@ -408,7 +408,7 @@ def request_log_csv(request):
     return response
 
 
-# --- self-service keys (docs/users-keys.md) ------------------------------------------------------------------------
+# --- self-service keys (docs/users.md) ------------------------------------------------------------------------
 # A signed-in user creates, rotates and revokes their OWN keys here, within the caps staff set (apikeys.UserKeyCaps);
 # a key someone else owns answers 404, staff included (staff manage other people's keys in the admin). A new or
 # rotated key's full secret waits in the server-side session for the one page that shows it, as in the admin

@@ -1,4 +1,4 @@
-"""Self-service keys (docs/users-keys.md): per-user caps, unique names per owner, rotation with a graced previous
+"""Self-service keys (docs/users.md): per-user caps, unique names per owner, rotation with a graced previous
 secret (checked by the real auth over the real snapshot), and the migration that renames existing duplicates."""
 
 from __future__ import annotations

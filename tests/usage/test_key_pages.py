@@ -1,4 +1,4 @@
-"""Self-service key pages (docs/users-keys.md): a signed-in user creates a key and sees it once, rotates and revokes
+"""Self-service key pages (docs/users.md): a signed-in user creates a key and sees it once, rotates and revokes
 their own keys, is refused past their caps with the cap named, and gets 404 for anyone else's key. POSTs need CSRF."""
 
 from __future__ import annotations

@@ -365,3 +365,15 @@ def test_a_period_whose_requests_cost_nothing_says_so(client, traffic):
     assert requests >= 3
     assert f"Cost was $0 for the {requests:,} requests in this period" in body
     assert "No requests in this period" not in body
+
+
+def test_the_header_names_a_user_by_full_name_then_email(client, users):
+    """Users signed in through Orcest Login have an opaque username (`orcest:<sub>`): show who they are instead."""
+    _, alice, _ = users
+    client.force_login(alice)
+    alice.first_name, alice.last_name, alice.email = "", "", "alice@example.com"
+    alice.save()
+    assert "<strong>alice@example.com</strong>" in client.get("/usage/").content.decode()
+    alice.first_name, alice.last_name = "Alice", "Liddell"
+    alice.save()
+    assert "<strong>Alice Liddell</strong>" in client.get("/usage/").content.decode()
