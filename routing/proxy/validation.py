@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rainymodel_site.api_errors import ApiError
+from routing.proxy.wording import invalid_value_message, wrong_type_message
 
 MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
@@ -286,29 +287,8 @@ def _missing(param: str) -> InvalidRequest:
 
 
 def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(
-        "invalid_type", f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.", param
-    )
+    return InvalidRequest("invalid_type", wrong_type_message(param, expected, value), param)
 
 
-def _invalid_value(param: str, value: str, supported: tuple[str, ...]) -> InvalidRequest:
-    names = ", ".join(f"'{s}'" for s in supported[:-1]) + f", and '{supported[-1]}'"
-    shown = value if len(value) <= 40 else value[:40] + "..."
-    return InvalidRequest("invalid_value", f"Invalid value: '{shown}'. Supported values are: {names}.", param)
-
-
-def _json_type(value: Any) -> str:
-    """The JSON type of a decoded value, worded as OpenAI's errors word it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+def _invalid_value(param: str, value: Any, supported: tuple[str, ...]) -> InvalidRequest:
+    return InvalidRequest("invalid_value", invalid_value_message(value, supported), param)

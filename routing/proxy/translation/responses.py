@@ -42,6 +42,8 @@ from typing import Any
 
 import orjson
 
+from routing.proxy.wording import invalid_value_message, wrong_type_message
+
 # Built-in tools OpenAI runs itself; a chat-completions upstream cannot, so asking for one is a 400, never a tool
 # silently dropped (the model would answer without the search/file/computer the client thinks it has).
 BUILT_IN_TOOLS = (
@@ -905,31 +907,8 @@ def _missing(param: str) -> ResponsesRequestError:
 
 
 def _wrong_type(param: str, expected: str, value: Any) -> ResponsesRequestError:
-    return ResponsesRequestError(
-        "invalid_type", f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.", param
-    )
+    return ResponsesRequestError("invalid_type", wrong_type_message(param, expected, value), param)
 
 
 def _invalid_value(param: str, value: Any, supported: tuple[str, ...]) -> ResponsesRequestError:
-    if len(supported) == 1:
-        names = f"'{supported[0]}'"
-    else:
-        names = ", ".join(f"'{s}'" for s in supported[:-1]) + f", and '{supported[-1]}'"
-    shown = str(value) if len(str(value)) <= 40 else str(value)[:40] + "..."
-    return ResponsesRequestError("invalid_value", f"Invalid value: '{shown}'. Supported values are: {names}.", param)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+    return ResponsesRequestError("invalid_value", invalid_value_message(value, supported), param)
