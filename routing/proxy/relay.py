@@ -73,15 +73,22 @@ class ChatEvents:
         return Relay.interruption_event(reason)
 
 
-def is_valid_first_event(payload: bytes) -> bool:
-    """Before headers are sent, only a real completion chunk counts as 'the first event'."""
+def completion_chunk(payload: bytes) -> dict | None:
+    """The event as a completion chunk (a JSON object with a `choices` list and no `error`), else None."""
     if payload == DONE:
-        return False
+        return None
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and "error" not in obj and isinstance(obj.get("choices"), list)
+        return None
+    if not isinstance(obj, dict) or "error" in obj or not isinstance(obj.get("choices"), list):
+        return None
+    return obj
+
+
+def is_valid_first_event(payload: bytes) -> bool:
+    """Before headers are sent, only a real completion chunk counts as 'the first event'."""
+    return completion_chunk(payload) is not None
 
 
 class Relay:

@@ -21,8 +21,7 @@ from typing import Any
 import orjson
 
 from routing.proxy.operations import Operation, StreamRules
-from routing.proxy.relay import ChatEvents
-from routing.proxy.sse import DONE
+from routing.proxy.relay import ChatEvents, completion_chunk
 from routing.proxy.validation import (
     InvalidRequest,
     check_bool,
@@ -167,19 +166,11 @@ def usage(data: dict) -> tuple[int | None, int | None, int]:
 
 def is_valid_first_event(payload: bytes) -> bool:
     """Before headers are sent, only a completion chunk with `choices[].text` counts as the first event."""
-    if payload == DONE:
-        return False
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return False
-    if not isinstance(obj, dict) or "error" in obj:
-        return False
-    choices = obj.get("choices")
+    chunk = completion_chunk(payload)
     return (
-        isinstance(choices, list)
-        and bool(choices)
-        and all(isinstance(c, dict) and isinstance(c.get("text"), str) for c in choices)
+        chunk is not None
+        and bool(chunk["choices"])
+        and all(isinstance(c, dict) and isinstance(c.get("text"), str) for c in chunk["choices"])
     )
 
 
