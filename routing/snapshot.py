@@ -271,24 +271,10 @@ def build_snapshot(version: int) -> Snapshot:
 
         quotas: dict[int, list[QuotaInfo]] = {}
         for q in Quota.objects.all():
-            quotas.setdefault(q.api_key_id, []).append(
-                QuotaInfo(
-                    period=q.period,
-                    max_requests=q.max_requests,
-                    max_tokens=q.max_tokens,
-                    max_cost_usd=None if q.max_cost_usd is None else float(q.max_cost_usd),
-                )
-            )
+            quotas.setdefault(q.api_key_id, []).append(_quota_info(q))
         user_quotas: dict[int, list[QuotaInfo]] = {}
         for uq in UserQuota.objects.all():
-            user_quotas.setdefault(uq.user_limits_id, []).append(
-                QuotaInfo(
-                    period=uq.period,
-                    max_requests=uq.max_requests,
-                    max_tokens=uq.max_tokens,
-                    max_cost_usd=None if uq.max_cost_usd is None else float(uq.max_cost_usd),
-                )
-            )
+            user_quotas.setdefault(uq.user_limits_id, []).append(_quota_info(uq))
         owner_limits: dict[int, UserLimitsInfo] = {}
         for ul in UserLimits.objects.select_related("user"):
             info = UserLimitsInfo(
@@ -519,3 +505,13 @@ def stop_refresher() -> None:
         _holder.stop.set()
     if thread is not None:
         thread.join(5)
+
+
+def _quota_info(quota: Quota | UserQuota) -> QuotaInfo:
+    """A key's or a user's quota row as the request path reads it."""
+    return QuotaInfo(
+        period=quota.period,
+        max_requests=quota.max_requests,
+        max_tokens=quota.max_tokens,
+        max_cost_usd=None if quota.max_cost_usd is None else float(quota.max_cost_usd),
+    )
