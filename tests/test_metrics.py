@@ -100,3 +100,19 @@ def test_no_key_label_unless_asked_for():
         kind="prompt",
         key="rm-abcdefgh",
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_log_row_the_database_refuses_counts_as_dropped():
+    from prometheus_client import REGISTRY
+
+    from tests.usage.test_writer import row as log_row
+    from usage.writer import LogWriter
+
+    writer = LogWriter()
+    writer.enqueue = writer._buffer.append  # type: ignore[method-assign]  # no thread: flush by hand
+    writer.enqueue(log_row("req_good"))
+    writer.enqueue(log_row("req_bad", latency_ms=-5))  # a positive-integer column refuses it
+    before = REGISTRY.get_sample_value("rainymodel_log_rows_dropped_total")
+    assert writer.flush() == 1
+    assert REGISTRY.get_sample_value("rainymodel_log_rows_dropped_total") == before + 1
