@@ -110,7 +110,7 @@ def test_a_log_row_the_database_refuses_counts_as_dropped():
     from usage.writer import LogWriter
 
     writer = LogWriter()
-    writer.enqueue = writer._buffer.append  # type: ignore[method-assign]  # no thread: flush by hand
+    writer.enqueue = writer._buffer.append  # no thread: flush by hand
     writer.enqueue(log_row("req_good"))
     writer.enqueue(log_row("req_bad", latency_ms=-5))  # a positive-integer column refuses it
     before = REGISTRY.get_sample_value("rainymodel_log_rows_dropped_total")
