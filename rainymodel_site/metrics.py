@@ -24,6 +24,7 @@ routing/reasons.py); never the client's own text (the requested model, a request
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -43,6 +44,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 # Seconds, resolving single milliseconds at the low end (loopback upstreams, cache hits) up to a long stream.
 BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+
+log = logging.getLogger(__name__)
 
 # No `*_created` series: multiprocess mode has none, so one process and many expose the same names.
 disable_created_metrics()
@@ -165,11 +168,12 @@ class Metrics:
         route = (alias, provider, tier)
         if row["ttft_ms"] is not None:
             self._child(self.ttft, route).observe(row["ttft_ms"] / 1000)
-        if row["prompt_tokens"]:
+        # An upstream may report negative usage; a counter refuses to go down.
+        if row["prompt_tokens"] > 0:
             self._child(self.tokens, route + ("prompt",) + key).inc(row["prompt_tokens"])
-        if row["completion_tokens"]:
+        if row["completion_tokens"] > 0:
             self._child(self.tokens, route + ("completion",) + key).inc(row["completion_tokens"])
-        if row["cost_usd"]:
+        if row["cost_usd"] > 0:
             self._child(self.cost, route + key).inc(row["cost_usd"])
         for attempt in attempts:
             self._child(self.attempts, (attempt.provider, attempt.tier, attempt.outcome)).inc()
@@ -181,7 +185,10 @@ METRICS = Metrics(per_key=settings.RAINYMODEL_METRICS_PER_KEY)
 
 
 def record_call(row: Mapping[str, Any], attempts: Iterable[AttemptLike], seconds: float) -> None:
-    METRICS.record_call(row, attempts, seconds)
+    try:
+        METRICS.record_call(row, attempts, seconds)
+    except Exception:  # a metric must never fail the call it describes
+        log.exception("recording the metrics of %s failed", row.get("id"))
 
 
 def record_limit_rejection(kind: str, scope: str) -> None:

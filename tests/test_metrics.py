@@ -116,3 +116,21 @@ def test_a_log_row_the_database_refuses_counts_as_dropped():
     before = REGISTRY.get_sample_value("rainymodel_log_rows_dropped_total")
     assert writer.flush() == 1
     assert REGISTRY.get_sample_value("rainymodel_log_rows_dropped_total") == before + 1
+
+
+def test_negative_usage_from_an_upstream_is_not_counted():
+    registry = CollectorRegistry()
+    m = Metrics(registry=registry)
+    m.record_call(row(prompt_tokens=-5, completion_tokens=-1, cost_usd=-0.1), [], 0.1)
+    route = {"alias": "rainymodel/auto", "provider": "openrouter", "tier": "premium"}
+    assert sample(registry, "rainymodel_tokens_total", **route, kind="prompt") == 0
+    assert sample(registry, "rainymodel_cost_usd_total", **route) == 0
+    assert (
+        sample(
+            registry,
+            "rainymodel_requests_total",
+            **{k: v for k, v in row().items() if k in ("endpoint", "alias", "policy", "tier", "provider")},
+            status="200",
+        )
+        == 1
+    )
