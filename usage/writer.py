@@ -113,6 +113,7 @@ class LogWriter:
         # The thread keeps its database connection between flushes (reconnecting every second costs CPU the event
         # loop then waits for); after an error it is dropped, and a fresh one is opened for the retry.
         interval = settings.RAINYMODEL_LOG_FLUSH_S
+        metrics.log_flushed(0)  # a writer that just started is not behind
         try:
             while not self._stopping.is_set():
                 self._wake.wait(interval)

@@ -138,6 +138,7 @@ def test_two_workers_scrape_to_the_exact_sums(
             assert total(samples, "rainymodel_cost_usd_total") == pytest.approx(sum(float(r.cost_usd) for r in rows))
             assert total(samples, "rainymodel_log_rows_written_total") == calls
             assert total(samples, "rainymodel_log_rows_dropped_total") == 0
+            assert time.time() - 10 < total(samples, "rainymodel_log_last_flush_timestamp_seconds") <= time.time()
             assert total(samples, "rainymodel_breaker_state", scope="provider", provider="primary", state="closed") == 1
     finally:
         server.stop()
