@@ -16,10 +16,11 @@ Across gunicorn workers prometheus-client's multiprocess mode sums every worker'
 PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus_client. Without it (`make run`, one process) the
 values live in this process's default registry.
 
-Cost: a few dict lookups and mmap writes per call, no I/O, no lock shared with another request (bench/metrics_cost.py
-measures it; docs/benchmarks.md). Label children are cached in a dict because `.labels()` validates and stringifies
-its arguments on every call. Labels are small closed sets (names from the snapshot, status codes, reasons from
-routing/reasons.py); never the client's own text (the requested model, a request id), never a secret.
+Cost: two dict lookups and one write per value (an mmap write in multiprocess mode), no I/O, no lock shared with
+another request (bench/metrics_cost.py measures it; docs/benchmarks.md). Label children are cached per kind of call
+and per kind of attempt, because `.labels()` validates and stringifies its arguments on every call. Labels are small
+closed sets (names from the snapshot, status codes, reasons from routing/reasons.py); never the client's own text
+(the requested model, a request id), never a secret.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -150,6 +152,8 @@ class Metrics:
             "Request-log rows dropped: the buffer was full, or the database refused the row for good.",
             registry=registry,
         )
+        self._calls: dict[tuple, CallSeries] = {}
+        self._attempts: dict[tuple, AttemptSeries] = {}
         self._children: dict[tuple, Any] = {}
 
     def _child(self, metric, values: tuple) -> Any:
@@ -159,26 +163,67 @@ class Metrics:
             child = self._children[cache_key] = metric.labels(*[str(v) for v in values])
         return child
 
+    def _call_series(self, values: tuple) -> CallSeries:
+        endpoint, alias, policy, tier, provider, status, *key = values
+        route = (alias, provider, tier)
+        series = self._calls[values] = CallSeries(
+            requests=self._child(self.requests, values),
+            duration=self._child(self.request_duration, (endpoint, alias)),
+            ttft=self._child(self.ttft, route),
+            prompt=self._child(self.tokens, (*route, "prompt", *key)),
+            completion=self._child(self.tokens, (*route, "completion", *key)),
+            cost=self._child(self.cost, (*route, *key)),
+        )
+        return series
+
+    def _attempt_series(self, values: tuple) -> AttemptSeries:
+        provider, tier, _ = values
+        series = self._attempts[values] = AttemptSeries(
+            count=self._child(self.attempts, values), duration=self._child(self.attempt_duration, (provider, tier))
+        )
+        return series
+
     def record_call(self, row: Mapping[str, Any], attempts: Iterable[AttemptLike], seconds: float) -> None:
         """One call, from the RequestLog row it becomes (usage/writer.py's shape) and its attempts."""
-        alias, tier, provider = row["alias"], row["tier"], row["provider"]
-        key = (row["key_prefix"] or "none",) if self.per_key else ()
-        self._child(self.requests, (row["endpoint"], alias, row["policy"], tier, provider, row["status"]) + key).inc()
-        self._child(self.request_duration, (row["endpoint"], alias)).observe(seconds)
-        route = (alias, provider, tier)
+        values = (row["endpoint"], row["alias"], row["policy"], row["tier"], row["provider"], row["status"])
+        if self.per_key:
+            values += (row["key_prefix"] or "none",)
+        series = self._calls.get(values) or self._call_series(values)
+        series.requests.inc()
+        series.duration.observe(seconds)
         if row["ttft_ms"] is not None:
-            self._child(self.ttft, route).observe(row["ttft_ms"] / 1000)
+            series.ttft.observe(row["ttft_ms"] / 1000)
         # An upstream may report negative usage; a counter refuses to go down.
         if row["prompt_tokens"] > 0:
-            self._child(self.tokens, route + ("prompt",) + key).inc(row["prompt_tokens"])
+            series.prompt.inc(row["prompt_tokens"])
         if row["completion_tokens"] > 0:
-            self._child(self.tokens, route + ("completion",) + key).inc(row["completion_tokens"])
+            series.completion.inc(row["completion_tokens"])
         if row["cost_usd"] > 0:
-            self._child(self.cost, route + key).inc(row["cost_usd"])
+            series.cost.inc(row["cost_usd"])
         for attempt in attempts:
-            self._child(self.attempts, (attempt.provider, attempt.tier, attempt.outcome)).inc()
+            values = (attempt.provider, attempt.tier, attempt.outcome)
+            one = self._attempts.get(values) or self._attempt_series(values)
+            one.count.inc()
             if attempt.seconds is not None:
-                self._child(self.attempt_duration, (attempt.provider, attempt.tier)).observe(attempt.seconds)
+                one.duration.observe(attempt.seconds)
+
+
+@dataclass(slots=True)
+class CallSeries:
+    """The label children one kind of call records into, looked up once per call instead of once per metric."""
+
+    requests: Any
+    duration: Any
+    ttft: Any
+    prompt: Any
+    completion: Any
+    cost: Any
+
+
+@dataclass(slots=True)
+class AttemptSeries:
+    count: Any
+    duration: Any
 
 
 METRICS = Metrics(per_key=settings.RAINYMODEL_METRICS_PER_KEY)
