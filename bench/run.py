@@ -524,6 +524,7 @@ def main(argv=None) -> int:
         "and with N workers, interleaved, plus the exact-limits and log-row checks (bench/scaling.py)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --workers: 1-worker/N-worker rounds")
+    parser.add_argument("--limit", type=int, default=50, help="with --workers: the rpm and request quota checked")
     args = parser.parse_args(argv)
     check_server_arguments(parser, args)
 
