@@ -23,12 +23,12 @@ import os
 import secrets
 import shutil
 import statistics
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from bench import run
+from bench.hostile import ProductionServer
 from bench.loadgen import Connection
 from bench.procstat import CpuMeter, children, rss_mb
 from tests.fakes.server import ServerFailed
@@ -36,20 +36,9 @@ from tests.fakes.server import ServerFailed
 GRACEFUL_STOP_S = 60.0  # gunicorn.conf.py gives in-flight calls 50 s, then each worker flushes its log rows
 
 
-class GunicornServer(run.RainyModelServer):
-    """RainyModel started by the production command: gunicorn reads gunicorn.conf.py from the project directory;
-    only the bind address (loopback, a free port) and the number of workers are given on the command line."""
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(self.workers),
-        ]
+class GunicornServer(ProductionServer):
+    """The production command (bench/hostile.py: gunicorn reads gunicorn.conf.py from the project directory; only
+    the loopback bind address and the number of workers are on the command line), waited for worker by worker."""
 
     def wait_for_workers(self, timeout: float = 30.0) -> list[int]:
         """The worker pids, once all have forked and each answers /health (gunicorn accepts before all are up)."""
