@@ -8,6 +8,7 @@ awaited); the sessions add up until `GET /__bench/pyinstrument?name=NAME` writes
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,8 @@ OUT = Path(os.environ.get("RAINYMODEL_BENCH_PYINSTRUMENT_DIR", "."))
 _profiler = Profiler(
     interval=float(os.environ.get("RAINYMODEL_BENCH_PYINSTRUMENT_INTERVAL", "0.0001")), async_mode="enabled"
 )
+
+_one_at_a_time = asyncio.Lock()
 
 
 async def application(scope, receive, send):
@@ -38,10 +41,13 @@ async def application(scope, receive, send):
         await send({"type": "http.response.body", "body": body})
         return
     if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-        _profiler.start()
-        try:
-            await rainymodel(scope, receive, send)
-        finally:
-            _profiler.stop()
+        # One request at a time: a kept-alive client's next request can arrive while this one's application call
+        # is still finishing (after its last body byte), and one profiler cannot run twice.
+        async with _one_at_a_time:
+            _profiler.start()
+            try:
+                await rainymodel(scope, receive, send)
+            finally:
+                _profiler.stop()
         return
     await rainymodel(scope, receive, send)
