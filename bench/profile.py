@@ -293,16 +293,15 @@ def profile_single(database_url: str, secret: str, key: str, args, stamp: str) -
 
         for stream in (False, True):
             mode = "stream" if stream else "non-stream"
-            target.load(stream, count=args.warmup)
-            httpx.get(f"{server.url}/__bench/pyinstrument?name=discard", timeout=30)  # the warmup's sessions
+            target.load(stream, count=min(args.warmup, 50))  # profiled too: enough to warm up
+            httpx.get(f"{server.url}/__bench/pyinstrument", timeout=60).raise_for_status()  # forget the warmup
             result = target.load(stream, count=args.single)
             name = f"profile-{stamp}-{mode}-single"
-            answer = httpx.get(f"{server.url}/__bench/pyinstrument?name={name}", timeout=60)
+            # Rendering takes a while: the HTML holds every sample of every request.
+            answer = httpx.get(f"{server.url}/__bench/pyinstrument?name={name}", timeout=600)
             answer.raise_for_status()
             log(f"pyinstrument {mode}: {result.ok} requests -> {answer.text.strip()}")
             written += [run.RESULTS / f"{name}.html", run.RESULTS / f"{name}.txt"]
-        for suffix in ("html", "txt"):
-            (run.RESULTS / f"discard.{suffix}").unlink(missing_ok=True)
     finally:
         server.stop()
     return written
@@ -322,7 +321,7 @@ def main(argv=None) -> int:
         default=True,
         help="also profile single requests with pyinstrument (default: yes)",
     )
-    parser.add_argument("--single", type=int, default=300, help="sequential requests profiled by pyinstrument")
+    parser.add_argument("--single", type=int, default=100, help="sequential requests profiled by pyinstrument")
     parser.add_argument("--mode", choices=("both", "non-stream", "stream"), default="both")
     run.add_server_arguments(parser)
     args = parser.parse_args(argv)
@@ -369,6 +368,8 @@ def main(argv=None) -> int:
             files += [raw, scope]
             summaries[mode] = {"figures": figures, **summary}
             report.append(summary_markdown(mode, summary, figures))
+            (run.RESULTS / f"profile-{stamp}.md").write_text("\n".join(report) + "\n")  # kept if a later step fails
+            print(report[-1], flush=True)
         server.stop()
         server = None
         if args.pyinstrument:
@@ -383,7 +384,7 @@ def main(argv=None) -> int:
             run.recreate_postgres(args.postgres, create=False)
     report.append("Files: " + ", ".join(f"`{f.relative_to(ROOT)}`" for f in files))
     text = "\n".join(report) + "\n"
-    print(text)
+    print(report[-1])
     (run.RESULTS / f"profile-{stamp}.md").write_text(text)
     (run.RESULTS / f"profile-{stamp}.json").write_text(json.dumps(summaries, indent=2))
     return 0

@@ -3,7 +3,8 @@ production: nothing imports this module but the benchmark's server command).
 
 Each API request is profiled (async mode: time spent awaiting the upstream shows as `[await]` under the line that
 awaited); the sessions add up until `GET /__bench/pyinstrument?name=NAME` writes them to
-`$RAINYMODEL_BENCH_PYINSTRUMENT_DIR/NAME.html` and `NAME.txt` and starts afresh. Meant for one client at a time.
+`$RAINYMODEL_BENCH_PYINSTRUMENT_DIR/NAME.html` and `NAME.txt` and starts afresh (without `name`: starts afresh
+without writing). Meant for one client at a time.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ _one_at_a_time = asyncio.Lock()
 
 async def application(scope, receive, send):
     if scope["type"] == "http" and scope["path"] == "/__bench/pyinstrument":
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", scope["query_string"].decode().partition("name=")[2]) or "profile"
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", scope["query_string"].decode().partition("name=")[2])
         session = _profiler.last_session
-        if session is None:
+        if not name:  # no name: forget what was profiled so far (the warmup)
+            _profiler.reset()
+            status, body = 200, b"reset\n"
+        elif session is None:
             status, body = 404, b"nothing profiled yet\n"
         else:
             (OUT / f"{name}.html").write_text(_profiler.output_html())

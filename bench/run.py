@@ -553,7 +553,7 @@ def main(argv=None) -> int:
     try:
         key = setup_database(database_url, secret, fake_port)
         server = bench_server(database_url, secret, args.redis_url).start()
-        log(f"fake upstream on :{fake_port}, RainyModel on {server.url} (pid {server.pid}), db in {workdir}")
+        log(f"fake upstream on :{fake_port}, RainyModel on {server.url} (pid {server.pid}), database {database_url}")
 
         direct = Target("direct", fake_port, "/v1/chat/completions", "fake-model", None)
         rainymodel = Target("rainymodel", server.port, "/v1/chat/completions", ALIAS, key)
