@@ -42,12 +42,14 @@ class GunicornServer(ProductionServer):
 
     def wait_for_workers(self, timeout: float = 30.0) -> list[int]:
         """The worker pids, once all have forked and each answers /health (gunicorn accepts before all are up)."""
+        master = self.pid
+        assert master is not None, "start() first"
         deadline = time.monotonic() + timeout
-        while len(children(self.pid)) < self.workers:
+        while len(children(master)) < self.workers:
             if time.monotonic() > deadline:
-                raise ServerFailed(f"gunicorn started {children(self.pid)} of {self.workers} workers")
+                raise ServerFailed(f"gunicorn started {children(master)} of {self.workers} workers")
             time.sleep(0.1)
-        return children(self.pid)
+        return children(master)
 
 
 def statuses(port: int, request: bytes, clients: int, count: int) -> Counter[int]:
@@ -83,7 +85,7 @@ def measure_workers(server: GunicornServer, target: run.Target, fake_pid: int, a
     for stream in (False, True):
         mode = "stream" if stream else "non-stream"
         target.load(stream, clients=args.clients, duration=1.0)  # every worker warm (snapshot, pool, JIT caches)
-        meter = CpuMeter({"workers": pids, "master": [server.pid], "fake": [fake_pid]}).start()
+        meter = CpuMeter({"workers": pids, "master": [server.pid or 0], "fake": [fake_pid]}).start()
         started = time.perf_counter()
         result = target.load(stream, clients=args.clients, duration=args.duration)
         wall = time.perf_counter() - started

@@ -1,4 +1,4 @@
-"""`make profile`'s summary of py-spy samples (bench/profile.py): which area and thread a stack's time belongs to.
+"""`make profile`'s summary of py-spy samples (bench/stacks.py): which area and thread a stack's time belongs to.
 
 The stacks are written as py-spy writes them with `--format raw --full-filenames`; the paths are this machine's
 (project, site-packages, standard library), so the classification is tested against the real layout.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import profile
+from bench import stacks as profile
 from bench.procstat import CpuMeter, cpu_seconds
 
 SITE = Path(pytest.__file__).resolve().parent.parent  # site-packages
