@@ -1,0 +1,188 @@
+"""The audit trail's admin pages: each audited object's History page (`HistoryAdmin`, the base of their admins) and
+one list of all recent changes across the audited models (`all_changes`, /admin/changes/).
+
+Both only read the historical tables (audit/history.py); the history is a record, not an undo button, so neither
+offers a revert (SIMPLE_HISTORY_REVERT_DISABLED). A staff user sees the changes of the models they may view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.paginator import Paginator
+from django.db import models
+from django.db.models import CharField, Value
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.http import urlencode
+from simple_history.admin import SimpleHistoryAdmin
+from simple_history.template_utils import HistoricalRecordContextHelper
+from simple_history.utils import get_history_model_for_model
+
+from audit.history import AUDITED
+
+PAGE_SIZE = 50
+EMPTY = (None, "", [], {})
+COLUMNS = ("model_label", "history_id", "history_date")
+
+
+class HistoryAdmin(SimpleHistoryAdmin):
+    """An audited model's admin: its History page lists every version with who, from where, why and the field diff.
+
+    `history_children` names the models edited inline on this page, as (app_label.model, field pointing here), so the
+    History page links to their changes in the list of all changes (an alias's routes, a key's quotas)."""
+
+    history_list_display = ["source", "by"]
+    object_history_template = "admin/audit/object_history.html"
+    history_children: tuple[tuple[str, str], ...] = ()
+
+    @admin.display(description="source")
+    def source(self, record):
+        return record.history_source
+
+    @admin.display(description="by")
+    def by(self, record):
+        return record.history_actor
+
+    def history_view(self, request, object_id, extra_context=None):
+        links = [
+            (label, f"{reverse('audit-changes')}?{urlencode({'model': label, field: object_id})}")
+            for label, field in self.history_children
+        ]
+        links.append(
+            ("all", f"{reverse('audit-changes')}?{urlencode({'model': self.opts.label_lower, 'id': object_id})}")
+        )
+        extra_context = {**(extra_context or {}), "audit_links": links}
+        return super().history_view(request, object_id, extra_context)
+
+
+def _visible(user) -> list[type[models.Model]]:
+    return [m for m in AUDITED if user.has_perm(f"{m._meta.app_label}.view_{m._meta.model_name}")]
+
+
+def _filtered(model: type[models.Model], params) -> models.QuerySet:
+    """The historical rows of `model` that the list's filters keep."""
+    historical = get_history_model_for_model(model)
+    rows = historical.objects.all()
+    if params.get("source"):
+        rows = rows.filter(history_source=params["source"])
+    if params.get("actor"):
+        rows = rows.filter(history_actor__icontains=params["actor"])
+    if params.get("type") in ("+", "~", "-"):
+        rows = rows.filter(history_type=params["type"])
+    if params.get("model") == model._meta.label_lower:
+        # One object (`id`), or the objects pointing at one (`alias=3`: that alias's routes).
+        for field in historical._meta.concrete_fields:
+            value = params.get(field.name)
+            if value and field.name in ("id", *(f.name for f in model._meta.concrete_fields if f.many_to_one)):
+                if not value.isdigit():
+                    return rows.none()
+                rows = rows.filter(**{field.attname: int(value)})
+    return rows
+
+
+def _object_name(record) -> str:
+    try:
+        return str(record.history_object)
+    except ObjectDoesNotExist:  # its __str__ names a related object that is gone (a route's alias)
+        return f"{record.instance_type._meta.verbose_name} #{record.id}"
+
+
+def _changes(model: type[models.Model], record) -> list[dict[str, Any]]:
+    """What a row changed: the field diff against the version before it; for a creation, the values it was made
+    with (empty ones left out)."""
+    helper = HistoricalRecordContextHelper(model, record)
+    if record.history_type == "~":
+        previous = record.prev_record
+        if previous is not None:
+            return helper.context_for_delta_changes(record.diff_against(previous))
+        return []
+    if record.history_type == "+":
+        shown = []
+        for field in model._meta.concrete_fields:
+            if field.primary_key or not hasattr(record, field.attname):
+                continue
+            value = getattr(record, field.attname)
+            if value in EMPTY:
+                continue
+            if field.many_to_one:
+                try:
+                    value = getattr(record, field.name)
+                except ObjectDoesNotExist:  # deleted since: its id is all there is
+                    pass
+            shown.append({"field": field.verbose_name, "old": None, "new": value})
+        return shown
+    return []
+
+
+def _history_url(model: type[models.Model], object_id) -> str | None:
+    if model not in admin.site._registry:
+        return None
+    try:
+        return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_history", args=[object_id])
+    except NoReverseMatch:
+        return None
+
+
+def all_changes(request):
+    """Every recorded change to the audited models, newest first, 50 a page; filters: model, source, actor, kind."""
+    params = request.GET
+    models_seen = _visible(request.user)
+    chosen = [m for m in models_seen if params.get("model") in (None, "", m._meta.label_lower)]
+    queries = [
+        _filtered(m, params)
+        .order_by()
+        .annotate(model_label=Value(m._meta.label_lower, output_field=CharField()))
+        .values(*COLUMNS)
+        for m in chosen
+    ]
+    page = None
+    rows = []
+    if queries:
+        combined = queries[0].union(*queries[1:], all=True) if len(queries) > 1 else queries[0]
+        page = Paginator(combined.order_by("-history_date", "-history_id"), PAGE_SIZE).get_page(params.get("p"))
+        by_label = {m._meta.label_lower: m for m in chosen}
+        wanted: dict[str, list[int]] = {}
+        for entry in page.object_list:
+            wanted.setdefault(entry["model_label"], []).append(entry["history_id"])
+        records = {}
+        for label, ids in wanted.items():
+            historical = get_history_model_for_model(by_label[label])
+            for record in historical.objects.filter(history_id__in=ids).select_related("history_user"):
+                records[label, record.history_id] = record
+        for entry in page.object_list:
+            model = by_label[entry["model_label"]]
+            record = records[entry["model_label"], entry["history_id"]]
+            rows.append(
+                {
+                    "record": record,
+                    "model": model._meta.verbose_name,
+                    "object": _object_name(record),
+                    "history_url": _history_url(model, record.id),
+                    "object_url": f"?{urlencode({'model': model._meta.label_lower, 'id': record.id})}",
+                    "changes": _changes(model, record),
+                }
+            )
+    query_without_page = urlencode([(k, v) for k, v in params.items() if k != "p" and v])
+    context = {
+        **admin.site.each_context(request),
+        "title": "All changes",
+        "subtitle": None,
+        "rows": rows,
+        "page": page,
+        "query": query_without_page,
+        "models": [(m._meta.label_lower, m._meta.verbose_name) for m in models_seen],
+        "params": params,
+        "sources": (
+            "admin",
+            "usage pages",
+            "routing import",
+            "routing load-defaults",
+            "apikey create",
+            "apikey revoke",
+            "apikey user-limits",
+        ),
+    }
+    return TemplateResponse(request, "admin/audit/changes.html", context)
