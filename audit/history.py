@@ -259,7 +259,8 @@ def record_set_null_relations() -> None:
     Called once, from AuditConfig.ready()."""
     for model in AUDITED:
         for field in model._meta.concrete_fields:
-            if field.many_to_one and field.remote_field.on_delete is models.SET_NULL:
+            relation = field.remote_field
+            if field.many_to_one and relation is not None and relation.on_delete is models.SET_NULL:
                 pre_delete.connect(
                     partial(_clear_before_delete, model, field),
                     sender=field.related_model,

@@ -7,6 +7,7 @@ offers a revert (SIMPLE_HISTORY_REVERT_DISABLED). A staff user sees the changes 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin
@@ -16,7 +17,9 @@ from django.db import models
 from django.db.models import CharField, Value
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.http import urlencode
+from django.utils.text import capfirst
 from simple_history.admin import SimpleHistoryAdmin
 from simple_history.template_utils import HistoricalRecordContextHelper
 from simple_history.utils import get_history_model_for_model
@@ -24,8 +27,17 @@ from simple_history.utils import get_history_model_for_model
 from audit.history import AUDITED
 
 PAGE_SIZE = 50
-EMPTY = (None, "", [], {})
+EMPTY: tuple[object, ...] = (None, "", [], {})
 COLUMNS = ("model_label", "history_id", "history_date")
+
+
+class ChangeText(HistoricalRecordContextHelper):
+    """simple-history's diff text, with times to the second in UTC rather than Python's repr with microseconds."""
+
+    def prepare_delta_change_value(self, change, value):
+        if isinstance(value, datetime):
+            return f"{timezone.localtime(value, UTC):%Y-%m-%d %H:%M:%S}"
+        return super().prepare_delta_change_value(change, value)
 
 
 class HistoryAdmin(SimpleHistoryAdmin):
@@ -34,17 +46,19 @@ class HistoryAdmin(SimpleHistoryAdmin):
     `history_children` names the models edited inline on this page, as (app_label.model, field pointing here), so the
     History page links to their changes in the list of all changes (an alias's routes, a key's quotas)."""
 
-    history_list_display = ["source", "by"]
     object_history_template = "admin/audit/object_history.html"
+    object_history_list_template = "admin/audit/object_history_list.html"
     history_children: tuple[tuple[str, str], ...] = ()
 
-    @admin.display(description="source")
-    def source(self, record):
-        return record.history_source
+    def get_historical_record_context_helper(self, request, historical_record):
+        return ChangeText(self.model, historical_record)
 
-    @admin.display(description="by")
-    def by(self, record):
-        return record.history_actor
+    def get_history_queryset(self, request, history_manager, pk_name, object_id):
+        # simple-history's own calls select_related() without names when a model has no foreign key, which
+        # Django deprecates.
+        records = history_manager.filter(**{pk_name: object_id}).select_related("history_user")
+        related = [f.name for f in history_manager.model.tracked_fields if isinstance(f, models.ForeignKey)]
+        return records.select_related(*related) if related else records
 
     def history_view(self, request, object_id, extra_context=None):
         links = [
@@ -93,7 +107,7 @@ def _object_name(record) -> str:
 def _changes(model: type[models.Model], record) -> list[dict[str, Any]]:
     """What a row changed: the field diff against the version before it; for a creation, the values it was made
     with (empty ones left out)."""
-    helper = HistoricalRecordContextHelper(model, record)
+    helper = ChangeText(model, record)
     if record.history_type == "~":
         previous = record.prev_record
         if previous is not None:
@@ -112,7 +126,9 @@ def _changes(model: type[models.Model], record) -> list[dict[str, Any]]:
                     value = getattr(record, field.name)
                 except ObjectDoesNotExist:  # deleted since: its id is all there is
                     pass
-            shown.append({"field": field.verbose_name, "old": None, "new": value})
+            if isinstance(value, datetime):
+                value = f"{timezone.localtime(value, UTC):%Y-%m-%d %H:%M:%S}"
+            shown.append({"field": capfirst(field.verbose_name), "old": None, "new": value})
         return shown
     return []
 

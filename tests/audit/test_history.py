@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from simple_history.utils import get_history_model_for_model
 
 from apikeys.keys import hash_key
 from apikeys.models import APIKey, Quota, UserLimits, UserQuota
@@ -267,10 +268,10 @@ def test_a_key_a_signed_in_user_creates_and_revokes_is_recorded_with_that_user(d
 
 def history_text() -> str:
     """Every value of every row of every historical table, as text."""
-    chunks = []
+    chunks: list[str] = []
     with connection.cursor() as cursor:
         for model in AUDITED:
-            table = model.history.model._meta.db_table
+            table = get_history_model_for_model(model)._meta.db_table
             cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
             chunks.extend(str(value) for row in cursor.fetchall() for value in row)
     return "\n".join(chunks)
