@@ -15,6 +15,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import CharField, Value
+from django.http import HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -59,6 +60,12 @@ class HistoryAdmin(SimpleHistoryAdmin):
         records = history_manager.filter(**{pk_name: object_id}).select_related("history_user")
         related = [f.name for f in history_manager.model.tracked_fields if isinstance(f, models.ForeignKey)]
         return records.select_related(*related) if related else records
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        # A past version is shown, never saved back: simple-history would save a POST even with revert disabled.
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
     def history_view(self, request, object_id, extra_context=None):
         links = [

@@ -108,3 +108,21 @@ def test_the_list_of_all_changes_needs_a_staff_sign_in(client, configured, djang
 
 def test_the_admin_header_links_to_the_list_of_all_changes(admin_client):
     assert f'href="{CHANGES}"' in admin_client.get(reverse("admin:index")).content.decode()
+
+
+def test_a_past_version_opens_read_only_and_cannot_be_saved_back(admin_client, configured):
+    from apikeys.models import APIKey
+    from tests.audit.test_history import provider_form
+
+    api_key = APIKey.objects.get(name="ci-runner")
+    for model, obj in ((Provider, configured), (APIKey, api_key)):
+        first = model.history.filter(id=obj.pk).earliest()
+        name = f"admin:{model._meta.app_label}_{model._meta.model_name}_simple_history"
+        response = admin_client.get(reverse(name, args=[obj.pk, first.pk]))
+        assert response.status_code == 200
+        assert "Revert" not in text_of(response)
+    first = Provider.history.filter(id=configured.pk).earliest()
+    url = reverse("admin:routing_provider_simple_history", args=[configured.pk, first.pk])
+    assert admin_client.post(url, provider_form(configured, max_retries=1)).status_code == 405
+    configured.refresh_from_db()
+    assert configured.max_retries == 5
