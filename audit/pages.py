@@ -149,6 +149,15 @@ def _history_url(model: type[models.Model], object_id) -> str | None:
         return None
 
 
+def _sources(audited: list[type[models.Model]]) -> list[str]:
+    """Every source recorded so far, for the filter (the historical tables are small: one row per change)."""
+    found: set[str] = set()
+    for model in audited:
+        rows = get_history_model_for_model(model).objects.order_by()
+        found.update(rows.values_list("history_source", flat=True).distinct())
+    return sorted(found)
+
+
 def all_changes(request):
     """Every recorded change to the audited models, newest first, 50 a page; filters: model, source, actor, kind."""
     params = request.GET
@@ -198,14 +207,6 @@ def all_changes(request):
         "query": query_without_page,
         "models": [(m._meta.label_lower, m._meta.verbose_name) for m in models_seen],
         "params": params,
-        "sources": (
-            "admin",
-            "usage pages",
-            "routing import",
-            "routing load-defaults",
-            "apikey create",
-            "apikey revoke",
-            "apikey user-limits",
-        ),
+        "sources": _sources(models_seen),
     }
     return TemplateResponse(request, "admin/audit/changes.html", context)

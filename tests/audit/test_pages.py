@@ -126,3 +126,10 @@ def test_a_past_version_opens_read_only_and_cannot_be_saved_back(admin_client, c
     assert admin_client.post(url, provider_form(configured, max_retries=1)).status_code == 405
     configured.refresh_from_db()
     assert configured.max_retries == 5
+
+
+def test_the_source_filter_offers_every_source_recorded(admin_client, configured):
+    page = admin_client.get(CHANGES).content.decode()
+    offered = re.findall(r'<option value="([^"]+)"[^>]*>\1</option>', page)
+    assert {"admin", "routing load-defaults", "code (shell or script)"} <= set(offered)
+    assert offered.count("admin") == 1
