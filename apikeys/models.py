@@ -1,7 +1,8 @@
 """Who may call RainyModel, and how much: API keys and their quotas (SPEC §3, §7).
 
 The full key is never stored: only its first 12 characters (`prefix`, for lookup and display) and an HMAC-SHA256
-keyed by SECRET_KEY (`hashed_key`).
+keyed by SECRET_KEY (`hashed_key`). Every change to these models is recorded in the audit trail (audit/history.py),
+which never holds the HMACs.
 """
 
 from django.conf import settings

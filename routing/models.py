@@ -1,6 +1,7 @@
 """What staff configure: providers, aliases with their routes, policies, and the catch-all setting (SPEC §3).
 
-These models are read by the request path only through `routing.snapshot`, never directly.
+These models are read by the request path only through `routing.snapshot`, never directly. Every change to them is
+recorded in the audit trail (`history = audited()`, audit/history.py).
 """
 
 import re
