@@ -36,6 +36,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models.signals import pre_delete
@@ -173,6 +174,8 @@ class AuditedRecords(HistoricalRecords):
         return str(reason)[:100] if reason else None  # the column holds 100 characters
 
     def post_save(self, instance, created, using=None, **kwargs):
+        if not getattr(settings, "SIMPLE_HISTORY_ENABLED", True):
+            return
         if not created and not kwargs.get("raw", False) and self._nothing_new(instance):
             return
         super().post_save(instance, created, using=using, **kwargs)
