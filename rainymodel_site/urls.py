@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from audit import pages as audit_pages
 from rainymodel_site import health, login, metrics_view, pages, sso
 from usage import api as usage_api
 
@@ -21,6 +22,7 @@ urlpatterns = [
     # Logout also ends the Orcest Login session for users signed in through it (rainymodel_site/sso.py).
     path("accounts/logout/", sso.logout_view(auth_views.LogoutView.as_view())),
     path("admin/logout/", sso.logout_view(admin.site.admin_view(admin.site.logout))),
+    path("admin/changes/", admin.site.admin_view(audit_pages.all_changes), name="audit-changes"),
     path("admin/", admin.site.urls),
     path("v1/usage", usage_api.usage_view),
     path("v1/", include("routing.proxy.urls")),
