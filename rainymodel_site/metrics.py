@@ -185,7 +185,7 @@ class Metrics:
 
     def record_call(self, row: Mapping[str, Any], attempts: Iterable[AttemptLike], seconds: float) -> None:
         """One call, from the RequestLog row it becomes (usage/writer.py's shape) and its attempts."""
-        values = (row["endpoint"], row["alias"], row["policy"], row["tier"], row["provider"], row["status"])
+        values: tuple = (row["endpoint"], row["alias"], row["policy"], row["tier"], row["provider"], row["status"])
         if self.per_key:
             values += (row["key_prefix"] or "none",)
         series = self._calls.get(values) or self._call_series(values)
@@ -201,8 +201,8 @@ class Metrics:
         if row["cost_usd"] > 0:
             series.cost.inc(row["cost_usd"])
         for attempt in attempts:
-            values = (attempt.provider, attempt.tier, attempt.outcome)
-            one = self._attempts.get(values) or self._attempt_series(values)
+            kind = (attempt.provider, attempt.tier, attempt.outcome)
+            one = self._attempts.get(kind) or self._attempt_series(kind)
             one.count.inc()
             if attempt.seconds is not None:
                 one.duration.observe(attempt.seconds)
