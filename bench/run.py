@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import metrics_cost  # noqa: E402
 from bench.loadgen import build_request, percentile, run_load  # noqa: E402
 from tests.fakes.server import RainyModelServer, free_port  # noqa: E402
 
@@ -627,7 +628,8 @@ def main(argv=None) -> int:
         fake.terminate()
         fake.wait(5)
 
-    table = report(results, args) + report_embeddings(results, args)
+    results["metrics_cost"] = metrics_cost.measure()  # µs per request of recording the metrics, no server
+    table = report(results, args) + report_embeddings(results, args) + metrics_cost.report(results["metrics_cost"])
     if args.postgres or args.redis_url:
         table = f"Database: {'PostgreSQL' if args.postgres else 'SQLite'}; shared state: Redis.\n\n" + table
     print(table)

@@ -28,16 +28,15 @@ from collections import Counter
 from pathlib import Path
 
 from bench import run
-from bench.hostile import ProductionServer
 from bench.loadgen import Connection
 from bench.procstat import CpuMeter, children, rss_mb
-from tests.fakes.server import ServerFailed
+from tests.fakes.server import ProductionServer, ServerFailed
 
 GRACEFUL_STOP_S = 60.0  # gunicorn.conf.py gives in-flight calls 50 s, then each worker flushes its log rows
 
 
 class GunicornServer(ProductionServer):
-    """The production command (bench/hostile.py: gunicorn reads gunicorn.conf.py from the project directory; only
+    """The production command (tests/fakes/server.py: gunicorn reads gunicorn.conf.py from the project directory; only
     the loopback bind address and the number of workers are on the command line), waited for worker by worker."""
 
     def wait_for_workers(self, timeout: float = 30.0) -> list[int]:

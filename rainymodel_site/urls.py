@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from audit import pages as audit_pages
-from rainymodel_site import health, login, pages, sso
+from rainymodel_site import health, login, metrics_view, pages, sso
 from usage import api as usage_api
 
 admin.site.login_form = login.AdminLoginForm  # failed sign-ins are throttled (rainymodel_site/login.py)
@@ -13,6 +13,7 @@ urlpatterns = [
     path("favicon.ico", pages.favicon),
     path("health", health.health),
     path("health/ready", health.ready),
+    path("metrics", metrics_view.metrics_view),  # Prometheus; token or staff (docs/observability.md)
     path("admin/login/", login.admin_login),
     path("accounts/login/", login.LoginView.as_view(), name="login"),
     path("oidc/authenticate/", sso.AuthenticateView.as_view(), name="oidc_authentication_init"),

@@ -13,6 +13,7 @@ from django.conf import settings
 
 import limits
 from limits import Admission
+from rainymodel_site import metrics
 from rainymodel_site.request_ids import request_id_of
 from routing.proxy import outcomes
 from routing.proxy.validation import client_ip
@@ -43,6 +44,8 @@ class Attempt:
     status: int | None
     ms: int | None
     detail: str | None = None
+    tier: str = ""  # for the metrics (rainymodel_site/metrics.py); not logged
+    seconds: float | None = None  # `ms` before rounding, for the metrics' millisecond buckets
 
     @property
     def label(self) -> str:
@@ -128,14 +131,17 @@ class Call:
                 last.detail = detail
             self.fallback_reason = outcome
             return
+        seconds = time.monotonic() - started if started is not None else None
         self.attempts.append(
             Attempt(
                 provider=route.provider.name,
                 upstream_model=route.upstream_model,
                 outcome=outcome,
                 status=status,
-                ms=int((time.monotonic() - started) * 1000) if started is not None else None,
+                ms=int(seconds * 1000) if seconds is not None else None,
                 detail=detail or None,
+                tier=route.tier,
+                seconds=seconds,
             )
         )
         if outcome not in OK_OUTCOMES:
@@ -201,7 +207,7 @@ class Call:
         route = self.route
         first_label = self.tried[0] if self.attempts else None
         writer.enqueue(
-            {
+            row := {
                 "id": self.request_id,
                 "_client_request_id": self.client_request_id,
                 "created_at": self.created_at,
@@ -230,6 +236,8 @@ class Call:
                 "user_agent": _loggable(self.user_agent, 300),
             }
         )
+        # After the row is queued: nothing here can cost the call its log row.
+        metrics.record_call(row, self.attempts, time.monotonic() - self.started)
 
 
 def _loggable(text: str, limit: int) -> str:
