@@ -17,6 +17,7 @@ log) and their request logs are counted against the requests sent. Only ever tal
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import shutil
@@ -24,19 +25,21 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import percentile  # noqa: E402
+from bench.loadgen import Connection, percentile  # noqa: E402
 from bench.run import ALIAS, Target, setup_database, start_fake_upstream  # noqa: E402
 from tests.fakes.server import RainyModelServer, free_port  # noqa: E402
 
 # Named levers: (A: today, B: the change) as (extra env, extra uvicorn args).
 LEVERS: dict[str, tuple[tuple[dict, tuple], tuple[dict, tuple]]] = {
-    "transport": (({"RAINYMODEL_UPSTREAM_TRANSPORT": "httpx"}, ()), ({"RAINYMODEL_UPSTREAM_TRANSPORT": "aiohttp"}, ())),
+    "transport": (
+        ({"RAINYMODEL_UPSTREAM_TRANSPORT": "httpcore"}, ()),
+        ({"RAINYMODEL_UPSTREAM_TRANSPORT": "aiohttp"}, ()),
+    ),
     "loop": (({}, ("--loop", "uvloop")), ({}, ("--loop", "asyncio"))),
     "http": (({}, ("--http", "httptools")), ({}, ("--http", "h11"))),
     "access-log": (({}, ("--access-log",)), ({}, ("--no-access-log",))),
@@ -55,6 +58,42 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _chunks_of_one_stream(port: int, request: bytes) -> int:
+    """How many HTTP chunks (server writes) one streamed answer came in: the relay's writes per answer."""
+    connection = Connection(port)
+    await connection.ensure_open()
+    assert connection.writer is not None and connection.reader is not None
+    try:
+        connection.writer.write(request)
+        await connection.reader.readuntil(b"\r\n\r\n")
+        buf = bytearray()
+        chunks = 0
+        while True:
+            data = await connection.reader.read(1 << 16)
+            if not data:
+                return chunks
+            buf += data
+            while True:  # count complete chunks; the terminating 0-size chunk ends the answer
+                line_end = buf.find(b"\r\n")
+                if line_end < 0:
+                    break
+                size = int(bytes(buf[:line_end]).split(b";")[0], 16)
+                if len(buf) < line_end + 2 + size + 2:
+                    break
+                if size == 0:
+                    return chunks
+                chunks += 1
+                del buf[: line_end + 2 + size + 2]
+    finally:
+        connection.close()
+
+
+def chunks_per_stream(target: Target, samples: int = 20) -> float:
+    counts = [asyncio.run(_chunks_of_one_stream(target.port, target.request(True))) for _ in range(samples)]
+    target.sent += samples
+    return statistics.median(counts)
 
 
 def parse_env(items: list[str]) -> dict:
@@ -113,7 +152,7 @@ def main(argv=None) -> int:
             name: Target(name, server.port, "/v1/chat/completions", ALIAS, key) for name, server in servers.items()
         }
         rows: dict = {(n, m): {"cpu_ms": [], "rps": [], "p50": [], "p99": []} for n in servers for m in modes}
-        for name, target in targets.items():  # warm both (imports, pools, JIT-free but caches)
+        for target in targets.values():  # warm both: imports, pools, caches
             for mode in modes:
                 target.load(mode == "stream", count=200)
         for round_no in range(args.rounds):
@@ -138,6 +177,12 @@ def main(argv=None) -> int:
                         f"{row['rps'][-1]:.0f} req/s, 1 client p50 {row['p50'][-1]:.2f} p99 {row['p99'][-1]:.2f} ms"
                         + (f", {errors} errors {many.error_samples[:1] + single.error_samples[:1]}" if errors else "")
                     )
+        writes = {}
+        if "stream" in modes:
+            try:
+                writes = {name: chunks_per_stream(target) for name, target in targets.items()}
+            except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                log(f"could not count the writes of a stream: {exc!r}")
         lost = {}
         for name, server in servers.items():
             server.stop()
@@ -145,7 +190,7 @@ def main(argv=None) -> int:
             with sqlite3.connect(db) as conn:
                 logged = conn.execute("SELECT COUNT(*) FROM usage_requestlog").fetchone()[0]
             lost[name] = (targets[name].sent, logged)
-        print(report(args, a_env, a_args, b_env, b_args, rows, modes, lost))
+        print(report(args, a_env, a_args, b_env, b_args, rows, modes, lost, writes))
     finally:
         for server in servers.values():
             if server.running():
@@ -155,7 +200,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def report(args, a_env, a_args, b_env, b_args, rows, modes, lost) -> str:
+def report(args, a_env, a_args, b_env, b_args, rows, modes, lost, writes) -> str:
     def describe(env, extra):
         return " ".join([f"{k}={v}" for k, v in env.items()] + list(extra)) or "(defaults)"
 
@@ -173,6 +218,10 @@ def report(args, a_env, a_args, b_env, b_args, rows, modes, lost) -> str:
                 f"| {mode} | {name} | {statistics.median(row['cpu_ms']):.3f} | {statistics.median(row['rps']):.0f} | "
                 f"{statistics.median(row['p50']):.2f} | {statistics.median(row['p99']):.2f} |"
             )
+    for name, count in writes.items():
+        lines.append(
+            f"\n- {name}: a {args.tokens}-token streamed answer reached the client in {count:g} writes (median)."
+        )
     for name, (sent, logged) in lost.items():
         lines.append(
             f"\n- {name}: {logged} log rows for {sent} requests sent ({'ok' if sent == logged else 'MISMATCH'})."

@@ -60,9 +60,47 @@ def pool() -> httpx.AsyncBaseTransport:
                 trust_env=False,
             )
         else:
-            transport = AiohttpTransport(client=_aiohttp_session())
+            transport = _AiohttpTransport(client=_aiohttp_session())
         _pools[loop] = transport
     return transport
+
+
+class _AiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, with the response body read by `_Body`."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        response.stream = _Body(response.stream._aiohttp_response)  # type: ignore[attr-defined]
+        return response
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response body as it arrives: each read hands over everything received so far (a burst of SSE
+    events in one piece), and when the connection breaks, the bytes received before the break come out before
+    the error. (aiohttp's reader raises a stored error first and drops what it had buffered: a stream cut after
+    three events would lose them, and a relay would count an answer that had begun as one that never started.)
+    The drain uses aiohttp's `StreamReader._read_nowait`, pinned with aiohttp in requirements.txt and covered by
+    tests/routing/proxy/test_upstream.py."""
+
+    def __init__(self, response: aiohttp.ClientResponse):
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        while True:
+            try:
+                chunk = await content.readany()
+            except aiohttp.ClientError:
+                rest = content._read_nowait(-1)
+                if rest:
+                    yield rest
+                raise
+            if not chunk:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.__aexit__(None, None, None)
 
 
 def _aiohttp_session() -> aiohttp.ClientSession:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from routing.proxy import outcomes, upstream
-from routing.proxy.upstream import AttemptFailed, complete, open_stream
+from routing.proxy.upstream import AttemptFailed, StreamBroken, complete, open_stream
 from tests.factories import make_provider, make_route
 from tests.fakes import upstream as fu
 
@@ -30,7 +30,8 @@ def deadline() -> float:
 async def test_an_upstream_cookie_is_never_sent_back(fake_upstream):
     """A pooled client with a cookie jar would hand one key's upstream session cookie to every later request."""
     fake_upstream.script(fu.ok(headers=(("set-cookie", "upstream_session=secret; Path=/"),)))
-    route = route_to(fake_upstream)
+    # By name, not by IP address: a cookie jar ignores cookies from IP-address hosts unless told otherwise.
+    route = route_to(fake_upstream.base_url.replace("127.0.0.1", "localhost"))
     await complete(route, BODY, deadline())
     await complete(route, BODY, deadline())
     first, second = fake_upstream.requests.chat()
@@ -99,3 +100,38 @@ async def test_the_pool_is_one_per_event_loop_and_closed_with_it():
     assert upstream.pool() is transport
     await upstream.close_client()
     assert upstream.pool() is not transport
+
+
+async def test_events_received_before_a_cut_are_relayed_before_the_break(fake_upstream):
+    """The upstream sends the role chunk and three words, then closes mid-body: those four events are delivered
+    (the stream had begun), and only then does the stream break as a reset."""
+    fake_upstream.default = fu.cut_after(3)
+    stream, first = await open_stream(route_to(fake_upstream), STREAM_BODY, deadline())
+    events = list(first)
+    with pytest.raises(StreamBroken) as broken:
+        async for batch in stream.batches():
+            events += batch
+    assert broken.value.reason == outcomes.RESET
+    assert len(events) == 4 and all(orjson.loads(e)["choices"] for e in events)
+
+
+async def test_bytes_received_before_a_cut_are_read_before_its_error(fake_upstream):
+    """aiohttp's own reader raises a stored connection error before handing over what it had buffered: when the
+    events and the cut both arrived before the relay read again, the events were lost. Here the body is read only
+    once the cut has surely arrived."""
+    fake_upstream.default = fu.cut_after(3, first_token_delay=0.05)
+    response = await upstream._send(route_to(fake_upstream), STREAM_BODY, 5)
+    await asyncio.sleep(0.5)  # the three events and the close arrive meanwhile
+    received = b""
+    with pytest.raises(upstream.TRANSPORT_ERRORS):
+        async for chunk in response.aiter_raw():
+            received += chunk
+    await response.aclose()
+    assert received.count(b"data: ") == 4  # the role chunk and three words
+
+
+async def test_a_cut_non_streamed_answer_is_a_reset(fake_upstream):
+    fake_upstream.script(fu.cut_after(3))
+    with pytest.raises(AttemptFailed) as failed:
+        await complete(route_to(fake_upstream), STREAM_BODY, deadline())
+    assert failed.value.decision.reason == outcomes.RESET
