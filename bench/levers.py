@@ -183,6 +183,7 @@ def main(argv=None) -> int:
                 writes = {name: chunks_per_stream(target) for name, target in targets.items()}
             except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
                 log(f"could not count the writes of a stream: {exc!r}")
+        rss = {name: server.rss_bytes() / 2**20 for name, server in servers.items()}
         lost = {}
         for name, server in servers.items():
             server.stop()
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
             with sqlite3.connect(db) as conn:
                 logged = conn.execute("SELECT COUNT(*) FROM usage_requestlog").fetchone()[0]
             lost[name] = (targets[name].sent, logged)
-        print(report(args, a_env, a_args, b_env, b_args, rows, modes, lost, writes))
+        print(report(args, a_env, a_args, b_env, b_args, rows, modes, lost, writes, rss))
     finally:
         for server in servers.values():
             if server.running():
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def report(args, a_env, a_args, b_env, b_args, rows, modes, lost, writes) -> str:
+def report(args, a_env, a_args, b_env, b_args, rows, modes, lost, writes, rss) -> str:
     def describe(env, extra):
         return " ".join([f"{k}={v}" for k, v in env.items()] + list(extra)) or "(defaults)"
 
@@ -218,13 +219,16 @@ def report(args, a_env, a_args, b_env, b_args, rows, modes, lost, writes) -> str
                 f"| {mode} | {name} | {statistics.median(row['cpu_ms']):.3f} | {statistics.median(row['rps']):.0f} | "
                 f"{statistics.median(row['p50']):.2f} | {statistics.median(row['p99']):.2f} |"
             )
+    lines.append("")
     for name, count in writes.items():
         lines.append(
-            f"\n- {name}: a {args.tokens}-token streamed answer reached the client in {count:g} writes (median)."
+            f"- {name}: a {args.tokens}-token streamed answer reached the client in {count:g} writes (median)."
         )
+    for name, mb in rss.items():
+        lines.append(f"- {name}: worker resident memory {mb:.1f} MB after the run.")
     for name, (sent, logged) in lost.items():
         lines.append(
-            f"\n- {name}: {logged} log rows for {sent} requests sent ({'ok' if sent == logged else 'MISMATCH'})."
+            f"- {name}: {logged} log rows for {sent} requests sent ({'ok' if sent == logged else 'MISMATCH'})."
         )
     return "\n".join(lines)
 
