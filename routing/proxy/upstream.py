@@ -26,6 +26,7 @@ import aiohttp
 import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream
 
 from routing.proxy import outcomes
 from routing.proxy.outcomes import Decision
@@ -70,7 +71,8 @@ class _AiohttpTransport(AiohttpTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await super().handle_async_request(request)
-        response.stream = _Body(response.stream._aiohttp_response)  # type: ignore[attr-defined]
+        assert isinstance(response.stream, AiohttpResponseStream)
+        response.stream = _Body(response.stream._aiohttp_response)
         return response
 
 
