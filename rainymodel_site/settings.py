@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "apikeys",
     "usage",
     "responses_store",
+    "alerts",
 ]
 
 # The browser-facing pages' middleware. The API (/v1/) is served by rainymodel_site.asgi.ApiHandler with its own
@@ -199,6 +200,25 @@ RAINYMODEL_LOGIN_FAILURES_PER_USERNAME = envstr("RAINYMODEL_LOGIN_FAILURES_PER_U
 # (usage/throttle.py).
 RAINYMODEL_USAGE_PAGES_RATE = envstr("RAINYMODEL_USAGE_PAGES_RATE", "120/m")
 RAINYMODEL_USAGE_CSV_RATE = envstr("RAINYMODEL_USAGE_CSV_RATE", "10/m")
+
+# Alerts (alerts/, docs/observability.md "Alerts"): quotas crossing 80/95/100 %, providers' breakers opening and
+# closing, every route of an alias failing. Recipients and webhooks are edited in the admin; email goes through
+# Django's email backend with the EMAIL_* settings below.
+RAINYMODEL_ALERTS = envbool("RAINYMODEL_ALERTS", True)
+RAINYMODEL_ALERT_RECOVERY_S = envfloat("RAINYMODEL_ALERT_RECOVERY_S", 60.0)  # an alias incident ends this quiet
+RAINYMODEL_ALERT_CHECK_S = envfloat("RAINYMODEL_ALERT_CHECK_S", 5.0)  # how often each worker looks for recoveries
+RAINYMODEL_ALERT_ATTEMPTS = envint("RAINYMODEL_ALERT_ATTEMPTS", 5)  # per delivery, the first included
+RAINYMODEL_ALERT_RETRY_BASE_S = envfloat("RAINYMODEL_ALERT_RETRY_BASE_S", 2.0)  # then 2, 4, 8, 16 s between tries
+RAINYMODEL_ALERT_WEBHOOK_TIMEOUT_S = envfloat("RAINYMODEL_ALERT_WEBHOOK_TIMEOUT_S", 5.0)
+EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)  # STARTTLS, usually port 587
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)  # implicit TLS, usually port 465
+EMAIL_TIMEOUT = envfloat("EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "RainyModel <rainymodel@localhost>")
 
 LOGGING = {
     "version": 1,
