@@ -210,14 +210,19 @@ RAINYMODEL_ALERT_CHECK_S = envfloat("RAINYMODEL_ALERT_CHECK_S", 5.0)  # how ofte
 RAINYMODEL_ALERT_ATTEMPTS = envint("RAINYMODEL_ALERT_ATTEMPTS", 5)  # per delivery, the first included
 RAINYMODEL_ALERT_RETRY_BASE_S = envfloat("RAINYMODEL_ALERT_RETRY_BASE_S", 2.0)  # then 2, 4, 8, 16 s between tries
 RAINYMODEL_ALERT_WEBHOOK_TIMEOUT_S = envfloat("RAINYMODEL_ALERT_WEBHOOK_TIMEOUT_S", 5.0)
-EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
-EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
-EMAIL_PORT = envint("EMAIL_PORT", 25)
-EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
-EMAIL_HOST_PASSWORD = envstr("EMAIL_HOST_PASSWORD")
-EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)  # STARTTLS, usually port 587
-EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)  # implicit TLS, usually port 465
-EMAIL_TIMEOUT = envfloat("EMAIL_TIMEOUT", 10.0)
+# Django 6.1's MAILERS, filled from the conventional EMAIL_* variables (docs/operations.md).
+EMAIL_BACKEND_PATH = envstr("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+MAILERS = {"default": {"BACKEND": EMAIL_BACKEND_PATH, "OPTIONS": {}}}
+if EMAIL_BACKEND_PATH == "django.core.mail.backends.smtp.EmailBackend":
+    MAILERS["default"]["OPTIONS"] = {
+        "host": envstr("EMAIL_HOST", "localhost"),
+        "port": envint("EMAIL_PORT", 25),
+        "username": envstr("EMAIL_HOST_USER"),
+        "password": envstr("EMAIL_HOST_PASSWORD"),
+        "use_tls": envbool("EMAIL_USE_TLS", False),  # STARTTLS, usually port 587
+        "use_ssl": envbool("EMAIL_USE_SSL", False),  # implicit TLS, usually port 465
+        "timeout": envfloat("EMAIL_TIMEOUT", 10.0),
+    }
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "RainyModel <rainymodel@localhost>")
 
 LOGGING = {
