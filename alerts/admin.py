@@ -56,6 +56,7 @@ class WebhookForm(forms.ModelForm):
         required=False,
         max_length=200,
         label="Signing secret",
+        widget=forms.TextInput(attrs={"size": 60, "autocomplete": "off"}),
         help_text="Copy it into the receiver now: it is never shown again once saved. "
         "Receivers verify X-RainyModel-Signature with it (docs/observability.md).",
     )
@@ -111,7 +112,7 @@ class DeliveryInline(admin.TabularInline):
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "kind", "title", "delivery", "ongoing"]
+    list_display = ["created_at", "kind", "title", "delivery", "incident"]
     list_filter = ["kind", "ongoing", "deliveries__status"]
     search_fields = ["title", "subject"]
     date_hierarchy = "created_at"
@@ -152,6 +153,13 @@ class AlertAdmin(admin.ModelAdmin):
         if pending:
             parts.append(f"{pending} retrying")
         return format_html(", ".join(["{}"] * len(parts)), *parts)
+
+    @admin.display(description="Incident")
+    def incident(self, obj):
+        """Breaker episodes and alias incidents are open until their closing alert; other kinds have none."""
+        if obj.kind not in (Alert.Kind.BREAKER_OPENED, Alert.Kind.ALIAS_FAILING):
+            return ""
+        return "open" if obj.ongoing else "ended"
 
     def has_add_permission(self, request):
         return False

@@ -29,7 +29,7 @@ class Subscriber(models.Model):
         blank=True,
         help_text="Which alerts go here. None ticked: all.",
     )
-    enabled = models.BooleanField(default=True)
+    enabled = models.BooleanField(default=True, help_text="Untick to pause without losing the entry.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -40,20 +40,22 @@ class Subscriber(models.Model):
 
 
 class AlertRecipient(Subscriber):
-    email = models.EmailField(unique=True)
+    email = models.EmailField("Email address", unique=True, help_text="Gets one email per alert it subscribes to.")
 
     class Meta:
         ordering = ["email"]
         verbose_name = "alert recipient (email)"
+        verbose_name_plural = "alert recipients (email)"
 
     def __str__(self) -> str:
         return self.email
 
 
 class AlertWebhook(Subscriber):
-    name = models.CharField(max_length=100, unique=True)
-    url = models.URLField(max_length=500, help_text="Receives a JSON POST per alert (docs/observability.md).")
+    name = models.CharField(max_length=100, unique=True, help_text="Names the webhook in the admin and in logs.")
+    url = models.URLField("URL", max_length=500, help_text="Receives a JSON POST per alert (docs/observability.md).")
     secret = models.CharField(
+        "Signing secret",
         max_length=200,
         help_text="Signs each delivery (X-RainyModel-Signature: sha256=HMAC of timestamp.body). Never shown again.",
     )
@@ -78,8 +80,10 @@ class Alert(models.Model):
         ALIAS_RECOVERED = "alias_recovered", "Alias answering again"
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
-    subject = models.CharField(max_length=300, help_text="key:<id>, user:<id>, provider:<name> or alias:<name>")
-    threshold = models.CharField(max_length=32, blank=True, help_text="metric:percent for quota alerts")
+    subject = models.CharField(max_length=300, help_text="key:ID, user:ID, provider:NAME or alias:NAME")
+    threshold = models.CharField(
+        max_length=32, blank=True, help_text="METRIC:PERCENT of a quota alert, e.g. requests:80"
+    )
     period_start = models.DateTimeField(help_text="The quota period, breaker episode or incident this alert is of")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     title = models.CharField(max_length=300)
