@@ -127,7 +127,7 @@ class _Quota(Protocol):
 def quota_used(quota: _Quota, metric: str, used: float, amount: float) -> None:
     """`quota`'s counter of `metric` went from `used - amount` to `used`: queue one event per threshold crossed."""
     maximum = quota.maxima.get(metric)
-    if not maximum or amount <= 0:
+    if not maximum or amount <= 0 or used * 100 < maximum * THRESHOLDS[0]:  # below 80 %: the usual case, at once
         return
     before = used - amount
     for threshold in THRESHOLDS:
