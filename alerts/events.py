@@ -162,7 +162,7 @@ def call_finished(alias: str | None, status: int, error_code: str) -> None:
     on the alias is open (which may end it)."""
     if alias is None:
         return
-    if error_code in ALIAS_DOWN_CODES:
+    if status >= 500 and error_code in ALIAS_DOWN_CODES:  # ours: an upstream's 4xx code could read the same
         notify(AliasFailed(alias=alias, error_code=error_code, at=now()))
     elif status < 400 and alias in failing_aliases:
         notify(AliasAnswered(alias=alias, at=now()))

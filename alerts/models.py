@@ -105,6 +105,10 @@ class Alert(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    def save(self, *args, **kwargs):
+        self.title = self.title[:300]  # a 200-character key or alias name must not cost the alert
+        super().save(*args, **kwargs)
+
     @property
     def group(self) -> str:
         return {"quota": QUOTA, "breaker_opened": BREAKER, "breaker_closed": BREAKER}.get(self.kind, ALIAS)

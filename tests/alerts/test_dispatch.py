@@ -237,3 +237,11 @@ def test_a_failure_after_the_success_keeps_the_incident_open(db, settings):
     Alert.objects.update(last_failure_at=datetime.now(UTC))  # a later failure (from any worker)
     dispatcher.check_incidents()
     assert Alert.objects.get().ongoing
+
+
+def test_an_alert_about_a_200_character_alias_name_is_still_recorded(db):
+    name = "rainymodel/" + "x" * 189
+    events.call_finished(name, 502, "all_upstreams_failed")
+    drain(Dispatcher())
+    alert = Alert.objects.get()
+    assert alert.subject == f"alias:{name}" and len(alert.title) == 300

@@ -58,6 +58,7 @@ def test_a_call_that_found_every_route_failing_queues_an_alias_failure(alert_que
         events.call_finished("rainymodel/auto", 502, code)
     events.call_finished("rainymodel/auto", 429, "quota_exceeded")
     events.call_finished("rainymodel/auto", 400, "invalid_value")
+    events.call_finished("rainymodel/auto", 400, "no_available_route")  # an upstream's own 4xx code, passed through
     events.call_finished(None, 401, "invalid_api_key")
     assert [type(e) for e in alert_queue] == [AliasFailed] * 3
     assert [e.error_code for e in alert_queue] == ["all_upstreams_failed", "upstream_timeout", "no_available_route"]
