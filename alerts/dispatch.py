@@ -174,7 +174,7 @@ class Dispatcher:
             "period_start": e.period_start.isoformat(),
             "period_end": e.period_end.isoformat(),
         }
-        alert = _claim(
+        claimed = _claim(
             kind=Alert.Kind.QUOTA,
             subject=f"{e.subject_kind}:{e.subject_id}",
             threshold=f"{e.metric}:{e.threshold}",
@@ -182,8 +182,8 @@ class Dispatcher:
             title=title,
             details=details,
         )
-        if alert is not None:
-            self.deliver(alert)
+        if claimed is not None:
+            self.send(*claimed)
 
     def _breaker_opened(self, e: events.BreakerOpened) -> None:
         subject = f"provider:{e.provider}"
@@ -202,9 +202,10 @@ class Dispatcher:
                     f"every {e.cooldown_s:g}s",
                     details={"provider": e.provider, "reason": e.reason, "cooldown_s": e.cooldown_s},
                 )
+                rows = plan(alert)
         except IntegrityError:
             return
-        self.deliver(alert)
+        self.send(alert, rows)
 
     def _breaker_closed(self, e: events.BreakerClosed) -> None:
         subject = f"provider:{e.provider}"
@@ -230,13 +231,14 @@ class Dispatcher:
                         "open_s": round(open_s, 3),
                     },
                 )
+                rows = plan(alert)
         except IntegrityError:
             return
-        self.deliver(alert)
+        self.send(alert, rows)
 
     def _alias_failed(self, e: events.AliasFailed) -> None:
         subject = f"alias:{e.alias}"
-        alert = _claim(
+        claimed = _claim(
             kind=Alert.Kind.ALIAS_FAILING,
             subject=subject,
             period_start=e.at,
@@ -246,9 +248,9 @@ class Dispatcher:
             details={"alias": e.alias, "error_code": e.error_code, "failing_since": e.at.isoformat()},
         )
         events.failing_aliases |= {e.alias}
-        if alert is not None:
+        if claimed is not None:
             self._touched[(e.alias, "failure")] = time.monotonic()
-            self.deliver(alert)
+            self.send(*claimed)
         elif self._due((e.alias, "failure")):
             Alert.objects.filter(kind=Alert.Kind.ALIAS_FAILING, subject=subject, ongoing=True).update(
                 last_failure_at=e.at
@@ -299,40 +301,38 @@ class Dispatcher:
                             "answered_at": _iso(incident.last_success_at),
                         },
                     )
+                    rows = plan(alert)
             except IntegrityError:
                 continue
-            self.deliver(alert)
+            self.send(alert, rows)
         ongoing = Alert.objects.filter(kind=Alert.Kind.ALIAS_FAILING, ongoing=True).values_list("subject", flat=True)
         events.failing_aliases = frozenset(subject.removeprefix("alias:") for subject in ongoing)
 
     # --- deliveries -------------------------------------------------------------------------------------------
 
-    def deliver(self, alert: Alert) -> None:
-        """Create this alert's deliveries (one per enabled recipient and webhook that wants its kind) and try each."""
+    def send(self, alert: Alert, rows: list[AlertDelivery]) -> None:
+        """Try each of a just-claimed alert's deliveries."""
         log.warning("alert %s: %s", alert.pk, alert.title)
-        rows = [
-            AlertDelivery(alert=alert, channel="email", target=r.email)
-            for r in AlertRecipient.objects.filter(enabled=True)
-            if r.wants(alert.group)
-        ]
-        rows += [
-            AlertDelivery(alert=alert, channel="webhook", target=w.name, webhook=w)
-            for w in AlertWebhook.objects.filter(enabled=True)
-            if w.wants(alert.group)
-        ]
         for row in rows:
-            row.save()
             self._attempt(row)
 
     def _attempt(self, row: AlertDelivery, final: bool = False) -> None:
         row.attempts += 1
         try:
-            if row.channel == "email":
-                delivery.send_email(row.alert, row.target)
-            elif row.webhook is None or not row.webhook.enabled:
-                raise DeliveryFailed(f"webhook {row.target} was deleted or disabled", retry=False)
-            else:
-                delivery.post_webhook(self._http(), row.alert, row.webhook)
+            try:
+                if row.channel == "email":
+                    delivery.send_email(row.alert, row.target)
+                elif row.webhook is None or not row.webhook.enabled:
+                    raise DeliveryFailed(f"webhook {row.target} was deleted or disabled", retry=False)
+                else:
+                    delivery.post_webhook(self._http(), row.alert, row.webhook)
+            except DeliveryFailed:
+                raise
+            except Exception as exc:  # a bug or a backend's surprise: this delivery fails, the others still go
+                log.exception("alert %s: %s delivery to %s failed unexpectedly", row.alert_id, row.channel, row.target)
+                raise DeliveryFailed(
+                    f"{row.channel} to {row.target} failed: {type(exc).__name__}", retry=False
+                ) from None
         except DeliveryFailed as exc:
             row.last_error = str(exc)
             if exc.retry and not final and row.attempts < settings.RAINYMODEL_ALERT_ATTEMPTS:
@@ -365,13 +365,33 @@ class Dispatcher:
         return len(self._retries)
 
 
-def _claim(**fields) -> Alert | None:
-    """Insert the alert's row, or None when another worker (or an earlier life of this one) already has."""
+def _claim(**fields) -> tuple[Alert, list[AlertDelivery]] | None:
+    """Insert the alert's row and its deliveries in one transaction, or None when another worker (or an earlier life
+    of this one) already has."""
     try:
         with transaction.atomic():
-            return Alert.objects.create(**fields)
+            alert = Alert.objects.create(**fields)
+            return alert, plan(alert)
     except IntegrityError:
         return None
+
+
+def plan(alert: Alert) -> list[AlertDelivery]:
+    """The alert's deliveries, one per enabled recipient and webhook that wants its kind; written with the alert (a
+    database error between the claim and the plan would otherwise leave a claimed alert with nobody to tell)."""
+    rows = [
+        AlertDelivery(alert=alert, channel="email", target=r.email)
+        for r in AlertRecipient.objects.filter(enabled=True)
+        if r.wants(alert.group)
+    ]
+    rows += [
+        AlertDelivery(alert=alert, channel="webhook", target=w.name, webhook=w)
+        for w in AlertWebhook.objects.filter(enabled=True)
+        if w.wants(alert.group)
+    ]
+    for row in rows:
+        row.save()
+    return rows
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -40,7 +40,7 @@ class SmtpInbox:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
         with self._lock:
-            self.messages.append(message)  # type: ignore[arg-type]
+            self.messages.append(message)
         return "250 Message accepted for delivery"
 
     def wait_for(self, n: int, timeout: float = 10.0) -> list[EmailMessage]:
@@ -57,7 +57,7 @@ def smtp():
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
-    inbox.host, inbox.port = "127.0.0.1", port  # type: ignore[attr-defined]
+    inbox.host, inbox.port = "127.0.0.1", port
     yield inbox
     controller.stop()
 

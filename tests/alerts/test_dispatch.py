@@ -245,3 +245,15 @@ def test_an_alert_about_a_200_character_alias_name_is_still_recorded(db):
     drain(Dispatcher())
     alert = Alert.objects.get()
     assert alert.subject == f"alias:{name}" and alert.title.endswith(f"{name} is failing (all_upstreams_failed)")
+
+
+def test_a_broken_email_setting_fails_the_email_and_the_webhook_still_goes(db, settings, webhook_receiver, subscribers):
+    settings.MAILERS = {"default": {"BACKEND": "no.such.EmailBackend"}}
+    subscribers()
+    events.notify(crossing(80))
+    drain(Dispatcher())
+    assert len(webhook_receiver.wait_for(1)) == 1
+    assert sorted(AlertDelivery.objects.values_list("channel", "status", "last_error")) == [
+        ("email", "failed", "email to ops@example.com failed: InvalidMailer"),
+        ("webhook", "sent", ""),
+    ]
