@@ -32,7 +32,7 @@ WEBHOOK_SECRET = "whsec_test-secret-0123456789abcdef"
 class SmtpInbox:
     """aiosmtpd's handler: every message received, parsed."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self._lock = threading.Lock()
 
@@ -74,7 +74,7 @@ class Received:
 class WebhookReceiver:
     """An HTTP server on loopback that records every POST and answers with the scripted statuses (then 200)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.received: list[Received] = []
         self.statuses: list[int] = []
         receiver = self
