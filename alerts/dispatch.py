@@ -75,6 +75,8 @@ class Dispatcher:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Handle what is queued, give waiting retries one last try, stop the thread. Safe to call twice."""
+        if not events.enabled:  # RAINYMODEL_ALERTS=false: never started, nothing to do (and no database to touch)
+            return
         self._stopping.set()
         events.wake.set()
         thread = self._thread
