@@ -257,3 +257,16 @@ def test_a_broken_email_setting_fails_the_email_and_the_webhook_still_goes(db, s
         ("email", "failed", "email to ops@example.com failed: InvalidMailer"),
         ("webhook", "sent", ""),
     ]
+
+
+def test_switched_off_no_thread_starts_and_nothing_is_queued(db, settings):
+    settings.RAINYMODEL_ALERTS = False
+    dispatcher = Dispatcher()
+    dispatcher.start()
+    try:
+        assert dispatcher._thread is None and events.enabled is False
+        events.call_finished("rainymodel/auto", 502, "all_upstreams_failed")
+        assert not events.queue
+    finally:
+        dispatcher.stop()
+        events.enabled = True
