@@ -1,7 +1,8 @@
 """The ASGI entry point: Django wrapped in a tiny pure-ASGI layer that owns the process lifecycle.
 
-Lifespan startup loads the config snapshot (and starts its refresher) and the request-log writer; shutdown
-(gunicorn/uvicorn on SIGTERM) flushes every buffered log row and closes the pooled upstream client. Static files
+Lifespan startup loads the config snapshot (and starts its refresher), the request-log writer and the alert
+dispatcher; shutdown (gunicorn/uvicorn on SIGTERM) flushes every buffered log row and queued alert and closes the
+pooled upstream client. Static files
 for the admin and usage pages are served here too, so a single process needs nothing in front of it.
 
 The API (`/v1/`) is served by `ApiHandler`: the same Django URLs and views, without the browser-facing middleware
@@ -239,6 +240,7 @@ django_application = get_asgi_application()
 
 # The apps' modules import their models, so they can only be imported once get_asgi_application() has run
 # django.setup(); the functions above use them at call time.
+from alerts.dispatch import dispatcher as alert_dispatcher  # noqa: E402
 from apikeys.auth import require_key  # noqa: E402
 from routing import snapshot  # noqa: E402
 from routing.proxy import flow, upstream  # noqa: E402
@@ -252,11 +254,13 @@ static_application = ASGIStaticFilesHandler(django_application)
 async def startup():
     await run_blocking(snapshot.ensure_loaded)
     writer.start()
+    alert_dispatcher.start()
 
 
 async def shutdown():
     await run_blocking(snapshot.stop_refresher)
     await run_blocking(writer.stop)
+    await run_blocking(alert_dispatcher.stop)
     await upstream.close_client()
 
 
