@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -40,8 +39,9 @@ from tests.fakes.server import free_port  # noqa: E402
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15 of stat)
 
 
@@ -103,8 +103,9 @@ def main() -> int:
             if shared_db:
                 databases[name] = shared_db
             else:
-                if name != "A":
-                    shutil.copy(workdir / "a.sqlite3", workdir / f"{name.lower()}.sqlite3")
+                if name != "A":  # a copy through SQLite's backup API, which includes what is still in the WAL
+                    with sqlite3.connect(workdir / "a.sqlite3") as src, sqlite3.connect(workdir / "b.sqlite3") as dst:
+                        src.backup(dst)
                 databases[name] = f"sqlite:///{workdir / (name.lower() + '.sqlite3')}"
         for name, tree in trees.items():
             env = dict(os.environ)
@@ -135,7 +136,7 @@ def main() -> int:
                 for name, target in targets.items():
                     pid = servers[name].pid
                     time.sleep(1.2)  # the previous window's rows are flushed before this one starts
-                    before = cpu_seconds(pid)
+                    before, loop_before = cpu_seconds(pid), cpu_seconds(pid, pid)
                     result = asyncio.run(
                         run_load(
                             target.port,
@@ -147,10 +148,12 @@ def main() -> int:
                     )
                     time.sleep(1.2)  # the writer's next flush, caused by this window, is counted in it
                     cpu = cpu_seconds(pid) - before
+                    loop_cpu = cpu_seconds(pid, pid) - loop_before  # the main thread: the event loop
                     sent[name] += result.sent
                     windows[name].append(
                         {
                             "cpu_ms": cpu / max(1, result.ok) * 1000,
+                            "loop_ms": loop_cpu / max(1, result.ok) * 1000,
                             "rps": result.throughput(),
                             "p50": percentile(result.latencies, 50) * 1000,
                             "p99": percentile(result.latencies, 99) * 1000,
@@ -158,17 +161,23 @@ def main() -> int:
                         }
                     )
             print(f"\n{mode}, {args.clients} clients, {args.rounds} windows of {args.duration:g} s each, interleaved")
-            print("| version | CPU ms/request (median) | min–max | req/s (median) | p50 ms | p99 ms | errors |")
-            print("|---|---:|---:|---:|---:|---:|---:|")
+            print(
+                "| version | CPU ms/request (median) | min–max | of which event-loop thread | other threads "
+                "(log writer, ...) | req/s (median) | p50 ms | p99 ms | errors |"
+            )
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for name, rows in windows.items():
                 cpu = [r["cpu_ms"] for r in rows]
+                loop = statistics.median(r["loop_ms"] for r in rows)
+                rest = statistics.median(r["cpu_ms"] - r["loop_ms"] for r in rows)
                 print(
                     f"| {name} | {statistics.median(cpu):.3f} | {min(cpu):.3f}–{max(cpu):.3f} "
+                    f"| {loop:.3f} | {rest:.3f} "
                     f"| {statistics.median(r['rps'] for r in rows):.0f} "
                     f"| {statistics.median(r['p50'] for r in rows):.1f} "
                     f"| {statistics.median(r['p99'] for r in rows):.1f} | {sum(r['errors'] for r in rows)} |"
                 )
-        for name, process in servers.items():
+        for process in servers.values():
             process.terminate()
             process.wait(30)
         if not shared_db:

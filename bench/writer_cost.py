@@ -8,7 +8,8 @@ each batch is timed with `time.thread_time()` around `usage.writer.write_batch` 
 `last_used_at`, in one transaction, exactly as the thread does), and the variants run interleaved (A, B, C, A, B,
 C, ...) in one process so machine noise falls on all of them alike. Rows look like the load benchmark's (one key,
 one alias, one route; each a fresh request id). Without DATABASE_URL it migrates a scratch SQLite database in a
-temporary directory; with it, it writes into the database given (use a scratch one: rows are added).
+temporary directory; with it, it migrates and writes into the database given (use a scratch one: rows are
+added).
 
 Variants: `fields` (before issue 16: every value through `field.get_db_prep_save`, a copy of the old code below),
 `plain` (values of plain types pass as they are: usage/writer.py), and on PostgreSQL `copy` (plain + COPY).
@@ -50,8 +51,7 @@ def main() -> None:
 
     from usage import writer
 
-    if scratch is not None:
-        call_command("migrate", verbosity=0)
+    call_command("migrate", verbosity=0)  # a scratch database, or one the caller gave: brought up to date
 
     def rows(n: int) -> list[dict]:
         now = timezone.now()

@@ -144,11 +144,13 @@ def write_batch(rows: list[dict]) -> None:
 def _insert(model, rows: list[dict]) -> None:
     """INSERT the rows with one executemany (COPY on PostgreSQL), values adapted as bulk_create would."""
     conn = connections[DEFAULT_DB_ALIAS]
-    columns, adapt = _insert_plan(model, conn)
+    copy = conn.vendor == "postgresql" and COPY_ON_POSTGRESQL
+    columns, adapt = _insert_plan(model, conn, copy=copy)
     values = [adapt(row) for row in rows]
     with conn.cursor() as cursor:
-        if conn.vendor == "postgresql" and COPY_ON_POSTGRESQL:
-            with cursor.cursor.copy(f"COPY {columns[0]} ({columns[1]}) FROM STDIN") as copy:
+        if copy:
+            # psycopg's own cursor, so its errors are turned into Django's (IntegrityError, ...) here by hand.
+            with conn.wrap_database_errors, cursor.cursor.copy(f"COPY {columns[0]} ({columns[1]}) FROM STDIN") as copy:
                 for value in values:
                     copy.write_row(value)
         else:
@@ -164,14 +166,15 @@ COPY_ON_POSTGRESQL = True
 _AS_IS = {models.CharField: str, models.BooleanField: bool, models.ForeignKey: int}
 
 
-def _insert_plan(model, conn) -> tuple[tuple[str, str, str], object]:
+def _insert_plan(model, conn, copy: bool = False) -> tuple[tuple[str, str, str], object]:
     """The table and column names, and a function turning one row dict into the tuple of database values.
 
     Each value is adapted exactly as `field.get_db_prep_save(value, conn)` would (what bulk_create does): values
     of the plain types of char, boolean and key fields pass as they are, integers go through the backend's
-    integer adaptation only, and every other field or unexpected type goes through the field itself."""
+    integer adaptation only (none for COPY, whose text format has no parameter types to choose), and every other
+    field or unexpected type goes through the field itself."""
     ops = conn.ops
-    plain_ints = type(ops).adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value
+    plain_ints = copy or type(ops).adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value
     steps = []
     for field in model._meta.concrete_fields:
         kind = type(field)
