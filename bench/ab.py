@@ -50,7 +50,7 @@ def extract(commit: str, into: Path) -> Path:
     archive = subprocess.run(["git", "archive", commit], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     for link in (".venv", ".secret_key"):
-        if (ROOT / link).exists():
+        if (ROOT / link).exists() and not (into / link).exists():
             (into / link).symlink_to((ROOT / link).resolve())
     return into
 

@@ -16,6 +16,8 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DataError, IntegrityError, connections, models, transaction
@@ -150,9 +152,10 @@ def _insert(model, rows: list[dict]) -> None:
     with conn.cursor() as cursor:
         if copy:
             # psycopg's own cursor, so its errors are turned into Django's (IntegrityError, ...) here by hand.
-            with conn.wrap_database_errors, cursor.cursor.copy(f"COPY {columns[0]} ({columns[1]}) FROM STDIN") as copy:
+            statement = f"COPY {columns[0]} ({columns[1]}) FROM STDIN"
+            with conn.wrap_database_errors, cursor.cursor.copy(statement) as copier:
                 for value in values:
-                    copy.write_row(value)
+                    copier.write_row(value)
         else:
             cursor.executemany(f"INSERT INTO {columns[0]} ({columns[1]}) VALUES ({columns[2]})", values)
 
@@ -166,7 +169,7 @@ COPY_ON_POSTGRESQL = True
 _AS_IS = {models.CharField: str, models.BooleanField: bool, models.ForeignKey: int}
 
 
-def _insert_plan(model, conn, copy: bool = False) -> tuple[tuple[str, str, str], object]:
+def _insert_plan(model, conn, copy: bool = False) -> tuple[tuple[str, str, str], Callable[[dict], tuple]]:
     """The table and column names, and a function turning one row dict into the tuple of database values.
 
     Each value is adapted exactly as `field.get_db_prep_save(value, conn)` would (what bulk_create does): values
@@ -175,7 +178,7 @@ def _insert_plan(model, conn, copy: bool = False) -> tuple[tuple[str, str, str],
     field or unexpected type goes through the field itself."""
     ops = conn.ops
     plain_ints = copy or type(ops).adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value
-    steps = []
+    steps: list[tuple[str, Any, type | None, Callable[[Any], Any] | None]] = []
     for field in model._meta.concrete_fields:
         kind = type(field)
         if kind in _AS_IS:
@@ -189,7 +192,7 @@ def _insert_plan(model, conn, copy: bool = False) -> tuple[tuple[str, str, str],
     def adapt(row: dict) -> tuple:
         values = []
         for attname, field, plain, then in steps:
-            value = row[attname] if attname in row else field.get_default()
+            value: Any = row[attname] if attname in row else field.get_default()
             if plain is not None and (value is None or type(value) is plain):
                 values.append(value if then is None or value is None else then(value))
             else:
