@@ -93,10 +93,6 @@ class ApiHandler(ASGIHandler):
             return
         request._stream = body_file
         with closing(body_file):
-
-            class RequestProcessed(Exception):
-                pass
-
             response = None
             try:
                 try:
@@ -173,6 +169,11 @@ class ApiHandler(ASGIHandler):
         if not response.streaming and not response.has_header("Content-Length"):
             response["Content-Length"] = str(len(response.content))
         await super().send_response(response, send)
+
+
+class RequestProcessed(Exception):
+    """`handle`'s signal that the response went out. Django's handle defines this class inside the method, which
+    builds a new class on every request (~25 µs of CPU, bench/request_objects.py); one class does the same job."""
 
 
 class BodyRefused(Exception):
