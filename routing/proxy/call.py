@@ -13,6 +13,7 @@ from django.conf import settings
 
 import limits
 from limits import Admission
+from rainymodel_site import log_lines, tracing
 from rainymodel_site.request_ids import request_id_of
 from routing.proxy import outcomes
 from routing.proxy.validation import client_ip
@@ -78,6 +79,7 @@ class Call:
     alias: AliasInfo | None = None
     policy: PolicyInfo | None = None
     stream: bool = False
+    max_tokens: int | None = None  # the most output tokens the client asked for, if it said (traces)
     attempts: list[Attempt] = field(default_factory=list)
     route: RouteInfo | None = None
     fallback_reason: str | None = None
@@ -92,6 +94,7 @@ class Call:
     considered: list[RouteInfo] = field(default_factory=list)  # the chain before breakers, for error messages
     skipped: list[str] = field(default_factory=list)  # routes left out because their breaker was open
     finished: bool = False
+    trace: tracing.CallTrace | None = None  # its spans, when tracing is on (rainymodel_site/tracing.py)
 
     @classmethod
     def begin(cls, request) -> Call:
@@ -105,6 +108,7 @@ class Call:
             deadline=now + settings.RAINYMODEL_DEADLINE_S,
             client_ip=client_ip(request.META.get("REMOTE_ADDR")),
             user_agent=request.headers.get("user-agent", "")[:300],
+            trace=tracing.begin(request) if tracing.enabled else None,
         )
 
     def elapsed_ms(self) -> int:
@@ -127,6 +131,8 @@ class Call:
             if detail:
                 last.detail = detail
             self.fallback_reason = outcome
+            if self.trace is not None:
+                tracing.attempt_recorded(self, route, replace_last=True)
             return
         self.attempts.append(
             Attempt(
@@ -140,6 +146,8 @@ class Call:
         )
         if outcome not in OK_OUTCOMES:
             self.fallback_reason = outcome
+        if self.trace is not None:
+            tracing.attempt_recorded(self, route, replace_last=False)
 
     @property
     def tried(self) -> list[str]:
@@ -201,7 +209,7 @@ class Call:
         route = self.route
         first_label = self.tried[0] if self.attempts else None
         writer.enqueue(
-            {
+            row := {
                 "id": self.request_id,
                 "_client_request_id": self.client_request_id,
                 "created_at": self.created_at,
@@ -230,6 +238,10 @@ class Call:
                 "user_agent": _loggable(self.user_agent, 300),
             }
         )
+        if self.trace is not None:
+            tracing.finish(self, row)
+        if log_lines.enabled:
+            log_lines.emit(self, row)
 
 
 def _loggable(text: str, limit: int) -> str:

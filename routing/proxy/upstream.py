@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 
+from rainymodel_site import tracing
 from routing.proxy import outcomes
 from routing.proxy.outcomes import Decision
 from routing.proxy.sse import SSEParser
@@ -95,6 +96,8 @@ def _headers(route: RouteInfo) -> dict[str, str]:
         headers[name] = value
     if route.provider.api_key:
         headers["authorization"] = f"Bearer {route.provider.api_key}"
+    if tracing.enabled:
+        tracing.inject(headers)  # the attempt's span is the upstream's parent (traceparent, tracestate)
     return headers
 
 
