@@ -220,13 +220,16 @@ def _attempt_recorded(call: Call, route: RouteInfo, replace_last: bool) -> None:
         span = _start_attempt(call, route, began)
     if span is None:
         return
-    span.set_attribute("rainymodel.outcome", attempt.outcome)
+    attributes: dict = {"rainymodel.outcome": attempt.outcome}
     if attempt.status is not None:
-        span.set_attribute("http.response.status_code", attempt.status)
+        attributes["http.response.status_code"] = attempt.status
     if attempt.detail:
-        span.set_attribute("rainymodel.outcome_detail", attempt.detail[:200])
-    if attempt.outcome not in OK_OUTCOMES:
-        span.set_attribute("error.type", attempt.outcome)
+        attributes["rainymodel.outcome_detail"] = attempt.detail[:200]
+    failed = attempt.outcome not in OK_OUTCOMES
+    if failed:
+        attributes["error.type"] = attempt.outcome
+    span.set_attributes(attributes)
+    if failed:
         span.set_status(Status(StatusCode.ERROR, attempt.outcome))
         _end_attempt(call)
 
@@ -237,10 +240,11 @@ def _end_attempt(call: Call) -> None:
     span, ct.attempt = ct.attempt, None
     if ct.attempt_usage < len(call.usages):
         usage = call.usages[ct.attempt_usage]
-        span.set_attribute("gen_ai.response.model", usage.route.upstream_model)
+        attributes: dict = {"gen_ai.response.model": usage.route.upstream_model}
         if usage.prompt_tokens is not None and usage.completion_tokens is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", int(usage.prompt_tokens))
-            span.set_attribute("gen_ai.usage.output_tokens", int(usage.completion_tokens))
+            attributes["gen_ai.usage.input_tokens"] = int(usage.prompt_tokens)
+            attributes["gen_ai.usage.output_tokens"] = int(usage.completion_tokens)
+        span.set_attributes(attributes)
     span.end()
 
 
