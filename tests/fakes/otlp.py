@@ -51,7 +51,7 @@ def _attributes(pairs) -> dict:
 
 
 class OtlpReceiver:
-    def __init__(self):
+    def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self._lock = threading.Lock()
