@@ -173,8 +173,8 @@ def test_an_unknown_mode_stops_the_server_with_a_clear_message(transactional_db)
 
 
 def test_a_full_queue_drops_lines_instead_of_waiting():
-    handler = DroppingQueueHandler(queue.Queue(2))
+    handler = DroppingQueueHandler(queue.SimpleQueue(), limit=2)
     for n in range(5):
         handler.handle(logging.LogRecord("rainymodel.requests", logging.INFO, "", 0, f"line {n}", None, None))
     assert handler.dropped == 3
-    assert handler.queue.qsize() == 2
+    assert handler.simple_queue.qsize() == 2
