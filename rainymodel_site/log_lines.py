@@ -102,7 +102,7 @@ def line(call: Call, row: dict) -> dict:
     route = call.route
     entry = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "request_id": row["id"],
+        "request_id": call.request_id,  # not row["id"]: the writer's thread may suffix a reused one meanwhile
         "endpoint": row["endpoint"],
         "key_id": row["api_key_id"],
         "key_name": key.name if key is not None else "",
@@ -139,4 +139,4 @@ def emit(call: Call, row: dict) -> None:
     try:
         logger.info(orjson.dumps(line(call, row)).decode())
     except Exception:
-        logging.getLogger(__name__).exception("could not write the JSON log line of %s", row.get("id"))
+        logging.getLogger(__name__).exception("could not write the JSON log line of %s", call.request_id)
