@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test check bench clean
+.PHONY: install run test check bench profile clean
 
 # Idempotent: the virtualenv is rebuilt only when requirements.txt changes.
 install: $(VENV)/.installed
@@ -44,8 +44,15 @@ check: install
 	echo "mypy"; $(VENV)/bin/mypy || status=1; \
 	exit $$status
 
+# `make bench WORKERS=2 BENCH_ARGS="--redis-url redis://127.0.0.1:6379/15"`: the production command (gunicorn) with
+# 1 and 2 workers instead (bench/scaling.py); `--postgres URL` runs on PostgreSQL. docs/benchmarks.md.
 bench: install
-	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/run.py $(if $(WORKERS),--workers $(WORKERS)) $(BENCH_ARGS)
+
+# py-spy on one worker under 32 clients (non-stream, then stream) and pyinstrument on single requests; tables and
+# flame-graph files under bench/results/ (docs/benchmarks.md, "Reading a profile").
+profile: install
+	$(PY) bench/profile.py $(PROFILE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

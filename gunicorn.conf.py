@@ -9,6 +9,9 @@ every limit below silently stops applying.
 """
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 wsgi_app = "rainymodel_site.asgi:application"
 worker_class = "rainymodel_site.http_protocol.RainyModelWorker"
@@ -29,3 +32,29 @@ keepalive = 75
 
 # SIGTERM: in-flight calls get this long to finish, then each worker flushes its buffered request-log rows.
 graceful_timeout = 50
+
+# Metrics (docs/observability.md): prometheus-client's multiprocess mode, so GET /metrics answers with the sum over
+# every worker whichever worker serves it. Each worker writes its values to files in PROMETHEUS_MULTIPROC_DIR; the
+# variable must be set before a worker imports prometheus_client, hence here, in the master, before any fork.
+# Unset: a fresh temporary directory of this server's own, removed when the server exits.
+_metrics_dir_made = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir_made:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rainymodel-metrics-")
+
+
+def on_starting(server):
+    """A directory given by the operator may hold a previous run's files: counters would resume from them."""
+    for path in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        path.unlink(missing_ok=True)
+
+
+def child_exit(server, worker):
+    """A worker's counters stay in the sums after it exits; its live gauges (log queue, last flush) must not."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _metrics_dir_made:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -5,7 +5,8 @@ page after saving; afterwards only its prefix is ever displayed, because only th
 The full key never travels in a cookie: it waits for that one page in the server-side session (database-backed),
 not in `messages` (whose default storage is a signed but readable cookie), and is deleted as it is shown.
 Keys are revoked (kept for the request log), not edited back to life: the change page has a Revoke button, the
-list a "Revoke selected keys" action.
+list a "Revoke selected keys" action. Every change is recorded in the audit trail, without the key's HMACs
+(audit/history.py); each object's History page shows who changed what.
 """
 
 from datetime import UTC
@@ -24,6 +25,7 @@ from django.utils.html import format_html, format_html_join
 
 from apikeys.models import APIKey, Quota, UserKeyCaps, UserLimits, UserQuota
 from apikeys.services import apikey_assign_secret, apikey_revoke
+from audit.pages import HistoryAdmin
 from limits.selectors import usage_for_key_sync
 from routing.models import Alias, Policy
 
@@ -147,7 +149,8 @@ def usage_table(usage: dict):
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(admin.ModelAdmin):
+class APIKeyAdmin(HistoryAdmin):
+    history_children = (("apikeys.quota", "api_key"),)
     form = APIKeyForm
     inlines = [QuotaInline]
     list_display = ["name", "prefix", "status", "limits", "quota_summary", "last_used", "owner", "expires"]
@@ -312,7 +315,7 @@ class APIKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(UserKeyCaps)
-class UserKeyCapsAdmin(admin.ModelAdmin):
+class UserKeyCapsAdmin(HistoryAdmin):
     """What plain users may give themselves on the usage pages (docs/users.md); the row without a user is the
     default for everyone without their own."""
 
@@ -350,7 +353,8 @@ class UserQuotaInline(admin.TabularInline):
 
 
 @admin.register(UserLimits)
-class UserLimitsAdmin(admin.ModelAdmin):
+class UserLimitsAdmin(HistoryAdmin):
+    history_children = (("apikeys.userquota", "user_limits"),)
     list_display = ("user", "rpm_limit", "tpm_limit", "max_concurrent", "quota_summary")
     list_select_related = ("user",)
     search_fields = ("user__username",)

@@ -1,7 +1,8 @@
 """Who may call RainyModel, and how much: API keys and their quotas (SPEC §3, §7).
 
 The full key is never stored: only its first 12 characters (`prefix`, for lookup and display) and an HMAC-SHA256
-keyed by SECRET_KEY (`hashed_key`).
+keyed by SECRET_KEY (`hashed_key`). Every change to these models is recorded in the audit trail (audit/history.py),
+which never holds the HMACs.
 """
 
 from django.conf import settings
@@ -10,6 +11,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from audit.history import audited
 from routing.models import Alias, Policy
 
 PERIODS = ("day", "month")
@@ -99,6 +101,9 @@ class APIKey(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Most requests in flight at the same time. Empty: unlimited.",
     )
+    # The HMACs are secret-derived: never in the audit trail (a rotation is recorded by its reason). last_used_at is
+    # bookkeeping the log writer updates, not a change anyone made.
+    history = audited(excluded_fields=["hashed_key", "previous_hashed_key", "last_used_at"])
 
     class Meta:
         ordering = ["-created_at"]
@@ -172,6 +177,7 @@ class Quota(models.Model):
         validators=[MinValueValidator(0)],
         help_text="Most spend in US dollars per period. Empty: no limit.",
     )
+    history = audited()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["api_key", "period"], name="one_quota_per_period")]
@@ -238,6 +244,7 @@ class UserKeyCaps(models.Model):
         validators=[validate_name_list],
         help_text="Policies the user may give their keys. Empty list: all.",
     )
+    history = audited()
 
     class Meta:
         verbose_name = "user key caps"
@@ -278,6 +285,7 @@ class UserLimits(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Most requests in flight at once over all the user's keys. Empty: unlimited.",
     )
+    history = audited()
 
     class Meta:
         verbose_name = "user limits"
@@ -311,6 +319,7 @@ class UserQuota(models.Model):
         validators=[MinValueValidator(0)],
         help_text="Most spend in US dollars per period. Empty: no limit.",
     )
+    history = audited()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user_limits", "period"], name="one_user_quota_per_period")]

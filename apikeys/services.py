@@ -212,5 +212,7 @@ def apikey_rotate(*, api_key: APIKey, grace: timedelta, max_grace: timedelta | N
     api_key.previous_hashed_key = api_key.hashed_key if grace > timedelta(0) else ""
     api_key.previous_valid_until = timezone.now() + grace if grace > timedelta(0) else None
     api_key.hashed_key = hash_key(full_key)
+    # The HMACs are kept out of the audit trail, so the rotation is recorded by its reason (audit/history.py).
+    api_key._change_reason = "secret rotated"  # type: ignore[attr-defined]  # read by django-simple-history
     api_key.save(update_fields=["hashed_key", "previous_hashed_key", "previous_valid_until"])
     return api_key, full_key

@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.server import RainyModelServer  # noqa: E402
+from tests.fakes.server import ProductionServer, RainyModelServer  # noqa: E402
 from tests.fakes.upstream import ok  # noqa: E402
 
 MB = 1024 * 1024
@@ -36,22 +36,6 @@ CHAT = b'{"model": "rainymodel/auto", "messages": [{"role": "user", "content": "
 
 def log(message: str) -> None:
     print(f"[hostile] {message}", file=sys.stderr, flush=True)
-
-
-class ProductionServer(RainyModelServer):
-    """The production command: gunicorn with gunicorn.conf.py and one uvicorn worker."""
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "rainymodel_site.asgi:application",
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(self.workers),
-        ]
 
 
 def run_command_args() -> tuple[str, ...]:

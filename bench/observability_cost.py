@@ -37,22 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import build_request, percentile, run_load  # noqa: E402
+from bench.procstat import cpu_seconds  # noqa: E402
 from bench.run import ALIAS, body_for, setup_database, start_fake_upstream  # noqa: E402
 from tests.fakes.otlp import OtlpReceiver  # noqa: E402
 from tests.fakes.server import RainyModelServer, free_port  # noqa: E402
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 def log(message: str) -> None:
     print(f"[observability] {message}", file=sys.stderr, flush=True)
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
-    assert pid is not None  # a started server
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def hooks_cost(calls: int, reps: int) -> dict[str, float]:
@@ -158,6 +150,7 @@ def main(argv=None) -> int:
         for round_ in range(args.rounds):
             for mode, server in servers.items():
                 request = build_request(server.port, "/v1/chat/completions", body_for(False, ALIAS), key)
+                assert server.pid is not None  # started
                 before = cpu_seconds(server.pid)
                 result = asyncio.run(run_load(server.port, request, stream=False, count=args.requests))
                 cpu[mode].append((cpu_seconds(server.pid) - before) / result.sent * 1e6)

@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import metrics_cost  # noqa: E402
 from bench.loadgen import build_request, percentile, run_load  # noqa: E402
 from tests.fakes.server import RainyModelServer, free_port  # noqa: E402
 
@@ -90,6 +91,53 @@ def count_log_rows() -> int:
 
     connection.close()  # the server wrote the rows; read them afresh
     return RequestLog.objects.count()
+
+
+def bench_server(database_url: str, secret: str, redis_url: str | None = None, server_class=None, **kwargs):
+    """RainyModel as the benchmark runs it (not started): one uvicorn worker unless `server_class` says otherwise."""
+    return (server_class or RainyModelServer)(
+        base_env={
+            "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
+            "SECRET_KEY": secret,
+            "DATABASE_URL": database_url,
+        },
+        # Production flush interval; the limits run (the key has an rpm limit), against the in-process store unless
+        # --redis-url gives the shared one.
+        env={"RAINYMODEL_LOG_FLUSH_S": "1.0", "REDIS_URL": redis_url or "", "LOG_LEVEL": "WARNING"},
+        **kwargs,
+    )
+
+
+def bench_database(args, workdir: Path) -> str:
+    """The database the run uses: SQLite in `workdir`, or with --postgres that PostgreSQL database made afresh
+    (dropped first if it exists; `drop_bench_database` drops it at the end). With --redis-url, empties that Redis
+    database (FLUSHDB of that one database only), so limits and breakers start from nothing."""
+    if args.redis_url:
+        import redis
+
+        redis.Redis.from_url(args.redis_url).flushdb()
+    if not args.postgres:
+        return f"sqlite:///{workdir / 'bench.sqlite3'}"
+    recreate_postgres(args.postgres, create=True)
+    return args.postgres
+
+
+def recreate_postgres(url: str, create: bool) -> None:
+    """Drop (and with `create`, create again) the PostgreSQL database named by `url`; it must have "bench" in its
+    name, so a mistyped URL can never drop a real database."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+    from psycopg import sql
+
+    name = urlsplit(url).path.lstrip("/")
+    if "bench" not in name:
+        raise SystemExit(f"--postgres: the database name must contain 'bench' (it is dropped and created): {name!r}")
+    admin = urlsplit(url)._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if create:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 # --- LiteLLM ------------------------------------------------------------------------------------------------------
@@ -426,6 +474,28 @@ def report(results: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run on this PostgreSQL database (name must contain 'bench'; dropped and created afresh, dropped at the "
+        "end) instead of SQLite; needs --redis-url (the production shape)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="shared state (limits, breakers, config version) in this Redis database, which the bench empties "
+        "(FLUSHDB) first: give it a database number nothing else uses",
+    )
+
+
+def check_server_arguments(parser: argparse.ArgumentParser, args) -> None:
+    if args.postgres and not args.redis_url:
+        parser.error("--postgres needs --redis-url (the production shape: PostgreSQL and Redis together)")
+    if getattr(args, "workers", None) and args.workers > 1 and not args.redis_url:
+        parser.error("--workers N > 1 needs --redis-url: without it each worker keeps its own limits and breakers")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests at 1 client, per mode and target")
@@ -446,7 +516,18 @@ def main(argv=None) -> int:
         default=None,
         help="requests at 1 client for LiteLLM (default: --requests; it is much slower)",
     )
+    add_server_arguments(parser)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="instead of the run above: throughput of the production command (gunicorn, gunicorn.conf.py) with 1 "
+        "and with N workers, interleaved, plus the exact-limits and log-row checks (bench/scaling.py)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --workers: 1-worker/N-worker rounds")
+    parser.add_argument("--limit", type=int, default=50, help="with --workers: the rpm and request quota checked")
     args = parser.parse_args(argv)
+    check_server_arguments(parser, args)
 
     try:
         import uvloop
@@ -457,7 +538,11 @@ def main(argv=None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="rainymodel-bench-"))
     secret = secrets.token_urlsafe(40)
-    database_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
+    if args.workers is not None:
+        from bench.scaling import run_scaling
+
+        return run_scaling(args, workdir)
+    database_url = bench_database(args, workdir)
     fake_port = free_port()
     results = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -468,16 +553,8 @@ def main(argv=None) -> int:
     server = litellm = None
     try:
         key = setup_database(database_url, secret, fake_port)
-        server = RainyModelServer(
-            base_env={
-                "DJANGO_SETTINGS_MODULE": "rainymodel_site.settings",
-                "SECRET_KEY": secret,
-                "DATABASE_URL": database_url,
-            },
-            # Production flush interval; the limits run (the key has an rpm limit), against the in-process store.
-            env={"RAINYMODEL_LOG_FLUSH_S": "1.0", "REDIS_URL": "", "LOG_LEVEL": "WARNING"},
-        ).start()
-        log(f"fake upstream on :{fake_port}, RainyModel on {server.url} (pid {server.pid}), db in {workdir}")
+        server = bench_server(database_url, secret, args.redis_url).start()
+        log(f"fake upstream on :{fake_port}, RainyModel on {server.url} (pid {server.pid}), database {database_url}")
 
         direct = Target("direct", fake_port, "/v1/chat/completions", "fake-model", None)
         rainymodel = Target("rainymodel", server.port, "/v1/chat/completions", ALIAS, key)
@@ -551,13 +628,18 @@ def main(argv=None) -> int:
         fake.terminate()
         fake.wait(5)
 
-    table = report(results, args) + report_embeddings(results, args)
+    results["metrics_cost"] = metrics_cost.measure()  # µs per request of recording the metrics, no server
+    table = report(results, args) + report_embeddings(results, args) + metrics_cost.report(results["metrics_cost"])
+    if args.postgres or args.redis_url:
+        table = f"Database: {'PostgreSQL' if args.postgres else 'SQLite'}; shared state: Redis.\n\n" + table
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"{stamp}.md").write_text(table)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
     shutil.rmtree(workdir, ignore_errors=True)
+    if args.postgres:
+        recreate_postgres(args.postgres, create=False)
     return 0 if results["log_rows"] == results["proxied_requests"] else 1
 
 

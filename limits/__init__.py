@@ -149,6 +149,7 @@ async def _admit(store, admission: Admission) -> None:
 def _scoped(exc: LimitExceeded, limit: Limit) -> LimitExceeded:
     """Say in the headers whose limit refused: `x-ratelimit-scope: key` or `user` (the message says it in words)."""
     exc.headers["x-ratelimit-scope"] = limit.subject.kind
+    exc.kind, exc.scope = limit.kind, limit.subject.kind
     return exc
 
 

@@ -62,6 +62,9 @@ class LimitExceeded(Exception):
         self.message = message
         self.retry_after = max(0.0, float(retry_after))
         self.headers = dict(headers or {})
+        # Which limit refused, set by `admit` (limits/__init__.py): `Limit.kind` and its subject's kind.
+        self.kind = ""
+        self.scope = ""
         # Whole seconds for Retry-After (RFC 9110); the openai SDK prefers the precise retry-after-ms.
         self.headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         self.headers["retry-after-ms"] = str(max(1, math.ceil(self.retry_after * 1000)))
@@ -101,6 +104,8 @@ class Limit:
 
     #: admit reserves in ascending rank (rate, tokens, quota requests, concurrency), after checking in list order
     reserve_rank = 0
+    #: the name of this kind of limit in metrics (rainymodel_limit_rejections_total{kind})
+    kind = ""
     subject: Subject
 
     def counters(self) -> list[str]:

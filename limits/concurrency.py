@@ -24,6 +24,7 @@ def lease_s() -> float:
 
 class Concurrency(Limit):
     reserve_rank = 3
+    kind = "concurrency"
 
     def __init__(self, subject: Subject, max_concurrent: int):
         self.subject, self.limit = subject, max_concurrent

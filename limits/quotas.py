@@ -145,6 +145,7 @@ class Quota(Limit):
     """One quota (one period) of a subject, with each metric it limits."""
 
     reserve_rank = 2
+    kind = "quota"
 
     def __init__(self, subject: Subject, quota: QuotaInfo, now: datetime):
         self.subject, self.period, self.now = subject, quota.period, now

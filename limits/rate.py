@@ -15,6 +15,7 @@ def rpm_counter(subject: Subject) -> str:
 
 class Rate(Limit):
     reserve_rank = 0
+    kind = "rpm"
 
     def __init__(self, subject: Subject, rpm: int):
         self.subject, self.limit, self.counter = subject, rpm, rpm_counter(subject)

@@ -13,6 +13,7 @@ def tpm_counter(subject: Subject) -> str:
 
 class Tokens(Limit):
     reserve_rank = 1
+    kind = "tpm"
 
     def __init__(self, subject: Subject, tpm: int, estimate: int):
         self.subject, self.limit, self.estimate, self.counter = subject, tpm, estimate, tpm_counter(subject)

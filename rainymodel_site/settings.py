@@ -87,6 +87,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "adrf",
+    "simple_history",
+    "audit",
     "routing",
     "apikeys",
     "usage",
@@ -101,6 +103,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Hands the signed-in user to the audit trail (audit/history.py); pages only, never /v1/.
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -202,6 +206,14 @@ RAINYMODEL_LOGIN_FAILURES_PER_USERNAME = envstr("RAINYMODEL_LOGIN_FAILURES_PER_U
 # (usage/throttle.py).
 RAINYMODEL_USAGE_PAGES_RATE = envstr("RAINYMODEL_USAGE_PAGES_RATE", "120/m")
 RAINYMODEL_USAGE_CSV_RATE = envstr("RAINYMODEL_USAGE_CSV_RATE", "10/m")
+# GET /metrics (docs/observability.md): scrapers send `Authorization: Bearer <token>`; unset, only staff signed in to
+# the admin may read it. PER_KEY adds each key's prefix as a label to requests, tokens and cost: one series per key.
+RAINYMODEL_METRICS_TOKEN = envstr("RAINYMODEL_METRICS_TOKEN")
+RAINYMODEL_METRICS_PER_KEY = envbool("RAINYMODEL_METRICS_PER_KEY", False)
+
+# The audit trail (audit/history.py) is a record, not an undo button: its admin pages show past versions and their
+# field diffs but offer no "revert" (a reverted key or provider would bypass the forms and services that check them).
+SIMPLE_HISTORY_REVERT_DISABLED = True
 
 LOGGING = {
     "version": 1,

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from rainymodel_site import health, login, pages, sso
+from audit import pages as audit_pages
+from rainymodel_site import health, login, metrics_view, pages, sso
 from usage import api as usage_api
 
 admin.site.login_form = login.AdminLoginForm  # failed sign-ins are throttled (rainymodel_site/login.py)
@@ -12,6 +13,7 @@ urlpatterns = [
     path("favicon.ico", pages.favicon),
     path("health", health.health),
     path("health/ready", health.ready),
+    path("metrics", metrics_view.metrics_view),  # Prometheus; token or staff (docs/observability.md)
     path("admin/login/", login.admin_login),
     path("accounts/login/", login.LoginView.as_view(), name="login"),
     path("oidc/authenticate/", sso.AuthenticateView.as_view(), name="oidc_authentication_init"),
@@ -20,6 +22,7 @@ urlpatterns = [
     # Logout also ends the Orcest Login session for users signed in through it (rainymodel_site/sso.py).
     path("accounts/logout/", sso.logout_view(auth_views.LogoutView.as_view())),
     path("admin/logout/", sso.logout_view(admin.site.admin_view(admin.site.logout))),
+    path("admin/changes/", admin.site.admin_view(audit_pages.all_changes), name="audit-changes"),
     path("admin/", admin.site.urls),
     path("v1/usage", usage_api.usage_view),
     path("v1/", include("routing.proxy.urls")),

@@ -1,7 +1,8 @@
 """The admin for routing configuration: providers, aliases with their routes, policies, and the routing settings.
 
 Every save here bumps the shared config version (routing/signals.py), so each worker serves the change within
-seconds. A provider's secret is never shown: only whether its environment variable is set in this process.
+seconds, and is recorded in the audit trail: each object's History page shows who changed what (audit/pages.py).
+A provider's secret is never shown: only whether its environment variable is set in this process.
 ConfigVersion is internal bookkeeping and deliberately not registered.
 
 The list columns are chosen to fit a 1280 px screen with the key ones (secret set, enabled, breaker) first;
@@ -18,6 +19,7 @@ from django.db.models import Count
 from django.shortcuts import redirect
 from django.urls import reverse
 
+from audit.pages import HistoryAdmin
 from rainymodel_site.shared_state import SharedStateUnavailable
 from routing import breakers
 from routing.models import Alias, Endpoint, Policy, Provider, Route, RoutingSettings
@@ -65,7 +67,7 @@ def provider_breaker_text(provider: Provider, route_ids) -> str:
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(HistoryAdmin):
     list_display = ["name", "tier", "kind", "enabled", "secret_set", "breaker", "base_url"]
     list_filter = ["tier", "kind", "enabled"]
     search_fields = ["name", "base_url"]
@@ -205,7 +207,8 @@ class RouteInline(admin.TabularInline):
 
 
 @admin.register(Alias)
-class AliasAdmin(admin.ModelAdmin):
+class AliasAdmin(HistoryAdmin):
+    history_children = (("routing.route", "alias"),)
     list_display = ["name", "enabled", "listed", "default_policy", "route_count", "description"]
     list_filter = ["enabled", "listed", "default_policy"]
     search_fields = ["name", "description"]
@@ -250,7 +253,7 @@ class PolicyForm(forms.ModelForm):
 
 
 @admin.register(Policy)
-class PolicyAdmin(admin.ModelAdmin):
+class PolicyAdmin(HistoryAdmin):
     form = PolicyForm
     list_display = ["name", "tier_order", "is_default", "description"]
     search_fields = ["name"]
@@ -276,7 +279,7 @@ class PolicyAdmin(admin.ModelAdmin):
 
 
 @admin.register(RoutingSettings)
-class RoutingSettingsAdmin(admin.ModelAdmin):
+class RoutingSettingsAdmin(HistoryAdmin):
     """A single row: the list page goes straight to its form."""
 
     fields = ["catch_all_alias"]

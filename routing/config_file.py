@@ -12,6 +12,9 @@ Each entry in the file defines its object completely: an omitted field takes its
 does not name. Export writes every field in a fixed order (a route's `endpoints` only when it lists some), so
 export → import --replace → export is byte-identical.
 
+Every object is saved or deleted one by one (never a queryset update), so the audit trail records each change;
+the `routing` command says who made it (audit/history.py).
+
 This module never reads or writes a secret: providers name the environment variable holding theirs
 (`api_key_env`); `${ENV}` is expanded only where the file itself writes it.
 """
@@ -512,7 +515,10 @@ def _apply(plan: _Plan, *, replace: bool) -> ImportSummary:
     policies = {} if replace else dict(existing_policies)
     new_default = next((e.name for e in plan.policies if e.values["is_default"]), None)
     if new_default is not None:
-        Policy.objects.filter(is_default=True).exclude(name__iexact=new_default).update(is_default=False)
+        # One save each, not update(): the audit trail records saves (audit/history.py), and there is one old default.
+        for old_default in Policy.objects.filter(is_default=True).exclude(name__iexact=new_default):
+            old_default.is_default = False
+            old_default.save(update_fields=["is_default"])
     for entry in plan.policies:
         policy_obj = existing_policies.get(entry.name.lower()) or Policy()
         _set_values(policy_obj, entry.values)

@@ -1,6 +1,7 @@
 """What staff configure: providers, aliases with their routes, policies, and the catch-all setting (SPEC §3).
 
-These models are read by the request path only through `routing.snapshot`, never directly.
+These models are read by the request path only through `routing.snapshot`, never directly. Every change to them is
+recorded in the audit trail (`history = audited()`, audit/history.py).
 """
 
 import re
@@ -9,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from audit.history import audited, hide_credential_headers, hide_url_password
 from routing.tiers import TIERS
 
 TIER_CHOICES = [(t, t) for t in TIERS]
@@ -161,6 +163,9 @@ class Provider(models.Model):
         validators=[positive],
         help_text="Seconds the provider is taken out after it reports exhausted credits (402).",
     )
+    # api_key_env is a variable's NAME (ENV_NAME refuses a pasted secret), so it is recorded; values that may hold
+    # a credential are masked.
+    history = audited(redact={"extra_headers": hide_credential_headers, "base_url": hide_url_password})
 
     class Meta:
         ordering = ["name"]
@@ -190,6 +195,7 @@ class Alias(models.Model):
         verbose_name="default policy",
         help_text="Used when neither the request header nor the key names a policy. Empty: the global default.",
     )
+    history = audited()
 
     class Meta:
         ordering = ["name"]
@@ -262,6 +268,7 @@ class Route(models.Model):
         help_text="What the upstream serves for this model: chat, embeddings, completions (legacy and "
         "fill-in-the-middle). None ticked: every endpoint.",
     )
+    history = audited()
 
     class Meta:
         ordering = ["alias", "position", "id"]
@@ -297,6 +304,7 @@ class Policy(models.Model):
     is_default = models.BooleanField(
         "default policy", default=False, help_text="Used when nothing else names a policy. Exactly one policy is."
     )
+    history = audited()
 
     class Meta:
         ordering = ["name"]
@@ -330,6 +338,7 @@ class RoutingSettings(models.Model):
         verbose_name="catch-all alias",
         help_text="Model names outside the rainymodel/ namespace are served by this alias. Empty: they get 404.",
     )
+    history = audited()
 
     class Meta:
         verbose_name = verbose_name_plural = "routing settings"

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, connections, transaction
 
 from apikeys.models import APIKey
+from rainymodel_site import metrics
 from usage.models import RequestLog
 from usage.rollups import add_to_rollups
 
@@ -45,6 +46,7 @@ class LogWriter:
         if len(self._buffer) >= MAX_BUFFERED:
             self._buffer.popleft()
             self.dropped += 1
+            metrics.log_rows_dropped()
             log.error("request-log buffer full; dropped the oldest row (%d dropped so far)", self.dropped)
         self._buffer.append(row)
         if self._thread is None:
@@ -103,6 +105,7 @@ class LogWriter:
                 written += 1
             except (DataError, IntegrityError):
                 self.dropped += 1
+                metrics.log_rows_dropped()
                 log.exception("request-log row %s refused by the database; dropped", row.get("id"))
         return written
 
@@ -110,15 +113,19 @@ class LogWriter:
         # The thread keeps its database connection between flushes (reconnecting every second costs CPU the event
         # loop then waits for); after an error it is dropped, and a fresh one is opened for the retry.
         interval = settings.RAINYMODEL_LOG_FLUSH_S
+        metrics.log_flushed(0)  # a writer that just started is not behind
         try:
             while not self._stopping.is_set():
                 self._wake.wait(interval)
                 self._wake.clear()
+                metrics.log_queue_rows(len(self._buffer))
                 try:
-                    self.flush()
+                    written = self.flush()
                 except Exception:
                     connections.close_all()
                     time.sleep(min(5.0, interval * 2))
+                else:
+                    metrics.log_flushed(written)
         finally:
             connections.close_all()
 

@@ -13,7 +13,7 @@ from django.conf import settings
 
 import limits
 from limits import Admission
-from rainymodel_site import log_lines, tracing
+from rainymodel_site import log_lines, metrics, tracing
 from rainymodel_site.request_ids import request_id_of
 from routing.proxy import outcomes
 from routing.proxy.validation import client_ip
@@ -44,6 +44,8 @@ class Attempt:
     status: int | None
     ms: int | None
     detail: str | None = None
+    tier: str = ""  # for the metrics (rainymodel_site/metrics.py); not logged
+    seconds: float | None = None  # `ms` before rounding, for the metrics' millisecond buckets
 
     @property
     def label(self) -> str:
@@ -134,14 +136,17 @@ class Call:
             if self.trace is not None:
                 tracing.attempt_recorded(self, route, replace_last=True)
             return
+        seconds = time.monotonic() - started if started is not None else None
         self.attempts.append(
             Attempt(
                 provider=route.provider.name,
                 upstream_model=route.upstream_model,
                 outcome=outcome,
                 status=status,
-                ms=int((time.monotonic() - started) * 1000) if started is not None else None,
+                ms=int(seconds * 1000) if seconds is not None else None,
                 detail=detail or None,
+                tier=route.tier,
+                seconds=seconds,
             )
         )
         if outcome not in OK_OUTCOMES:
@@ -238,6 +243,8 @@ class Call:
                 "user_agent": _loggable(self.user_agent, 300),
             }
         )
+        # After the row is queued: nothing here can cost the call its log row.
+        metrics.record_call(row, self.attempts, time.monotonic() - self.started)
         if self.trace is not None:
             tracing.finish(self, row)
         if log_lines.enabled:

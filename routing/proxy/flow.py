@@ -28,6 +28,7 @@ from django.http.response import HttpResponseBase
 import limits
 from apikeys.auth import require_key
 from rainymodel_site import error_codes as codes
+from rainymodel_site import metrics
 from rainymodel_site.api_errors import ApiError, api_error_response
 from routing import snapshot
 from routing.proxy import breaker, outcomes
@@ -180,6 +181,7 @@ async def _admit(call: Call, payload: dict) -> None:
         call.admission = await limits.admit(call.key, estimated_tokens=estimate)
     except limits.LimitExceeded as exceeded:
         call.limit_headers = dict(exceeded.headers)
+        metrics.record_limit_rejection(exceeded.kind, exceeded.scope)
         raise _limit_error(exceeded) from None
     call.limit_headers = dict(call.admission.headers)
 

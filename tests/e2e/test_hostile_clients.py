@@ -19,10 +19,11 @@ import time
 import httpx
 import pytest
 
-from bench.hostile import ProductionServer, run_command_args
+from bench.hostile import run_command_args
 from tests.e2e.conftest import chat
 from tests.fakes import upstream as fu
 from tests.fakes.routing_config import upstream
+from tests.fakes.server import ProductionServer
 
 MB = 1024 * 1024
 CHAT = b'{"model": "rainymodel/auto", "messages": [{"role": "user", "content": "hi"}]}'

@@ -4,11 +4,11 @@ exports what is left at SIGTERM, to a tiny OTLP/HTTP receiver on loopback (tests
 
 import httpx
 
-from bench.hostile import ProductionServer
 from tests.e2e.conftest import chat
 from tests.fakes import upstream as fu
 from tests.fakes.otlp import OtlpReceiver
 from tests.fakes.routing_config import upstream
+from tests.fakes.server import ProductionServer
 from tests.fakes.upstream import FakeUpstream
 
 CALLS = 6

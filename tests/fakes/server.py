@@ -1,8 +1,9 @@
 """RainyModel as a real server process, for end-to-end tests and benchmarks.
 
 `RainyModelServer` starts `uvicorn rainymodel_site.asgi:application` as a subprocess on a free loopback port, with
-the production settings module pointed at the current test database, and waits until `/health` answers. `stop()`
-sends SIGTERM and waits, so the lifespan shutdown flushes buffered request-log rows exactly as in production.
+the production settings module pointed at the current test database, and waits until `/health` answers;
+`ProductionServer` starts the production command instead (gunicorn reading gunicorn.conf.py, `workers` workers).
+`stop()` sends SIGTERM and waits, so the lifespan shutdown flushes buffered request-log rows exactly as in production.
 
 It never mocks anything: what a test sees through `.url` is the real ASGI stack, over a real socket.
 """
@@ -211,3 +212,19 @@ class RainyModelServer:
         except FileNotFoundError:
             return []
         return [int(p) for p in text.split()]
+
+
+class ProductionServer(RainyModelServer):
+    """The production command (render.yaml): gunicorn with gunicorn.conf.py and `workers` uvicorn workers."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "rainymodel_site.asgi:application",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+        ]

@@ -2,7 +2,8 @@
 
 `create` prints the full key once; it is never stored, so it can never be printed again. Every bad argument
 (unknown user, alias or policy, malformed quota or date) is a CommandError naming the problem: exit code 1, no
-traceback, nothing written.
+traceback, nothing written. Every change is recorded in the audit trail as made by `apikey create` (`revoke`,
+`user-limits`) and by `--actor` or the OS user (audit/history.py).
 """
 
 import re
@@ -18,6 +19,7 @@ from django.utils import timezone
 from apikeys.keys import KEY_PREFIX, PREFIX_LENGTH, key_prefix, looks_like_key, verify_key
 from apikeys.models import PERIODS, APIKey, UserLimits, UserQuota
 from apikeys.services import apikey_create, apikey_owner_create, apikey_revoke
+from audit.history import acting_as_command, add_actor_argument
 from routing.models import Policy
 
 QUOTA_SYNTAX = re.compile(r"^(requests|tokens|cost):([^/\s]+)/(\w+)$")
@@ -140,9 +142,12 @@ class Command(BaseCommand):
         revoke = actions.add_parser("revoke", help="Revoke a key by its prefix or the full key.")
         revoke.add_argument("key", metavar="PREFIX_OR_KEY")
         self.add_user_limits_arguments(actions)
+        for writer in (create, revoke, actions.choices["user-limits"]):
+            add_actor_argument(writer)
 
     def handle(self, *args, action, **options):
-        getattr(self, f"handle_{action.replace('-', '_')}")(**options)
+        with acting_as_command(f"apikey {action}", options.get("actor")):
+            getattr(self, f"handle_{action.replace('-', '_')}")(**options)
 
     # --- create ---------------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """`python manage.py routing export | import FILE [--replace] | load-defaults` (SPEC §4, §9).
 
 A thin door onto routing.config_file: every refusal becomes a CommandError carrying the file's problems (exit
-code 1, no traceback), and the database is left unchanged.
+code 1, no traceback), and the database is left unchanged. Every change an import makes is recorded in the audit
+trail as made by `routing import` (or `routing load-defaults`) and by `--actor` or the OS user (audit/history.py).
 """
 
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.history import acting_as_command, add_actor_argument
 from routing import config_file
 from routing.models import Alias, Policy, Provider
 
@@ -27,18 +29,23 @@ class Command(BaseCommand):
         load.add_argument(
             "--replace", action="store_true", help="Also remove providers, aliases and policies the file does not name."
         )
-        actions.add_parser(
+        add_actor_argument(load)
+        defaults = actions.add_parser(
             "load-defaults", help="Load routing/defaults.yaml, only into a database with no routing configuration."
         )
+        add_actor_argument(defaults)
 
     def handle(self, *args, action, **options):
         try:
             if action == "export":
                 self.export(options.get("output"))
             elif action == "import":
-                self.load(options["file"], replace=options["replace"])
+                reason = f"{options['file']}{' --replace' if options['replace'] else ''}"
+                with acting_as_command("routing import", options.get("actor"), reason=reason):
+                    self.load(options["file"], replace=options["replace"])
             else:
-                self.load_defaults()
+                with acting_as_command("routing load-defaults", options.get("actor"), reason="routing/defaults.yaml"):
+                    self.load_defaults()
         except config_file.ConfigError as exc:
             raise CommandError(f"routing configuration refused, nothing was changed: {exc}") from None
 
