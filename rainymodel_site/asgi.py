@@ -1,9 +1,10 @@
 """The ASGI entry point: Django wrapped in a tiny pure-ASGI layer that owns the process lifecycle.
 
-Lifespan startup loads the config snapshot (and starts its refresher) and the request-log writer, and sets up
-traces and JSON log lines when configured (rainymodel_site/tracing.py, log_lines.py); shutdown (gunicorn/uvicorn
-on SIGTERM) flushes every buffered log row, closes the pooled upstream client and exports the spans still queued.
-Static files for the admin and usage pages are served here too, so a single process needs nothing in front of it.
+Lifespan startup loads the config snapshot (and starts its refresher), the request-log writer and the alert
+dispatcher, and sets up traces and JSON log lines when configured (rainymodel_site/tracing.py, log_lines.py);
+shutdown (gunicorn/uvicorn on SIGTERM) flushes every buffered log row and queued alert, closes the pooled upstream
+client and exports the spans still queued. Static files for the admin and usage pages are served here too, so a
+single process needs nothing in front of it.
 
 The API (`/v1/`) is served by `ApiHandler`: the same Django URLs and views, without the browser-facing middleware
 (sessions, CSRF, messages, ...) and without the request_started/finished signals. Under ASGI each of those is a
@@ -241,6 +242,7 @@ django_application = get_asgi_application()
 
 # The apps' modules import their models, so they can only be imported once get_asgi_application() has run
 # django.setup(); the functions above use them at call time.
+from alerts.dispatch import dispatcher as alert_dispatcher  # noqa: E402
 from apikeys.auth import require_key  # noqa: E402
 from routing import snapshot  # noqa: E402
 from routing.proxy import flow, upstream  # noqa: E402
@@ -254,6 +256,7 @@ static_application = ASGIStaticFilesHandler(django_application)
 async def startup():
     await run_blocking(snapshot.ensure_loaded)
     writer.start()
+    alert_dispatcher.start()
     tracing.start()  # per worker, after gunicorn's fork: on only with OTEL_EXPORTER_OTLP_ENDPOINT
     log_lines.start()
 
@@ -261,6 +264,7 @@ async def startup():
 async def shutdown():
     await run_blocking(snapshot.stop_refresher)
     await run_blocking(writer.stop)
+    await run_blocking(alert_dispatcher.stop)
     await upstream.close_client()
     await asyncio.to_thread(tracing.stop)  # exports the spans still queued
     await asyncio.to_thread(log_lines.stop)
