@@ -1,9 +1,10 @@
 """The ASGI entry point: Django wrapped in a tiny pure-ASGI layer that owns the process lifecycle.
 
 Lifespan startup loads the config snapshot (and starts its refresher), the request-log writer and the alert
-dispatcher; shutdown (gunicorn/uvicorn on SIGTERM) flushes every buffered log row and queued alert and closes the
-pooled upstream client. Static files
-for the admin and usage pages are served here too, so a single process needs nothing in front of it.
+dispatcher, and sets up traces and JSON log lines when configured (rainymodel_site/tracing.py, log_lines.py);
+shutdown (gunicorn/uvicorn on SIGTERM) flushes every buffered log row and queued alert, closes the pooled upstream
+client and exports the spans still queued. Static files for the admin and usage pages are served here too, so a
+single process needs nothing in front of it.
 
 The API (`/v1/`) is served by `ApiHandler`: the same Django URLs and views, without the browser-facing middleware
 (sessions, CSRF, messages, ...) and without the request_started/finished signals. Under ASGI each of those is a
@@ -39,6 +40,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 from django.urls import resolve, set_script_prefix  # noqa: E402
 
 from rainymodel_site import error_codes as codes  # noqa: E402
+from rainymodel_site import log_lines, tracing  # noqa: E402
 from rainymodel_site.api_errors import ApiError  # noqa: E402
 from rainymodel_site.request_ids import RequestIdMiddleware  # noqa: E402
 from rainymodel_site.threads import run_blocking  # noqa: E402
@@ -256,6 +258,8 @@ async def startup():
     await run_blocking(snapshot.ensure_loaded)
     writer.start()
     alert_dispatcher.start()
+    tracing.start()  # per worker, after gunicorn's fork: on only with OTEL_EXPORTER_OTLP_ENDPOINT
+    log_lines.start()
 
 
 async def shutdown():
@@ -263,6 +267,8 @@ async def shutdown():
     await run_blocking(writer.stop)
     await run_blocking(alert_dispatcher.stop)
     await upstream.close_client()
+    await asyncio.to_thread(tracing.stop)  # exports the spans still queued
+    await asyncio.to_thread(log_lines.stop)
 
 
 async def lifespan(receive, send):

@@ -191,6 +191,9 @@ RAINYMODEL_RESPONSES_TTL_S = envint("RAINYMODEL_RESPONSES_TTL_S", 30 * 24 * 3600
 RAINYMODEL_BODY_TIMEOUT_S = envfloat("RAINYMODEL_BODY_TIMEOUT_S", 30.0)  # whole body, from the end of the headers
 RAINYMODEL_LOG_FLUSH_S = envfloat("RAINYMODEL_LOG_FLUSH_S", 1.0)
 RAINYMODEL_DEADLINE_S = envfloat("RAINYMODEL_DEADLINE_S", 300.0)
+# One JSON log line per /v1/ call on the `rainymodel.requests` logger (stderr): "json", or "off" (the default; the
+# request log in the database has the same facts). rainymodel_site/log_lines.py, docs/observability.md.
+RAINYMODEL_LOG_REQUESTS = envstr("RAINYMODEL_LOG_REQUESTS").strip().lower() or "off"
 # How often each worker checks the shared config version (admin saves reach every worker within 2 s).
 RAINYMODEL_SNAPSHOT_POLL_S = envfloat("RAINYMODEL_SNAPSHOT_POLL_S", 0.5)
 # Failed authentications allowed per client IP per minute before a 429.

@@ -14,7 +14,7 @@ from django.conf import settings
 import limits
 from alerts import events as alerts
 from limits import Admission
-from rainymodel_site import metrics
+from rainymodel_site import log_lines, metrics, tracing
 from rainymodel_site.request_ids import request_id_of
 from routing.proxy import outcomes
 from routing.proxy.validation import client_ip
@@ -82,6 +82,7 @@ class Call:
     alias: AliasInfo | None = None
     policy: PolicyInfo | None = None
     stream: bool = False
+    max_tokens: int | None = None  # the most output tokens the client asked for, if it said (traces)
     attempts: list[Attempt] = field(default_factory=list)
     route: RouteInfo | None = None
     fallback_reason: str | None = None
@@ -96,6 +97,7 @@ class Call:
     considered: list[RouteInfo] = field(default_factory=list)  # the chain before breakers, for error messages
     skipped: list[str] = field(default_factory=list)  # routes left out because their breaker was open
     finished: bool = False
+    trace: tracing.CallTrace | None = None  # its spans, when tracing is on (rainymodel_site/tracing.py)
 
     @classmethod
     def begin(cls, request) -> Call:
@@ -109,6 +111,7 @@ class Call:
             deadline=now + settings.RAINYMODEL_DEADLINE_S,
             client_ip=client_ip(request.META.get("REMOTE_ADDR")),
             user_agent=request.headers.get("user-agent", "")[:300],
+            trace=tracing.begin(request) if tracing.enabled else None,
         )
 
     def elapsed_ms(self) -> int:
@@ -131,6 +134,8 @@ class Call:
             if detail:
                 last.detail = detail
             self.fallback_reason = outcome
+            if self.trace is not None:
+                tracing.attempt_recorded(self, route, replace_last=True)
             return
         seconds = time.monotonic() - started if started is not None else None
         self.attempts.append(
@@ -147,6 +152,8 @@ class Call:
         )
         if outcome not in OK_OUTCOMES:
             self.fallback_reason = outcome
+        if self.trace is not None:
+            tracing.attempt_recorded(self, route, replace_last=False)
 
     @property
     def tried(self) -> list[str]:
@@ -240,6 +247,10 @@ class Call:
         )
         # After the row is queued: nothing here can cost the call its log row.
         metrics.record_call(row, self.attempts, time.monotonic() - self.started)
+        if self.trace is not None:
+            tracing.finish(self, row)
+        if log_lines.enabled:
+            log_lines.emit(self, row)
 
 
 def _loggable(text: str, limit: int) -> str:

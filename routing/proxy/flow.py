@@ -175,6 +175,7 @@ async def _serve(op: Operation, call: Call, request) -> HttpResponseBase:
 async def _admit(call: Call, payload: dict) -> None:
     max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
     estimate = call.prompt_estimate + (max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0)
+    call.max_tokens = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
     assert call.key is not None  # authenticated before the limits
     try:
         call.admission = await limits.admit(call.key, estimated_tokens=estimate)

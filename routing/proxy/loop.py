@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rainymodel_site import error_codes as codes
+from rainymodel_site import tracing
 from rainymodel_site.api_errors import ApiError
 from routing.proxy import breaker, outcomes
 from routing.proxy.call import Call
@@ -59,6 +60,8 @@ async def run_attempts(
         tries = 0
         while True:
             started = time.monotonic()
+            if call.trace is not None:
+                tracing.attempt_started(call, route)
             try:
                 result = await attempt(route)
             except AttemptFailed as failed:

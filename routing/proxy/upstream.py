@@ -28,6 +28,7 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import AiohttpResponseStream
 
+from rainymodel_site import tracing
 from routing.proxy import outcomes
 from routing.proxy.outcomes import Decision
 from routing.proxy.sse import SSEParser
@@ -168,6 +169,8 @@ def _headers(route: RouteInfo) -> dict[str, str]:
         headers[name] = value
     if route.provider.api_key:
         headers["authorization"] = f"Bearer {route.provider.api_key}"
+    if tracing.enabled:
+        tracing.inject(headers)  # the attempt's span is the upstream's parent (traceparent, tracestate)
     return headers
 
 
