@@ -1,7 +1,8 @@
 """The ASGI entry point: Django wrapped in a tiny pure-ASGI layer that owns the process lifecycle.
 
 Lifespan startup loads the config snapshot (and starts its refresher) and the request-log writer; shutdown
-(gunicorn/uvicorn on SIGTERM) flushes every buffered log row and closes the pooled upstream client. Static files
+(gunicorn/uvicorn on SIGTERM) flushes every buffered log row, closes the pooled upstream client and folds the last
+calls into the metrics (rainymodel_site/metrics.py, which also folds every second from the loop). Static files
 for the admin and usage pages are served here too, so a single process needs nothing in front of it.
 
 The API (`/v1/`) is served by `ApiHandler`: the same Django URLs and views, without the browser-facing middleware
@@ -240,6 +241,7 @@ django_application = get_asgi_application()
 # The apps' modules import their models, so they can only be imported once get_asgi_application() has run
 # django.setup(); the functions above use them at call time.
 from apikeys.auth import require_key  # noqa: E402
+from rainymodel_site import metrics  # noqa: E402
 from routing import snapshot  # noqa: E402
 from routing.proxy import flow, upstream  # noqa: E402
 from routing.proxy.api import unknown_endpoint  # noqa: E402
@@ -252,12 +254,14 @@ static_application = ASGIStaticFilesHandler(django_application)
 async def startup():
     await run_blocking(snapshot.ensure_loaded)
     writer.start()
+    metrics.start_folding()
 
 
 async def shutdown():
     await run_blocking(snapshot.stop_refresher)
     await run_blocking(writer.stop)
     await upstream.close_client()
+    metrics.stop_folding()  # the last calls' metrics, before the worker exits
 
 
 async def lifespan(receive, send):
