@@ -159,7 +159,8 @@ def report(results: dict | None) -> str:
         "",
         "Metrics recording per request (bench/metrics_cost.py): µs of CPU time on the event loop. `record_call` is",
         "what each request pays; a fold (1/s, before a scrape, at shutdown) writes what was recorded since the last",
-        "one, here one kind of call (with and without TTFT) and 2 of attempt. Before folding, each call was written straight away:",
+        "one, here one kind of call (with and without TTFT) and 2 of attempt. Before folding, each call was",
+        "written straight away:",
         "",
         "| mode | `record_call`: answered at once | stream (+TTFT) | failed over (2 attempts) | one fold "
         "| before: written at once | same, `.labels()` uncached |",

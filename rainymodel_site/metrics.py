@@ -236,9 +236,9 @@ class Metrics:
         calls, self._pending_calls = self._pending_calls, {}
         attempts, self._pending_attempts = self._pending_attempts, {}
         for kind, (count, seconds, bins) in attempts.items():
-            series = self._attempts.get(kind) or self._attempt_series(kind)
-            _observe_many(series.duration, bins, seconds)
-            series.count.inc(count)
+            tried = self._attempts.get(kind) or self._attempt_series(kind)
+            _observe_many(tried.duration, bins, seconds)
+            tried.count.inc(count)
         for values, pending in calls.items():
             series = self._calls.get(values) or self._call_series(values)
             _observe_many(series.duration, pending[_DURATION_BINS], pending[_DURATION_SUM])

@@ -202,9 +202,9 @@ def test_a_call_counts_only_once_folded_and_only_once():
 @pytest.mark.django_db
 async def test_a_scrape_shows_a_call_recorded_just_before_it(async_client, settings):
     """No fold task runs here (no lifespan): the call can only reach the scrape through the scrape's own fold."""
-    from rainymodel_site import metrics
-
     from prometheus_client.parser import text_string_to_metric_families
+
+    from rainymodel_site import metrics
 
     settings.RAINYMODEL_METRICS_TOKEN = "scrape-token"
     metrics.record_call(row(alias="just-before-the-scrape"), [], 0.05)
