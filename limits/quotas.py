@@ -20,6 +20,7 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
+from alerts import events as alerts
 from limits import base
 from limits.base import Limit, LimitExceeded, Subject, headers, log, refusal_headers, store_failed, wait_words
 from rainymodel_site.shared_state import SharedStateUnavailable
@@ -195,6 +196,7 @@ class Quota(Limit):
             return False
         self.counted_request = True
         self.used["requests"] = used
+        alerts.quota_used(self, "requests", used, 1)
         if used > self.maxima["requests"]:
             refusal = self._exceeded("requests", admission)
             try:  # a refused request is not counted (admit gives back only the limits reserved before this one)
@@ -219,7 +221,9 @@ class Quota(Limit):
             if base.outage.skip():
                 return
             try:
-                await add_to_counter(store, self.counter[metric], amount, self.ttl)
+                used = await add_to_counter(store, self.counter[metric], amount, self.ttl)
+                if used is not None:
+                    alerts.quota_used(self, metric, used, amount)
             except SharedStateUnavailable as exc:
                 store_failed(f"settling usage of key {self.subject.label}", exc)
 

@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "apikeys",
     "usage",
     "responses_store",
+    "alerts",
 ]
 
 # The browser-facing pages' middleware. The API (/v1/) is served by rainymodel_site.asgi.ApiHandler with its own
@@ -214,6 +215,30 @@ RAINYMODEL_METRICS_FOLD_S = envfloat("RAINYMODEL_METRICS_FOLD_S", 1.0)
 # The audit trail (audit/history.py) is a record, not an undo button: its admin pages show past versions and their
 # field diffs but offer no "revert" (a reverted key or provider would bypass the forms and services that check them).
 SIMPLE_HISTORY_REVERT_DISABLED = True
+
+# Alerts (alerts/, docs/observability.md "Alerts"): quotas crossing 80/95/100 %, providers' breakers opening and
+# closing, every route of an alias failing. Recipients and webhooks are edited in the admin; email goes through
+# Django's email backend with the EMAIL_* settings below.
+RAINYMODEL_ALERTS = envbool("RAINYMODEL_ALERTS", True)
+RAINYMODEL_ALERT_RECOVERY_S = envfloat("RAINYMODEL_ALERT_RECOVERY_S", 60.0)  # an alias incident ends this quiet
+RAINYMODEL_ALERT_CHECK_S = envfloat("RAINYMODEL_ALERT_CHECK_S", 5.0)  # how often each worker looks for recoveries
+RAINYMODEL_ALERT_ATTEMPTS = envint("RAINYMODEL_ALERT_ATTEMPTS", 5)  # per delivery, the first included
+RAINYMODEL_ALERT_RETRY_BASE_S = envfloat("RAINYMODEL_ALERT_RETRY_BASE_S", 2.0)  # then 2, 4, 8, 16 s between tries
+RAINYMODEL_ALERT_WEBHOOK_TIMEOUT_S = envfloat("RAINYMODEL_ALERT_WEBHOOK_TIMEOUT_S", 5.0)
+# Django 6.1's MAILERS, filled from the conventional EMAIL_* variables (docs/operations.md).
+EMAIL_BACKEND_PATH = envstr("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+MAILERS = {"default": {"BACKEND": EMAIL_BACKEND_PATH, "OPTIONS": {}}}
+if EMAIL_BACKEND_PATH == "django.core.mail.backends.smtp.EmailBackend":
+    MAILERS["default"]["OPTIONS"] = {
+        "host": envstr("EMAIL_HOST", "localhost"),
+        "port": envint("EMAIL_PORT", 25),
+        "username": envstr("EMAIL_HOST_USER"),
+        "password": envstr("EMAIL_HOST_PASSWORD"),
+        "use_tls": envbool("EMAIL_USE_TLS", False),  # STARTTLS, usually port 587
+        "use_ssl": envbool("EMAIL_USE_SSL", False),  # implicit TLS, usually port 465
+        "timeout": envfloat("EMAIL_TIMEOUT", 10.0),
+    }
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "RainyModel <rainymodel@localhost>")
 
 LOGGING = {
     "version": 1,

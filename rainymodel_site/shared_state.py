@@ -154,8 +154,8 @@ class MemoryState:
 
 def _decode(value):
     """Redis returns bytes; numbers come back as numbers, everything else as str."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, int | float):  # INCRBYFLOAT's reply is a float already: keep its fraction
+        return value
     text = value.decode() if isinstance(value, bytes) else value
     try:
         return int(text)

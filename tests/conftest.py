@@ -98,9 +98,11 @@ def drop_unwritten_log_rows():
     database (the writer thread flushes on its own schedule; model lookups through Django's test client are logged
     since issue 12): what is still buffered when a test ends is dropped. Tests that read rows flush first."""
     yield
+    from alerts import events
     from usage.writer import writer
 
     writer._buffer.clear()
+    events.queue.clear()  # likewise alert events no dispatcher took (the limits tests queue quota crossings)
 
 
 @pytest.fixture(autouse=True)

@@ -71,5 +71,5 @@ def test_web_service_environment_serves_the_domain_over_https_behind_renders_pro
 
 def test_secrets_are_never_committed_values():
     env = env_of(web_service(blueprint()))
-    for name in ("RAINYMODEL_MASTER_KEY", "HF_TOKEN", "OPENROUTER_API_KEY", "OLLAMA_API_KEY"):
+    for name in ("RAINYMODEL_MASTER_KEY", "HF_TOKEN", "OPENROUTER_API_KEY", "OLLAMA_API_KEY", "EMAIL_HOST_PASSWORD"):
         assert env[name] == {"key": name, "sync": False}

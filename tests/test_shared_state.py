@@ -3,7 +3,7 @@ store's TTLs on an injected clock."""
 
 from __future__ import annotations
 
-from rainymodel_site.shared_state import MemoryState, Outage
+from rainymodel_site.shared_state import MemoryState, Outage, RedisState
 
 
 class Clock:
@@ -50,3 +50,11 @@ def test_memory_state_ttls_run_out_on_its_clock():
     assert store.ttl_sync("n") == 55.0
     clock.now += 55.0
     assert store.incr_sync("n", 1, ttl=60) == 1  # a new window
+
+
+def test_a_fractional_increment_in_redis_returns_the_sum_with_its_fraction(redis_url):
+    # A cost quota counter: int(1.6) would read as 1, and limits.quotas would take the counter for lost.
+    store = RedisState(redis_url)
+    assert store.incr_sync("cost", 1.0) == 1.0
+    assert store.incr_sync("cost", 0.6) == 1.6
+    assert store.incr_sync("cost", 0.5) == 2.1

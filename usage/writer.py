@@ -10,14 +10,18 @@ Never call the database from the request path: this module exists so that it doe
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DataError, IntegrityError, connections, models, transaction
+from django.db.backends.base.operations import BaseDatabaseOperations
 
 from apikeys.models import APIKey
 from rainymodel_site import metrics
@@ -147,21 +151,73 @@ def write_batch(rows: list[dict]) -> None:
 
 
 def _insert(model, rows: list[dict]) -> None:
-    """INSERT the rows with one executemany. Values are adapted by each field exactly as bulk_create would
-    (`get_db_prep_save`), without building model instances and an SQL statement per batch: that halves the
-    writer's CPU, which it shares with the event loop through the GIL."""
+    """INSERT the rows with one executemany (COPY on PostgreSQL), values adapted as bulk_create would."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    copy = conn.vendor == "postgresql" and COPY_ON_POSTGRESQL
+    columns, adapt = _insert_plan(model, conn, copy=copy)
+    values = [adapt(row) for row in rows]
+    with conn.cursor() as cursor:
+        if copy:
+            # psycopg's own cursor, so its errors are turned into Django's (IntegrityError, ...) here by hand.
+            statement = f"COPY {columns[0]} ({columns[1]}) FROM STDIN"
+            with conn.wrap_database_errors, cursor.cursor.copy(statement) as copier:
+                for value in values:
+                    copier.write_row(value)
+        else:
+            cursor.executemany(f"INSERT INTO {columns[0]} ({columns[1]}) VALUES ({columns[2]})", values)
+
+
+# Write RequestLog rows with PostgreSQL's COPY instead of a multi-row INSERT (bench/writer_cost.py measures both).
+COPY_ON_POSTGRESQL = True
+
+# Field classes whose `get_db_prep_save` returns a value of the given exact type as it is, on every backend we
+# run (Django 6.1; tests/usage/test_writer.py compares both ways on the database in use): the fast path skips the
+# five method calls per value that otherwise made up most of the writer's CPU (bench/writer_cost.py).
+_AS_IS = {models.CharField: str, models.BooleanField: bool, models.ForeignKey: int}
+
+
+def _insert_plan(model, conn, copy: bool = False) -> tuple[tuple[str, str, str], Callable[[dict], tuple]]:
+    """The table and column names, and a function turning one row dict into the tuple of database values.
+
+    Each value is adapted exactly as `field.get_db_prep_save(value, conn)` would (what bulk_create does): values
+    of the plain types of char, boolean and key fields pass as they are, integers go through the backend's
+    integer adaptation only (none for COPY, whose text format has no parameter types to choose), and every other
+    field or unexpected type goes through the field itself."""
+    ops = conn.ops
+    plain_ints = copy or type(ops).adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value
+    steps: list[tuple[str, Any, type | None, Callable[[Any], Any] | None]] = []
+    for field in model._meta.concrete_fields:
+        kind = type(field)
+        if kind in _AS_IS:
+            steps.append((field.attname, field, _AS_IS[kind], None))
+        elif kind in (models.PositiveIntegerField, models.PositiveSmallIntegerField, models.IntegerField):
+            integer = None if plain_ints else functools.partial(_adapt_int, ops, field.get_internal_type())
+            steps.append((field.attname, field, int, integer))
+        else:
+            steps.append((field.attname, field, None, None))
+
+    def adapt(row: dict) -> tuple:
+        values = []
+        for attname, field, plain, then in steps:
+            value: Any = row[attname] if attname in row else field.get_default()
+            if plain is not None and (value is None or type(value) is plain):
+                values.append(value if then is None or value is None else then(value))
+            else:
+                values.append(field.get_db_prep_save(value, conn))
+        return tuple(values)
+
+    quote = ops.quote_name
     fields = model._meta.concrete_fields
-    quote = connection.ops.quote_name
-    sql = (
-        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    names = (
+        quote(model._meta.db_table),
+        ", ".join(quote(f.column) for f in fields),
+        ", ".join(["%s"] * len(fields)),
     )
-    params = [
-        [f.get_db_prep_save(row[f.attname] if f.attname in row else f.get_default(), connection) for f in fields]
-        for row in rows
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+    return names, adapt
+
+
+def _adapt_int(ops, internal_type: str, value: int):
+    return ops.adapt_integerfield_value(value, internal_type)
 
 
 def _new_rows(rows: list[dict], model) -> list[dict]:

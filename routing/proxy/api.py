@@ -3,6 +3,7 @@
 import orjson
 from adrf.views import APIView
 from django.http import HttpResponse
+from rest_framework.negotiation import BaseContentNegotiation
 
 from apikeys.auth import require_key
 from rainymodel_site import error_codes as codes
@@ -15,15 +16,44 @@ from routing.proxy.operations.embeddings import EMBEDDINGS
 from routing.proxy.operations.responses import RESPONSES
 
 
+class AnyAccept(BaseContentNegotiation):
+    """The API answers in its own format whatever `Accept` says, as OpenAI's does (DRF's documented
+    "IgnoreClientContentNegotiation"). DRF's default parsed `Accept` and the query string on every request
+    (bench/request_objects.py: about a third of the view's dispatch) to choose among one renderer, and answered
+    `Accept: text/html` or `text/event-stream` with a 406 that no request-log row recorded."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return (renderers[0], renderers[0].media_type)
+
+
 class ApiView(APIView):
-    """adrf's APIView, minus one thread hop per request. `async_dispatch` is a copy of adrf 0.1.14's
-    (`APIView.async_dispatch`, pinned by tests/test_framework_pins.py) with `initial()` run inline.
+    """adrf's APIView, minus what costs per request and does nothing here. `async_dispatch` is a copy of adrf
+    0.1.14's (`APIView.async_dispatch`, pinned by tests/test_framework_pins.py) with `initial()` run inline.
 
     adrf's `async_dispatch` runs DRF's `initial()` (content negotiation, authentication, permissions, throttles)
     through `sync_to_async`, which under ASGI starts and joins a thread for every request. These views have no
     DRF authenticators, permissions or throttles (keys are checked by apikeys.auth.require_key), so `initial()`
-    is a few attribute lookups and runs inline.
+    is a few attribute lookups and runs inline. Content negotiation always picks the one renderer (`AnyAccept`),
+    authentication is DRF's lazy form (`perform_authentication` does nothing; there is no authenticator to run),
+    and the `Allow` header is worked out once per view class rather than per request.
     """
+
+    content_negotiation_class = AnyAccept
+
+    def perform_authentication(self, request):
+        pass  # DRF's documented lazy authentication: `request.user` (None here) would be resolved on first use
+
+    @property
+    def default_response_headers(self):
+        cls = type(self)
+        headers = cls.__dict__.get("_default_response_headers")
+        if headers is None:
+            headers = super().default_response_headers
+            cls._default_response_headers = headers
+        return dict(headers)  # a copy: finalize_response pops from it
 
     async def async_dispatch(self, request, *args, **kwargs):
         self.args = args

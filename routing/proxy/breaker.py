@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from alerts import events as alerts
 from rainymodel_site.shared_state import Outage, SharedStateUnavailable, state
 from routing import breakers
 from routing.breakers import (
@@ -264,6 +265,8 @@ async def record_success(route: RouteInfo, key: KeyInfo | None = None) -> None:
             if not st.is_clean:
                 if st.status == OPEN:
                     log.warning("breaker closed: %s (%s)", name, route.label)
+                    if name == keys[0]:  # the provider's breaker
+                        alerts.breaker_closed(route.provider.name)
                 await _write(name, on_success(st), now)
     except SharedStateUnavailable as exc:
         _unavailable(exc, "recording a success")
@@ -333,6 +336,8 @@ async def record_failure(
                     (st_after.open_until or now) - now,
                     reason,
                 )
+                if k == target and plan.scope == "provider" and st_before.status != OPEN:  # a new episode
+                    alerts.breaker_opened(p.name, reason, (st_after.open_until or now) - now)
             elif k == target and st_after.status == CLOSED and status_at(st_before, now) == HALF_OPEN:
                 log.info("breaker closed: %s (%s): the failed probe was key %s's alone", k, route.label, token)
     except SharedStateUnavailable as exc:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 import limits
+from alerts import events as alerts
 from limits import Admission
 from rainymodel_site import metrics
 from rainymodel_site.request_ids import request_id_of
@@ -204,6 +205,7 @@ class Call:
                 await asyncio.shield(limits.settle(self.admission, tokens=prompt + completion, cost_usd=cost))
             except asyncio.CancelledError:
                 pass
+        alerts.call_finished(self.alias.name if self.alias else None, status, error_code)
         route = self.route
         first_label = self.tried[0] if self.attempts else None
         writer.enqueue(

@@ -6,18 +6,27 @@ event, `idle_timeout_s` between stream events, `request_timeout_s` for the whole
 request's overall deadline. Failures come out as `AttemptFailed` carrying a `Decision` from outcomes.py; a stream
 that breaks after its first event raises `StreamBroken`.
 The client's own credentials are never forwarded: only the provider's secret and `extra_headers`.
+
+The httpx API (Request, Response, its exceptions) runs over aiohttp's connection pool (httpx-aiohttp's transport):
+at 32 concurrent requests httpcore's pool cost 3x the CPU per request of aiohttp's, and aiohttp hands a stream's
+bytes over as they were read rather than one HTTP chunk (one SSE event) at a time (docs/benchmarks.md, "Levers").
+`RAINYMODEL_UPSTREAM_TRANSPORT=httpcore` selects httpx's own transport instead (the A side of that measurement).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aiohttp
 import httpx
 import orjson
+from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream
 
 from routing.proxy import outcomes
 from routing.proxy.outcomes import Decision
@@ -29,22 +38,86 @@ MAX_ERROR_BODY = 64 * 1024
 _pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def pool() -> httpx.AsyncHTTPTransport:
+MAX_CONNECTIONS = 1000  # open upstream connections per worker, all providers together
+KEEPALIVE_S = 30  # an idle pooled connection is closed after this long
+MAX_HEADER_BYTES = 64 * 1024  # one upstream response header line (httpx/h11 allowed as much; aiohttp's default is 8 KB)
+
+
+def pool() -> httpx.AsyncBaseTransport:
     """This event loop's pooled connection transport (one per process in production: one loop per worker).
 
-    httpx's own pooled transport, used without the AsyncClient layer on top: that layer (cookies, auth flows,
-    redirects, event hooks, header merging) is nothing this proxy uses, and skipping it saves 0.3-0.4 ms of CPU
-    per upstream request (measured, see docs/benchmarks.md). Requests carry their timeouts in their extensions.
+    A transport used without httpx's AsyncClient layer on top: that layer (cookies, auth flows, redirects, event
+    hooks, header merging) is nothing this proxy uses, and skipping it saves 0.3-0.4 ms of CPU per upstream
+    request (measured, see docs/benchmarks.md). Requests carry their timeouts in their extensions.
     """
     loop = asyncio.get_running_loop()
     transport = _pools.get(loop)
     if transport is None:
-        transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30),
-            trust_env=False,
-        )
+        if os.environ.get("RAINYMODEL_UPSTREAM_TRANSPORT", "").strip().lower() == "httpcore":
+            transport = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(
+                    max_connections=MAX_CONNECTIONS, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_S
+                ),
+                trust_env=False,
+            )
+        else:
+            transport = _AiohttpTransport(client=_aiohttp_session())
         _pools[loop] = transport
     return transport
+
+
+class _AiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, with the response body read by `_Body`."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        assert isinstance(response.stream, AiohttpResponseStream)
+        response.stream = _Body(response.stream._aiohttp_response)
+        return response
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response body as it arrives: each read hands over everything received so far (a burst of SSE
+    events in one piece), and when the connection breaks, the bytes received before the break come out before
+    the error. (aiohttp's reader raises a stored error first and drops what it had buffered: a stream cut after
+    three events would lose them, and a relay would count an answer that had begun as one that never started.)
+    The drain uses aiohttp's `StreamReader._read_nowait`, pinned with aiohttp in requirements.txt and covered by
+    tests/routing/proxy/test_upstream.py."""
+
+    def __init__(self, response: aiohttp.ClientResponse):
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        while True:
+            try:
+                chunk = await content.readany()
+            except aiohttp.ClientError:
+                rest = content._read_nowait(-1)
+                if rest:
+                    yield rest
+                raise
+            if not chunk:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.__aexit__(None, None, None)
+
+
+def _aiohttp_session() -> aiohttp.ClientSession:
+    """aiohttp's pool with nothing a proxy must not do: no cookie jar (an upstream's cookie would reach other
+    keys' requests), no Accept-Encoding or User-Agent of its own (a compressed answer would be relayed as
+    compressed bytes: bodies are passed through undecoded), no proxy from the environment."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_S),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("Accept-Encoding", "User-Agent"),
+        auto_decompress=False,
+        trust_env=False,
+        max_line_size=MAX_HEADER_BYTES,
+        max_field_size=MAX_HEADER_BYTES,
+    )
 
 
 async def close_client() -> None:
@@ -117,7 +190,7 @@ async def _failure_from_response(response: httpx.Response) -> AttemptFailed:
             body += chunk
             if len(body) > MAX_ERROR_BODY:
                 break
-    except httpx.HTTPError:
+    except TRANSPORT_ERRORS:
         pass
     finally:
         await response.aclose()
@@ -134,14 +207,24 @@ async def _failure_from_response(response: httpx.Response) -> AttemptFailed:
     return AttemptFailed(decision, status=response.status_code, body=body)
 
 
+# What a transport failure may raise: httpx's errors (httpx-aiohttp maps most of aiohttp's onto them), aiohttp's
+# own that it leaves unmapped (an unreadable status line or header), a timeout, a socket error.
+TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, OSError)
+
+
 def _transport_failure(exc: BaseException) -> AttemptFailed:
-    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
-        kind = outcomes.TIMEOUT
-    elif isinstance(exc, httpx.ConnectError):
+    """Classify by the original error: httpx-aiohttp maps every aiohttp connection error (a reset, a server gone
+    before answering) onto httpx.ConnectTimeout, which would read as a timeout."""
+    cause = (
+        exc.__cause__ if isinstance(exc, httpx.HTTPError) and isinstance(exc.__cause__, aiohttp.ClientError) else exc
+    )
+    if isinstance(cause, aiohttp.ClientConnectorError) or isinstance(cause, httpx.ConnectError):
         kind = outcomes.CONNECT_ERROR
+    elif isinstance(cause, (TimeoutError, httpx.TimeoutException)):  # aiohttp's timeouts are TimeoutErrors
+        kind = outcomes.TIMEOUT
     else:
         kind = outcomes.RESET
-    return AttemptFailed(outcomes.classify_transport(kind), detail=type(exc).__name__)
+    return AttemptFailed(outcomes.classify_transport(kind), detail=type(cause).__name__)
 
 
 def is_chat_completion(data: dict) -> str | None:
@@ -168,7 +251,7 @@ async def complete(
                 await response.aclose()
     except AttemptFailed:
         raise
-    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+    except TRANSPORT_ERRORS as exc:
         raise _transport_failure(exc) from exc
     try:
         data = orjson.loads(body)
@@ -213,7 +296,7 @@ class UpstreamStream:
                 if remaining <= 0:
                     raise TimeoutError
                 chunk = await self._next_chunk(remaining)
-            except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            except TRANSPORT_ERRORS as exc:
                 await self.close()
                 raise _transport_failure(exc) from exc
             if chunk is None:
@@ -240,7 +323,7 @@ class UpstreamStream:
                     chunk = await self._next_chunk(idle)
                 except TimeoutError:
                     raise StreamBroken(outcomes.TIMEOUT) from None
-                except (httpx.HTTPError, OSError):
+                except TRANSPORT_ERRORS:
                     raise StreamBroken(outcomes.RESET) from None
                 if chunk is None:
                     tail = self.parser.flush()
@@ -270,7 +353,7 @@ async def open_stream(
     try:
         async with asyncio.timeout(first_token):
             response = await _send(route, payload, budget, path)
-    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+    except TRANSPORT_ERRORS as exc:
         raise _transport_failure(exc) from exc
     if response.status_code >= 300:
         raise await _failure_from_response(response)

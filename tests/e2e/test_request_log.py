@@ -158,3 +158,21 @@ def test_sigterm_writes_every_buffered_row_before_the_worker_exits(
     assert RequestLog.objects.count() == 0  # still buffered in the worker
     assert server.stop() is True
     assert RequestLog.objects.count() == 25
+
+
+def test_any_accept_header_gets_the_answer_and_its_row(fake_upstream, make_routing, api_key, proxy):
+    """The API answers JSON (or SSE) whatever `Accept` says, as OpenAI's does; DRF's content negotiation used to
+    answer 406 before the view ran, with no row."""
+    make_routing(upstream(fake_upstream))
+    _, key = api_key()
+    answers = [
+        proxy.post(key, chat(), headers={"Accept": "text/html"}),
+        proxy.post(key, chat(stream=True), headers={"Accept": "text/event-stream"}),
+        proxy.post(key, chat(), headers={"Accept": "application/xml;q=0.9"}),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[0].headers["content-type"] == "application/json"
+    assert answers[1].headers["content-type"].startswith("text/event-stream")
+    assert answers[2].json()["object"] == "chat.completion"
+    rows = proxy.logs(3)
+    assert [r.status for r in rows] == [200, 200, 200]

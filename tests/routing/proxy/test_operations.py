@@ -15,6 +15,7 @@ from django.test import RequestFactory
 
 from rainymodel_site.api_errors import ApiError
 from routing.proxy import flow
+from routing.proxy import upstream as upstream_layer
 from routing.proxy.operations import Operation, StreamRules
 from routing.proxy.operations.chat import usage as chat_usage
 from routing.proxy.relay import is_valid_first_event
@@ -91,12 +92,15 @@ def echo(transactional_db, fake_upstream, make_routing, api_key):
         )
 
         async def run():
-            response = await flow.serve(ECHO, request)
-            if getattr(response, "streaming", False):
-                content = b"".join([piece async for piece in response.streaming_content])
-            else:
-                content = response.content
-            return response, content
+            try:
+                response = await flow.serve(ECHO, request)
+                if getattr(response, "streaming", False):
+                    content = b"".join([piece async for piece in response.streaming_content])
+                else:
+                    content = response.content
+                return response, content
+            finally:
+                await upstream_layer.close_client()  # this loop's pool, as a server's shutdown closes it
 
         response, content = asyncio.run(run())
         writer.flush()
