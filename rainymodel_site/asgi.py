@@ -1,10 +1,11 @@
 """The ASGI entry point: Django wrapped in a tiny pure-ASGI layer that owns the process lifecycle.
 
-Lifespan startup loads the config snapshot (and starts its refresher), the request-log writer and the alert
-dispatcher, and sets up traces and JSON log lines when configured (rainymodel_site/tracing.py, log_lines.py);
-shutdown (gunicorn/uvicorn on SIGTERM) flushes every buffered log row and queued alert, closes the pooled upstream
-client and exports the spans still queued. Static files for the admin and usage pages are served here too, so a
-single process needs nothing in front of it.
+Lifespan startup loads the config snapshot (and starts its refresher), the request-log writer, the alert
+dispatcher and the metrics' fold timer, and sets up traces and JSON log lines when configured
+(rainymodel_site/tracing.py, log_lines.py); shutdown (gunicorn/uvicorn on SIGTERM) flushes every buffered log row
+and queued alert, closes the pooled upstream client, folds the last calls into the metrics (rainymodel_site/
+metrics.py, which also folds every second from the loop) and exports the spans still queued. Static files for the
+admin and usage pages are served here too, so a single process needs nothing in front of it.
 
 The API (`/v1/`) is served by `ApiHandler`: the same Django URLs and views, without the browser-facing middleware
 (sessions, CSRF, messages, ...) and without the request_started/finished signals. Under ASGI each of those is a
@@ -245,6 +246,7 @@ django_application = get_asgi_application()
 # django.setup(); the functions above use them at call time.
 from alerts.dispatch import dispatcher as alert_dispatcher  # noqa: E402
 from apikeys.auth import require_key  # noqa: E402
+from rainymodel_site import metrics  # noqa: E402
 from routing import snapshot  # noqa: E402
 from routing.proxy import flow, upstream  # noqa: E402
 from routing.proxy.api import unknown_endpoint  # noqa: E402
@@ -260,6 +262,7 @@ async def startup():
     alert_dispatcher.start()
     tracing.start()  # per worker, after gunicorn's fork: on only with OTEL_EXPORTER_OTLP_ENDPOINT
     log_lines.start()
+    metrics.start_folding()
 
 
 async def shutdown():
@@ -267,6 +270,7 @@ async def shutdown():
     await run_blocking(writer.stop)
     await run_blocking(alert_dispatcher.stop)
     await upstream.close_client()
+    metrics.stop_folding()  # the last calls' metrics, before the worker exits
     await asyncio.to_thread(tracing.stop)  # exports the spans still queued
     await asyncio.to_thread(log_lines.stop)
 

@@ -16,18 +16,28 @@ Across gunicorn workers prometheus-client's multiprocess mode sums every worker'
 PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus_client. Without it (`make run`, one process) the
 values live in this process's default registry.
 
-Cost: two dict lookups and one write per value (an mmap write in multiprocess mode), no I/O, no lock shared with
-another request (bench/metrics_cost.py measures it; docs/benchmarks.md). Label children are cached per kind of call
-and per kind of attempt, because `.labels()` validates and stringifies its arguments on every call. Labels are small
+Cost: a call is not written to prometheus-client as it happens. `record_call` adds it to plain per-process sums
+(one list per kind of call and per kind of attempt: counts, token and cost sums, histogram observations binned with
+bisect), and `fold` adds those sums to the prometheus-client values, one write per value per fold instead of one
+per value per call: every RAINYMODEL_METRICS_FOLD_S (1 s) from a task on the event loop (`start_folding`, at
+lifespan startup), before every scrape this process serves (metrics_view.py), and at lifespan shutdown
+(`stop_folding`: before a gunicorn worker exits, so its last calls are in its multiprocess files before the master
+marks it dead). Recording and folding both run on the event loop's thread, so neither needs a lock. The price: a
+scrape served by one worker may miss up to one fold interval of the OTHER workers' latest calls (a worker killed
+outright loses its unfolded calls, as it loses its unwritten log rows). bench/metrics_cost.py measures both halves
+(docs/benchmarks.md). Label children are cached per kind of call and per kind of attempt, because `.labels()`
+validates and stringifies its arguments on every call. Labels are small
 closed sets (names from the snapshot, status codes, reasons from routing/reasons.py); never the client's own text
 (the requested model, a request id), never a secret.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -155,6 +165,8 @@ class Metrics:
         self._calls: dict[tuple, CallSeries] = {}
         self._attempts: dict[tuple, AttemptSeries] = {}
         self._children: dict[tuple, Any] = {}
+        self._pending_calls: dict[tuple, list] = {}
+        self._pending_attempts: dict[tuple, list] = {}
 
     def _child(self, metric, values: tuple) -> Any:
         cache_key = (id(metric), values)
@@ -184,28 +196,78 @@ class Metrics:
         return series
 
     def record_call(self, row: Mapping[str, Any], attempts: Iterable[AttemptLike], seconds: float) -> None:
-        """One call, from the RequestLog row it becomes (usage/writer.py's shape) and its attempts."""
+        """One call, from the RequestLog row it becomes (usage/writer.py's shape) and its attempts: added to this
+        process's pending sums, which `fold` adds to the metrics. Plain list arithmetic, no prometheus-client call."""
         values: tuple = (row["endpoint"], row["alias"], row["policy"], row["tier"], row["provider"], row["status"])
         if self.per_key:
             values += (row["key_prefix"] or "none",)
-        series = self._calls.get(values) or self._call_series(values)
-        series.requests.inc()
-        series.duration.observe(seconds)
-        if row["ttft_ms"] is not None:
-            series.ttft.observe(row["ttft_ms"] / 1000)
+        pending = self._pending_calls.get(values)
+        if pending is None:
+            pending = self._pending_calls[values] = [0, 0, 0, 0.0, 0.0, [0] * _BINS, 0.0, [0] * _BINS]
+        pending[_REQUESTS] += 1
+        pending[_DURATION_SUM] += seconds
+        pending[_DURATION_BINS][bisect_left(BUCKETS, seconds)] += 1
+        ttft_ms = row["ttft_ms"]
+        if ttft_ms is not None:
+            ttft = ttft_ms / 1000
+            pending[_TTFT_SUM] += ttft
+            pending[_TTFT_BINS][bisect_left(BUCKETS, ttft)] += 1
         # An upstream may report negative usage; a counter refuses to go down.
         if row["prompt_tokens"] > 0:
-            series.prompt.inc(row["prompt_tokens"])
+            pending[_PROMPT] += row["prompt_tokens"]
         if row["completion_tokens"] > 0:
-            series.completion.inc(row["completion_tokens"])
+            pending[_COMPLETION] += row["completion_tokens"]
         if row["cost_usd"] > 0:
-            series.cost.inc(row["cost_usd"])
+            pending[_COST] += row["cost_usd"]
         for attempt in attempts:
             kind = (attempt.provider, attempt.tier, attempt.outcome)
-            one = self._attempts.get(kind) or self._attempt_series(kind)
-            one.count.inc()
+            one = self._pending_attempts.get(kind)
+            if one is None:
+                one = self._pending_attempts[kind] = [0, 0.0, [0] * _BINS]
+            one[0] += 1
             if attempt.seconds is not None:
-                one.duration.observe(attempt.seconds)
+                one[1] += attempt.seconds
+                one[2][bisect_left(BUCKETS, attempt.seconds)] += 1
+
+    def fold(self) -> None:
+        """Add the calls recorded since the last fold to the prometheus-client values (in multiprocess mode, this
+        worker's files). Runs on the thread that records (the event loop), so no call lands in sums being folded.
+        Attempts first and each call's request count last: a scrape that counts every request sees the rest too."""
+        calls, self._pending_calls = self._pending_calls, {}
+        attempts, self._pending_attempts = self._pending_attempts, {}
+        for kind, (count, seconds, bins) in attempts.items():
+            tried = self._attempts.get(kind) or self._attempt_series(kind)
+            _observe_many(tried.duration, bins, seconds)
+            tried.count.inc(count)
+        for values, pending in calls.items():
+            series = self._calls.get(values) or self._call_series(values)
+            _observe_many(series.duration, pending[_DURATION_BINS], pending[_DURATION_SUM])
+            _observe_many(series.ttft, pending[_TTFT_BINS], pending[_TTFT_SUM])
+            if pending[_PROMPT]:
+                series.prompt.inc(pending[_PROMPT])
+            if pending[_COMPLETION]:
+                series.completion.inc(pending[_COMPLETION])
+            if pending[_COST]:
+                series.cost.inc(pending[_COST])
+            series.requests.inc(pending[_REQUESTS])
+
+
+# A call's pending sums (one list per kind of call, indexed by these): requests, prompt and completion tokens, cost,
+# then each histogram as its sum and its per-bucket counts (the last bin is +Inf), as prometheus-client keeps them.
+_REQUESTS, _PROMPT, _COMPLETION, _COST, _DURATION_SUM, _DURATION_BINS, _TTFT_SUM, _TTFT_BINS = range(8)
+_BINS = len(BUCKETS) + 1
+
+
+def _observe_many(histogram: Any, bins: list[int], total: float) -> None:
+    """What `observe` would have done for each of `sum(bins)` values adding up to `total`: prometheus-client keeps
+    a histogram child as a sum and one non-cumulative count per bucket (`_sum`, `_buckets`), and has no public bulk
+    observe. Internals: tests/test_framework_pins.py fails when the installed prometheus-client changes them."""
+    if not any(bins):
+        return
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, bins, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 @dataclass(slots=True)
@@ -234,6 +296,40 @@ def record_call(row: Mapping[str, Any], attempts: Iterable[AttemptLike], seconds
         METRICS.record_call(row, attempts, seconds)
     except Exception:  # a metric must never fail the call it describes
         log.exception("recording the metrics of %s failed", row.get("id"))
+
+
+def fold() -> None:
+    """Fold this process's pending calls into the metrics: every RAINYMODEL_METRICS_FOLD_S (`start_folding`),
+    before a scrape this process serves, and at shutdown. Call it on the event loop's thread, where calls record."""
+    try:
+        METRICS.fold()
+    except Exception:  # a metric must never fail the call or the scrape around it
+        log.exception("folding the metrics failed")
+
+
+_folder: asyncio.Task | None = None
+
+
+async def _fold_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        fold()
+
+
+def start_folding() -> None:
+    """Lifespan startup: fold on this event loop every RAINYMODEL_METRICS_FOLD_S."""
+    global _folder
+    if _folder is None or _folder.done():
+        _folder = asyncio.get_running_loop().create_task(_fold_every(settings.RAINYMODEL_METRICS_FOLD_S))
+
+
+def stop_folding() -> None:
+    """Lifespan shutdown (before a gunicorn worker exits and the master marks it dead): the last fold."""
+    global _folder
+    if _folder is not None:
+        _folder.cancel()
+        _folder = None
+    fold()
 
 
 def record_limit_rejection(kind: str, scope: str) -> None:

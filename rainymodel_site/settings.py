@@ -211,6 +211,9 @@ RAINYMODEL_USAGE_CSV_RATE = envstr("RAINYMODEL_USAGE_CSV_RATE", "10/m")
 # the admin may read it. PER_KEY adds each key's prefix as a label to requests, tokens and cost: one series per key.
 RAINYMODEL_METRICS_TOKEN = envstr("RAINYMODEL_METRICS_TOKEN")
 RAINYMODEL_METRICS_PER_KEY = envbool("RAINYMODEL_METRICS_PER_KEY", False)
+# Seconds between folds of each worker's calls into the metrics (rainymodel_site/metrics.py): what a scrape served
+# by another worker may lag behind. A worker's own scrapes and its shutdown fold first, so they never lag.
+RAINYMODEL_METRICS_FOLD_S = envfloat("RAINYMODEL_METRICS_FOLD_S", 1.0)
 
 # The audit trail (audit/history.py) is a record, not an undo button: its admin pages show past versions and their
 # field diffs but offer no "revert" (a reverted key or provider would bypass the forms and services that check them).

@@ -3,7 +3,9 @@
 `rainymodel_site.asgi.ApiHandler.handle` is a copy of Django's `ASGIHandler.handle` (without the request signals)
 that also calls other ASGIHandler internals and sets an ASGIRequest's body stream after it was made, and
 `routing.proxy.api.ApiView.async_dispatch` is a copy of adrf's `APIView.async_dispatch` (with `initial()` inline).
-When this test fails after an upgrade, read the upstream diff,
+`rainymodel_site.metrics._observe_many` adds a bulk of observations to a prometheus-client Histogram child through
+its internals (`_sum`, `_buckets`, as `_metric_init` makes them and `observe` fills them); its behaviour is also
+checked against `observe` in tests/test_metrics.py. When this test fails after an upgrade, read the upstream diff,
 carry what matters into our copies, then record the new fingerprints below (the failure message prints them).
 """
 
@@ -13,6 +15,7 @@ from importlib.metadata import version
 
 from adrf.views import APIView
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from prometheus_client import Histogram
 
 # (version, sha256 of the source, first 16 hex digits) of each upstream function our copies follow or call.
 PINNED = {
@@ -34,9 +37,16 @@ PINNED = {
             "APIView.async_dispatch": "5926f734eb685633",
         },
     ),
+    "prometheus-client": (
+        "0.26.0",
+        {
+            "Histogram._metric_init": "61aeac1b768d4786",
+            "Histogram.observe": "38beca3be1d1595b",
+        },
+    ),
 }
 
-OWNERS = {"ASGIHandler": ASGIHandler, "ASGIRequest": ASGIRequest, "APIView": APIView}
+OWNERS = {"ASGIHandler": ASGIHandler, "ASGIRequest": ASGIRequest, "APIView": APIView, "Histogram": Histogram}
 
 
 def fingerprint(qualname: str) -> str:

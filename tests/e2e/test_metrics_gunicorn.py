@@ -3,7 +3,12 @@ the fake upstream (answers, failures that fail over, streams), then scrapes that
 scrape must show the exact sums over both workers: prometheus-client's multiprocess mode, set up by gunicorn.conf.py.
 
 With REDIS_URL set the two workers share breakers and limits, as in production; the traffic below opens no breaker
-either way, so the expected numbers do not depend on it."""
+either way, so the expected numbers do not depend on it.
+
+Each worker folds its calls into its multiprocess files once per RAINYMODEL_METRICS_FOLD_S (1 s) and before a scrape
+it serves itself (rainymodel_site/metrics.py): the tests wait up to one fold interval for the other worker's
+calls. With a fold interval longer than the test, only the scrape's own fold and the shutdown's can bring calls in:
+`test_nothing_recorded_before_a_scrape_or_a_shutdown_is_lost`."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ pytestmark = pytest.mark.multiprocess
 
 TOKEN = "metrics-token-of-the-gunicorn-test"
 FAILOVERS = 4  # calls whose first attempt gets a 500 and fails over to the second provider
+FOLD_S = 1.0  # RAINYMODEL_METRICS_FOLD_S's default: how far another worker's files may lag behind its calls
 
 
 def scrape(server) -> dict[tuple[str, tuple], float]:
@@ -99,6 +105,7 @@ def test_two_workers_scrape_to_the_exact_sums(
             for _ in range(20):
                 sent["plain"] += sum(pool.map(plain, range(8)))
                 sent["stream"] += sum(pool.map(stream, range(4)))
+                time.sleep(FOLD_S + 0.2)  # each worker's files show its calls from its next fold
                 if len([n for n in requests_per_worker(tmp_path).values() if n]) == 2:
                     break
         assert len([n for n in requests_per_worker(tmp_path).values() if n]) == 2, "one worker served everything"
@@ -142,3 +149,40 @@ def test_two_workers_scrape_to_the_exact_sums(
             assert total(samples, "rainymodel_breaker_state", scope="provider", provider="primary", state="closed") == 1
     finally:
         server.stop()
+
+
+def requests_in_files(directory: Path) -> float:
+    return sum(requests_per_worker(directory).values())
+
+
+def test_nothing_recorded_before_a_scrape_or_a_shutdown_is_lost(
+    fake_upstream, make_routing, api_key, transactional_db, tmp_path
+):
+    """A fold interval longer than the test: the calls reach the metrics only through the fold before a scrape
+    (first batch) and the fold at lifespan shutdown, before gunicorn marks the worker dead (second batch)."""
+    make_routing(upstream(fake_upstream, name="primary", max_retries=0))
+    _, key = api_key()
+    auth = {"Authorization": f"Bearer {key}"}
+    server = ProductionServer(
+        workers=1,
+        env={
+            "RAINYMODEL_METRICS_TOKEN": TOKEN,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+            "RAINYMODEL_METRICS_FOLD_S": "3600",
+            "LOG_LEVEL": "WARNING",
+        },
+    ).start()
+    try:
+        for _ in range(3):
+            r = httpx.post(server.url + "/v1/chat/completions", json=chat(), headers=auth, timeout=30)
+            assert r.status_code == 200, r.text
+        assert requests_in_files(tmp_path) == 0  # not folded yet: the scrape's own fold must bring them in
+        assert total(scrape(server), "rainymodel_requests_total") == 3
+        assert total(scrape(server), "rainymodel_upstream_attempts_total", outcome="ok") == 3
+        for _ in range(2):
+            r = httpx.post(server.url + "/v1/chat/completions", json=chat(), headers=auth, timeout=30)
+            assert r.status_code == 200, r.text
+        assert requests_in_files(tmp_path) == 3
+    finally:
+        server.stop()
+    assert requests_in_files(tmp_path) == 5
