@@ -212,7 +212,6 @@ class Call:
                 await asyncio.shield(limits.settle(self.admission, tokens=prompt + completion, cost_usd=cost))
             except asyncio.CancelledError:
                 pass
-        alerts.call_finished(self.alias.name if self.alias else None, status, error_code)
         route = self.route
         first_label = self.tried[0] if self.attempts else None
         writer.enqueue(
@@ -246,6 +245,7 @@ class Call:
             }
         )
         # After the row is queued: nothing here can cost the call its log row.
+        alerts.call_finished(self.alias.name if self.alias else None, status, error_code)
         metrics.record_call(row, self.attempts, time.monotonic() - self.started)
         if self.trace is not None:
             tracing.finish(self, row)
