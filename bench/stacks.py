@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_APPS = {"routing", "apikeys", "limits", "usage", "rainymodel_site", "responses_store"}
+PROJECT_APPS = {"routing", "apikeys", "limits", "usage", "rainymodel_site", "responses_store", "alerts", "audit"}
 
 # Areas, from the package of a frame's file. Standard-library helpers (json, logging, contextlib, ...) are not areas
 # of their own: their time goes to the caller that used them (see `area_of_stack`).
@@ -36,6 +36,7 @@ STDLIB_AREAS = {"asyncio", "selectors", "concurrent", "sqlite3"}
 THREADS = {
     "usage/writer.py": "log-writer thread",
     "routing/snapshot.py": "snapshot refresher thread",
+    "alerts/dispatch.py": "alert dispatcher thread",
     "concurrent/futures/thread.py": "thread pool (sync_to_async / run_blocking)",
 }
 # Leaf frames of a thread blocked in a wait with a timeout, which py-spy sometimes reports as active: not CPU.
