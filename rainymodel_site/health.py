@@ -9,7 +9,6 @@ callers presenting the master key (`Authorization: Bearer $RAINYMODEL_MASTER_KEY
 """
 
 import asyncio
-import hmac
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
+from rainymodel_site import operator_access
 from rainymodel_site.shared_state import SharedStateUnavailable, state
 from rainymodel_site.threads import run_blocking
 from routing import breakers, snapshot
@@ -84,29 +84,8 @@ async def _bounded_readiness(budget: float) -> tuple[dict, bool]:
         return {"timeout": True, "error": f"the readiness checks took longer than {budget} s"}, False
 
 
-def _has_master_key(request) -> bool:
-    master = settings.RAINYMODEL_MASTER_KEY
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return bool(master) and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), master.encode())
-
-
-def _is_staff(request) -> bool:
-    user = request.user  # reads the session and the user from the database
-    return bool(user.is_active and user.is_staff)
-
-
 async def _may_see_details(request) -> bool:
-    if _has_master_key(request):
-        return True
-    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
-        return False  # no session: no database lookup at all
-    try:
-        # Not Django's `auser()`: that runs in the one thread all sync code shares, which a hung database would
-        # block for every later request. A thread of our own may hang alone.
-        return await asyncio.wait_for(run_blocking(_is_staff, request), STAFF_CHECK_BUDGET_S)
-    except Exception:  # timeout or a database error: treat as anonymous
-        return False
+    return await operator_access.bearer_or_staff(request, settings.RAINYMODEL_MASTER_KEY, STAFF_CHECK_BUDGET_S)
 
 
 async def ready(request):

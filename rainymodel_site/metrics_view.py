@@ -13,8 +13,6 @@ others. The routes come from the in-process snapshot (no database query); the re
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import logging
 import time
 
@@ -23,7 +21,7 @@ from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from rainymodel_site import metrics
+from rainymodel_site import metrics, operator_access
 from rainymodel_site.shared_state import SharedStateUnavailable
 from rainymodel_site.threads import run_blocking
 from routing import breakers, snapshot
@@ -73,26 +71,8 @@ _scrape_time = CollectorRegistry(auto_describe=False)
 _scrape_time.register(BreakerCollector())
 
 
-def has_token(request) -> bool:
-    token = settings.RAINYMODEL_METRICS_TOKEN
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def _is_staff(request) -> bool:
-    user = request.user  # reads the session and the user from the database
-    return bool(user.is_active and user.is_staff)
-
-
 async def may_read(request) -> bool:
-    if has_token(request):
-        return True
-    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
-        return False  # no session: no database lookup at all
-    try:
-        return await asyncio.wait_for(run_blocking(_is_staff, request), STAFF_CHECK_BUDGET_S)
-    except Exception:  # a timeout or a database error: not staff as far as we can tell
-        return False
+    return await operator_access.bearer_or_staff(request, settings.RAINYMODEL_METRICS_TOKEN, STAFF_CHECK_BUDGET_S)
 
 
 async def metrics_view(request):
